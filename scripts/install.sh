@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what miabench needs on a fresh Debian machine: the embedded Fashion-MNIST data
+# (Debian's dataset-fashion-mnist; torchvision downloads it instead where apt is unavailable
+# and there is internet) and the package with its Python dependencies.
+# Usage: scripts/install.sh [--dev]     (--dev adds the test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FMNIST_DIR=${MIABENCH_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    echo "[install] Fashion-MNIST: apt-get install dataset-fashion-mnist"
+    $SUDO apt-get update -qq || echo "[install] apt-get update failed; trying the install anyway"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist \
+      || echo "[install] could not install dataset-fashion-mnist; torchvision will try to download it"
+  else
+    echo "[install] no apt-get: torchvision will download Fashion-MNIST on first use"
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+extra=""
+if [ "${1:-}" = "--dev" ]; then extra="[dev]"; fi
+# torch/torchvision first, pinned as the project allows, so pip takes the local wheels here.
+"$PYTHON" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" \
+  || "$PYTHON" -m pip install --quiet "torch<=2.14.1" "torchvision<=0.29.1"
+"$PYTHON" -m pip install --quiet -e ".$extra"
+echo "[install] done"

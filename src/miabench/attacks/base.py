@@ -1,0 +1,61 @@
+"""Attack interface: per-sample membership scores from victim signals.
+
+An attack gets the signal dictionaries a victim yields (see
+:mod:`miabench.victims.base`) and returns, per sample, a ``score`` where *higher means
+more likely a member*, plus any diagnostic columns worth saving (e.g. the two terms of
+the membership error). Attacks that learn something (reference models, MINT auditors)
+fit on a calibration set first; threshold attacks need no fit.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from miabench.victims.base import Signals
+
+
+class Attack(ABC):
+    """Base class of membership inference attacks.
+
+    Args:
+        name: short name used in result files and tables (the config key).
+    """
+
+    #: signals the attack reads; checked against the victim's ``provides``.
+    requires: tuple[str, ...] = ()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.device = torch.device("cpu")
+
+    def setup(self, device: torch.device | str) -> None:
+        """Move whatever the attack owns (e.g. a feature backbone) to ``device``."""
+        self.device = torch.device(device)
+
+    def fit(self, signals: list[Signals], labels: torch.Tensor) -> None:  # noqa: B027
+        """Fit on calibration signals (``labels``: 1 member, 0 non-member). Default: nothing."""
+
+    @abstractmethod
+    def score(self, signals: Signals) -> dict[str, torch.Tensor]:
+        """Score one batch.
+
+        Returns:
+            ``{"score": (B,) tensor, higher = more likely member, **diagnostics}``; every
+            value is a (B,) tensor.
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """What shaped this attack's scores (recorded in results, e.g. backbone weights)."""
+        return {"name": self.name, "class": type(self).__qualname__}
+
+    def check_signals(self, provides: tuple[str, ...]) -> None:
+        """Raise a clear error when the victim lacks a signal this attack needs."""
+        missing = [s for s in self.requires if s not in provides]
+        if missing:
+            raise ValueError(
+                f"attack '{self.name}' needs signals {missing} that the victim does not provide "
+                f"(it provides {list(provides)})"
+            )

@@ -1,0 +1,22 @@
+"""Hydra app chaining the stages: train → attack → table (+ ROC plots) under results/.
+
+``python -m miabench.benchmark`` runs the embedded default; any experiment works, e.g.
+``python -m miabench.benchmark experiment=shafran2021/pix2pix_facades data.root=...``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from miabench.pipeline.benchmark import run_benchmark
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="benchmark")
+def main(cfg: DictConfig) -> str:
+    """Run the benchmark; returns the table's Markdown path."""
+    return str(run_benchmark(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Hydra app: tables of results next to published numbers. ``python -m miabench.make_table``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from miabench.pipeline.table import make_table
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="make_table")
+def main(cfg: DictConfig) -> str:
+    """Write the configured table; returns the Markdown path."""
+    return str(make_table(cfg)[0])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The stages behind the Hydra apps: train (cached) → attack → table."""

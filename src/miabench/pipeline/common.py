@@ -1,0 +1,109 @@
+"""Helpers shared by the stages: config → datamodule, cache keys, devices."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import miabench
+from miabench.utils.hashing import stable_hash
+
+log = logging.getLogger(__name__)
+
+#: Trainer keys that do not change what is learned (where and how it is shown).
+_COSMETIC_TRAINER_KEYS = {
+    "accelerator",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "log_every_n_steps",
+    "default_root_dir",
+    "num_sanity_val_steps",
+}
+
+
+#: Data keys that say where data lives or how fast it is read, not what it is (the content
+#: itself enters the key through the manifest's content hashes).
+_LOCATION_KEYS = {"root", "out_root", "num_workers", "eval_batch_size"}
+
+
+def _strip(obj: Any, keys: set[str]) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip(v, keys) for k, v in obj.items() if k not in keys}
+    if isinstance(obj, list):
+        return [_strip(v, keys) for v in obj]
+    return obj
+
+
+def to_container(cfg: Any) -> Any:
+    """Resolve a config node to plain Python containers (for hashing and JSON)."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; anything else is passed to torch."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def split_key(cfg: DictConfig) -> str:
+    """Key of a membership split: the data it is drawn from and the split settings."""
+    data = to_container(cfg.data)
+    data.pop("batch_size", None)
+    data.pop("eval_batch_size", None)
+    data.pop("num_workers", None)
+    return stable_hash({"data": data, "split": to_container(cfg.split)})
+
+
+def build_datamodule(cfg: DictConfig) -> Any:
+    """Instantiate the data module with its manifest stored under the split's cache key."""
+    manifest = Path(cfg.paths.cache_dir) / "splits" / f"{cfg.data.name}-{split_key(cfg)}.csv"
+    return instantiate(cfg.data.datamodule, manifest_path=str(manifest))
+
+
+def _source_of(obj: Any) -> str:
+    try:
+        return inspect.getsource(sys.modules[type(obj).__module__])
+    except (OSError, TypeError, KeyError):
+        return type(obj).__qualname__
+
+
+def code_version(module: torch.nn.Module) -> str:
+    """Hash of the source of the victim class and of every submodule class it contains.
+
+    Editing the victim's or its networks' code changes the key, so a stale cached victim is
+    never reused; code elsewhere in the package does not invalidate trained victims.
+    """
+    sources = sorted({_source_of(m) for m in module.modules()})
+    return stable_hash({"version": miabench.__version__, "sources": sources})
+
+
+def victim_key(cfg: DictConfig, manifest_sha256: str, module: torch.nn.Module) -> dict[str, Any]:
+    """Everything that shaped a trained victim, and its hash under ``key``."""
+    trainer = {k: v for k, v in to_container(cfg.trainer).items() if k not in _COSMETIC_TRAINER_KEYS}
+    parts = {
+        "victim": to_container(cfg.victim),
+        "data": to_container(cfg.data),
+        "defense": to_container(cfg.defense),
+        "trainer": trainer,
+        "manifest_sha256": manifest_sha256,
+        "seed": cfg.seed,
+        "code_version": code_version(module),
+    }
+    parts["data"] = _strip(parts["data"], _LOCATION_KEYS)
+    parts["key"] = stable_hash(parts)
+    return parts
+
+
+def victim_dir(cfg: DictConfig, key: str) -> Path:
+    """Cache folder of one trained victim."""
+    return Path(cfg.paths.cache_dir) / "victims" / f"{cfg.victim.name}-{cfg.data.name}-{key}"

@@ -1,0 +1,43 @@
+"""Stage 3: join finished attack results with the published numbers."""
+
+from __future__ import annotations
+
+import glob
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from miabench.pipeline.common import to_container
+from miabench.results.table import build_table, collect_results, load_targets, write_table
+
+log = logging.getLogger(__name__)
+
+
+def result_paths(patterns: list[str]) -> list[Path]:
+    """Expand the table's result patterns (globs or plain paths), sorted, deduplicated."""
+    paths: set[Path] = set()
+    for pattern in patterns:
+        matches = glob.glob(str(pattern))
+        if not matches and not glob.has_magic(str(pattern)):
+            raise FileNotFoundError(f"table.results: no results file at {pattern}")
+        paths.update(Path(m) for m in matches)
+    return sorted(paths)
+
+
+def make_table(cfg: DictConfig) -> tuple[Path, Path]:
+    """Write the table ``cfg.table`` describes as Markdown and CSV; return both paths."""
+    table = cfg.table
+    paths = result_paths(list(table.results))
+    log.info("table %s: %d result files", table.name, len(paths))
+    results = collect_results(paths)
+    if table.get("include_victims"):
+        results = [r for r in results if r["run"]["victim"] in table.include_victims]
+    targets = load_targets(table.targets)
+    if table.get("include_victims"):
+        targets = targets[targets["victim"].isin(list(table.include_victims))]
+    frame = build_table(
+        results, targets, to_container(table.columns), include_missing=table.include_missing
+    )
+    notes = [f"Regenerate: `{table.command}`", f"Result files: {len(paths)}"]
+    return write_table(frame, Path(table.out_dir), table.name, table.title, notes)

@@ -1,0 +1,18 @@
+"""Hydra app: attack a cached victim. ``python -m miabench.run_attack``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from miabench.pipeline.attack import run_attack
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="run_attack")
+def main(cfg: DictConfig) -> str:
+    """Run every configured attack; returns the results.json path."""
+    return str(run_attack(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Stable content hashes used as cache keys and for duplicate detection."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hash a JSON-serialisable object independently of key order.
+
+    Args:
+        obj: nested dicts/lists/scalars (e.g. ``OmegaConf.to_container(cfg, resolve=True)``).
+        length: number of hex digits kept.
+    """
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+def sha256_array(array: np.ndarray) -> str:
+    """SHA-256 of an array's decoded content (shape, dtype and bytes).
+
+    Hashing decoded pixels, not file bytes, finds the same image saved twice with
+    different encoders or metadata.
+    """
+    array = np.ascontiguousarray(array)
+    h = hashlib.sha256()
+    h.update(f"{array.shape}|{array.dtype}|".encode())
+    h.update(array.tobytes())
+    return h.hexdigest()

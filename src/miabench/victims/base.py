@@ -1,0 +1,68 @@
+"""The contract between victims and attacks.
+
+A victim is a LightningModule that, besides training, turns a batch into per-sample
+*signals*: tensors an attacker could observe or compute from a query (the model output,
+the query input and its ground truth, per-sample losses). Attacks only ever see these
+signals (and, for activation auditors, named layers to hook); they never reach into a
+victim's internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+#: Signal dictionaries always carry ``sample_id`` (list of str, one per sample). Image
+#: signals are float tensors shaped (B, C, H, W) with values in [0, 1]:
+#: ``input`` (the query), ``target`` (its ground truth) and ``output`` (the victim's answer).
+Signals = dict[str, Any]
+
+
+class Victim(pl.LightningModule):
+    """Base class of every victim model.
+
+    Subclasses implement :meth:`signal_step`; :meth:`iter_signals` runs it over a
+    dataloader in eval mode without gradients.
+    """
+
+    #: names of the signals :meth:`signal_step` returns, checked against attacks' needs.
+    provides: tuple[str, ...] = ("sample_id",)
+
+    def signal_step(self, batch: dict[str, Any]) -> Signals:
+        """Compute per-sample signals for one batch (already on the victim's device)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def iter_signals(
+        self, dataloader: DataLoader, device: torch.device | str | None = None, desc: str = "signals"
+    ) -> Iterator[Signals]:
+        """Yield :meth:`signal_step` outputs for every batch of ``dataloader``.
+
+        Args:
+            dataloader: yields dict batches as produced by miabench datasets.
+            device: where to run the victim; defaults to where its parameters are.
+            desc: progress bar label.
+        """
+        was_training = self.training
+        self.eval()
+        if device is not None:
+            self.to(device)
+        device = self.device
+        try:
+            for batch in tqdm(dataloader, desc=desc, leave=False):
+                batch = {
+                    k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                    for k, v in batch.items()
+                }
+                yield self.signal_step(batch)
+        finally:
+            self.train(was_training)
+
+    def utility(self, signals: Signals) -> dict[str, torch.Tensor]:
+        """Per-sample utility metrics of the victim's answer (e.g. L1, PSNR); optional."""
+        return {}

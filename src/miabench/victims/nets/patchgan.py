@@ -1,0 +1,66 @@
+"""PatchGAN discriminator (pix2pix's 70x70 N-layer discriminator) and GAN losses.
+
+Written here because no maintained library ships pix2pix's discriminator; pix2pixHD and
+SPADE victims reuse it as the building block of their multi-scale discriminators.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from miabench.victims.nets.norm import conv_bias, init_weights, make_norm
+
+
+class PatchGANDiscriminator(nn.Module):
+    """Fully convolutional discriminator scoring overlapping patches.
+
+    Args:
+        in_channels: channels of the (condition, image) pair, e.g. 6 for RGB→RGB.
+        ndf: filters of the first layer.
+        n_layers: stride-2 layers (3 gives the published 70x70 receptive field).
+        norm: ``batch`` | ``instance`` | ``group`` | ``none``.
+    """
+
+    def __init__(
+        self, in_channels: int = 6, ndf: int = 64, n_layers: int = 3, norm: str = "batch"
+    ) -> None:
+        super().__init__()
+        bias = conv_bias(norm)
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, ndf, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),
+        ]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [
+                nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=bias),
+                make_norm(norm, ndf * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
+        layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
+        self.model = nn.Sequential(*layers)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return patch logits (B, 1, h, w)."""
+        return self.model(x)
+
+
+def gan_loss(logits: torch.Tensor, real: bool, mode: str = "vanilla") -> torch.Tensor:
+    """GAN loss against an all-real or all-fake target.
+
+    Args:
+        logits: discriminator outputs.
+        real: whether the target label is "real".
+        mode: ``vanilla`` (BCE with logits, pix2pix) or ``lsgan`` (least squares, pix2pixHD).
+    """
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    if mode == "vanilla":
+        return F.binary_cross_entropy_with_logits(logits, target)
+    if mode == "lsgan":
+        return F.mse_loss(logits, target)
+    raise ValueError(f"gan_mode must be vanilla or lsgan, got {mode!r}")
