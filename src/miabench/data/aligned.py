@@ -1,0 +1,193 @@
+"""The pix2pix *aligned* layout: ``root/{train,val,test}/<name>.<ext>``, each file A|B.
+
+Every image file holds the A image (left half) and the B image (right half) side by side,
+as in the datasets published with pix2pix (facades, maps, cityscapes, edges2shoes, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode
+
+from miabench.data.membership import SampleRecord
+from miabench.utils.hashing import sha256_array
+
+DIRECTIONS = ("AtoB", "BtoA")
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image file to an RGB uint8 array (H, W, 3).
+
+    Raises:
+        ValueError: naming the file when it cannot be decoded.
+    """
+    try:
+        with Image.open(path) as image:
+            # convert() forces the full decode, so a truncated file fails here, not later.
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable or corrupt image ({err})") from err
+
+
+class AlignedDataset(Dataset):
+    """Paired images in the pix2pix aligned layout.
+
+    Items are dicts ``{"sample_id": "<phase>/<filename>", "input": FloatTensor[3, H, W],
+    "target": FloatTensor[3, H, W]}`` with values in [0, 1].
+
+    Preprocessing follows pix2pix's ``resize_and_crop``: with ``augment`` both halves are
+    resized to ``load_size`` (square), then the same random ``crop_size`` crop and the same
+    random horizontal flip are applied to both. Without ``augment`` both halves are resized
+    to ``crop_size`` (or ``load_size`` when only that is set; native size when neither is).
+
+    Args:
+        root: dataset folder holding ``train/``, ``val/``, ``test/``.
+        phase: which subfolder to read.
+        direction: ``AtoB`` (input = left half) or ``BtoA`` (input = right half).
+        load_size: side the halves are resized to before the random crop.
+        crop_size: side of the random crop (augment) or of the resize (no augment).
+        augment: random crop and flip, for training.
+        extensions: file name endings (case-insensitive) taken as images.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        phase: str,
+        direction: str = "AtoB",
+        load_size: int | None = None,
+        crop_size: int | None = None,
+        augment: bool = False,
+        extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    ) -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        self.root = Path(root)
+        self.phase = phase
+        self.direction = direction
+        self.load_size = load_size
+        self.crop_size = crop_size
+        self.augment = augment
+        self.extensions = tuple(e.lower() for e in extensions)
+        self.folder = self.root / phase
+        self._files = self._list_files()
+        self._records: list[SampleRecord] | None = None
+
+    def _list_files(self) -> list[Path]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"dataset root {self.root} does not exist")
+        if not self.folder.is_dir():
+            present = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+            raise FileNotFoundError(
+                f"phase folder {self.folder} does not exist; folders in {self.root}: {present}"
+            )
+        files = sorted(
+            p
+            for p in self.folder.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in self.extensions
+        )
+        if not files:
+            raise FileNotFoundError(
+                f"{self.folder} holds no images with extensions {list(self.extensions)}"
+            )
+        return files
+
+    def sample_id(self, path: Path) -> str:
+        """Id of the file at ``path``: ``<phase>/<filename>``."""
+        return f"{self.phase}/{path.name}"
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def _read_pair(self, path: Path) -> np.ndarray:
+        pixels = read_rgb(path)
+        width = pixels.shape[1]
+        if width % 2:
+            raise ValueError(
+                f"{path}: width {width} is odd; an aligned image holds A and B side by side"
+            )
+        return pixels
+
+    def _sizes(self) -> tuple[int | None, int | None]:
+        """(resize side, crop side) for this dataset's mode."""
+        if self.augment:
+            return self.load_size, self.crop_size
+        return self.crop_size or self.load_size, None
+
+    def _transform(self, pair: torch.Tensor, path: Path) -> torch.Tensor:
+        """Resize, crop and flip A and B together: ``pair`` is (2, 3, H, W) uint8."""
+        resize, crop = self._sizes()
+        if resize is not None:
+            # Bicubic on uint8 rounds and clamps, so values stay in [0, 255].
+            pair = F.resize(pair, [resize, resize], InterpolationMode.BICUBIC, antialias=True)
+        if crop is not None:
+            height, width = pair.shape[-2:]
+            if crop > height or crop > width:
+                raise ValueError(
+                    f"{path}: crop_size {crop} exceeds the resized image ({height}x{width}); "
+                    "set load_size >= crop_size"
+                )
+            top = int(torch.randint(0, height - crop + 1, ()).item())
+            left = int(torch.randint(0, width - crop + 1, ()).item())
+            pair = F.crop(pair, top, left, crop, crop)
+        if self.augment and torch.rand(()).item() < 0.5:
+            pair = F.horizontal_flip(pair)
+        return pair
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self._files[index]
+        pixels = self._read_pair(path)
+        half = pixels.shape[1] // 2
+        a, b = pixels[:, :half], pixels[:, half:]
+        pair = torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2).contiguous()
+        pair = F.to_dtype(self._transform(pair, path), torch.float32, scale=True)
+        first, second = (0, 1) if self.direction == "AtoB" else (1, 0)
+        return {"sample_id": self.sample_id(path), "input": pair[first], "target": pair[second]}
+
+    def records(self) -> list[SampleRecord]:
+        """One record per file; ``sha256`` hashes the decoded RGB pixels of the whole file.
+
+        Decoding every file is slow on large datasets, so the list is computed once per
+        dataset (and shared with its subsets).
+        """
+        if self._records is None:
+            self._records = [
+                SampleRecord(self.sample_id(p), str(p), sha256_array(self._read_pair(p)))
+                for p in self._files
+            ]
+        return list(self._records)
+
+    def subset(self, sample_ids: Iterable[str]) -> AlignedDataset:
+        """A view of this dataset restricted to ``sample_ids``, in the order given.
+
+        Raises:
+            ValueError: naming ids that are not in this dataset.
+        """
+        sample_ids = list(sample_ids)
+        index = {self.sample_id(p): i for i, p in enumerate(self._files)}
+        unknown = [s for s in sample_ids if s not in index]
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            raise ValueError(f"{len(unknown)} sample id(s) not in {self.folder}: {shown}")
+        view = copy.copy(self)
+        positions = [index[s] for s in sample_ids]
+        view._files = [self._files[i] for i in positions]
+        view._records = None if self._records is None else [self._records[i] for i in positions]
+        return view
+
+    def __repr__(self) -> str:
+        return (
+            f"AlignedDataset({str(self.folder)!r}, n={len(self)}, direction={self.direction}, "
+            f"load_size={self.load_size}, crop_size={self.crop_size}, augment={self.augment})"
+        )

@@ -1,0 +1,186 @@
+"""Lightning data module serving a membership split: members to train on, and the sets to attack."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, Dataset
+
+from miabench.data.membership import Manifest, SampleRecord, make_split
+
+log = logging.getLogger(__name__)
+
+#: ``(phase, augment) -> dataset``; datasets expose ``records()`` and ``subset(ids)``.
+DatasetFactory = Callable[..., Any]
+
+
+class MembershipDataModule(pl.LightningDataModule):
+    """Draws (or reloads) a membership split and serves loaders for each role.
+
+    Args:
+        dataset: called as ``dataset(phase=..., augment=...)``, e.g. a Hydra ``_partial_``
+            of :class:`~miabench.data.aligned.AlignedDataset` with its root and sizes bound.
+        members_from: phase the members (and validation samples) are drawn from.
+        nonmembers_from: phase the non-members are drawn from (may equal ``members_from``).
+        n_members: number of members; ``None`` takes all available.
+        n_nonmembers: number of non-members; ``None`` takes all available.
+        n_validation: held-out samples from the member phase for early stopping.
+        seed: seed of the split.
+        batch_size: training batch size.
+        eval_batch_size: batch size of the member/non-member/validation loaders
+            (``batch_size`` if None).
+        num_workers: data loader worker processes.
+        manifest_path: CSV to reuse the split from when it exists (after checking it matches
+            the data), or to write a newly drawn split to.
+        prepare: called without arguments in :meth:`prepare_data`, e.g. to build an embedded
+            dataset once.
+    """
+
+    def __init__(
+        self,
+        dataset: DatasetFactory,
+        members_from: str = "train",
+        nonmembers_from: str = "train",
+        n_members: int | None = None,
+        n_nonmembers: int | None = None,
+        n_validation: int = 0,
+        seed: int = 0,
+        batch_size: int = 1,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        manifest_path: str | os.PathLike | None = None,
+        prepare: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.members_from = members_from
+        self.nonmembers_from = nonmembers_from
+        self.n_members = n_members
+        self.n_nonmembers = n_nonmembers
+        self.n_validation = n_validation
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.manifest_path = Path(manifest_path) if manifest_path is not None else None
+        self.prepare = prepare
+        self._manifest: Manifest | None = None
+        self._sets: dict[str, Dataset] = {}
+
+    def prepare_data(self) -> None:
+        """Run ``prepare`` (once per node; Lightning calls this before :meth:`setup`)."""
+        if self.prepare is not None:
+            self.prepare()
+
+    @property
+    def manifest(self) -> Manifest:
+        """The membership split (available after :meth:`setup`)."""
+        if self._manifest is None:
+            raise RuntimeError("MembershipDataModule.setup() has not been called yet")
+        return self._manifest
+
+    def setup(self, stage: str | None = None) -> None:
+        """Draw or reload the split and build the datasets of every role (idempotent)."""
+        if self._manifest is not None:
+            return
+        phases = dict.fromkeys([self.members_from, self.nonmembers_from])
+        plain = {phase: self.dataset(phase=phase, augment=False) for phase in phases}
+        member_pool = plain[self.members_from].records()
+        nonmember_pool = plain[self.nonmembers_from].records()
+
+        if self.manifest_path is not None and self.manifest_path.exists():
+            manifest = Manifest.from_csv(self.manifest_path)
+            self._check_matches(manifest, member_pool, nonmember_pool)
+            log.info("reusing membership split %s", self.manifest_path)
+        else:
+            manifest = make_split(
+                member_pool,
+                nonmember_pool,
+                self.n_members,
+                self.n_nonmembers,
+                seed=self.seed,
+                n_validation=self.n_validation,
+            )
+            if self.manifest_path is not None:
+                manifest.to_csv(self.manifest_path)
+                log.info("membership split written to %s", self.manifest_path)
+
+        self._sets = {
+            "train": self.dataset(phase=self.members_from, augment=True).subset(
+                manifest.ids("member")
+            ),
+            "member": plain[self.members_from].subset(manifest.ids("member")),
+            "validation": plain[self.members_from].subset(manifest.ids("validation")),
+            "nonmember": plain[self.nonmembers_from].subset(manifest.ids("nonmember")),
+        }
+        self._manifest = manifest
+
+    def _check_matches(
+        self,
+        manifest: Manifest,
+        member_pool: list[SampleRecord],
+        nonmember_pool: list[SampleRecord],
+    ) -> None:
+        """Refuse a stored split that the data or the requested sizes no longer match."""
+        where = f"manifest {self.manifest_path}"
+        expected = {
+            "member": self.n_members,
+            "nonmember": self.n_nonmembers,
+            "validation": self.n_validation,
+        }
+        for role, n in expected.items():
+            if n is not None and len(manifest.ids(role)) != n:
+                raise ValueError(
+                    f"{where} has {len(manifest.ids(role))} {role} samples, but {n} were "
+                    "requested; remove it or point manifest_path elsewhere"
+                )
+        pools = {
+            "member": member_pool,
+            "validation": member_pool,
+            "nonmember": nonmember_pool,
+        }
+        for role, pool in pools.items():
+            content = {r.sample_id: r.sha256 for r in pool}
+            stale = [
+                r.sample_id for r in manifest.records(role) if content.get(r.sample_id) != r.sha256
+            ]
+            if stale:
+                shown = ", ".join(stale[:10]) + (" ..." if len(stale) > 10 else "")
+                raise ValueError(
+                    f"{where} does not match the data: {len(stale)} {role} sample(s) missing "
+                    f"or with changed content: {shown}"
+                )
+        manifest.check_disjoint()
+
+    def _loader(self, role: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if not self._sets:
+            raise RuntimeError("MembershipDataModule.setup() has not been called yet")
+        return DataLoader(
+            self._sets[role],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Members with augmentation, shuffled."""
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def member_dataloader(self) -> DataLoader:
+        """Members without augmentation, in manifest order."""
+        return self._loader("member", self.eval_batch_size, shuffle=False)
+
+    def nonmember_dataloader(self) -> DataLoader:
+        """Non-members without augmentation, in manifest order."""
+        return self._loader("nonmember", self.eval_batch_size, shuffle=False)
+
+    def validation_dataloader(self) -> DataLoader:
+        """Validation samples (held out from members and non-members), no augmentation."""
+        return self._loader("validation", self.eval_batch_size, shuffle=False)
