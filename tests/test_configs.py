@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.utils import get_class, get_method
+from hydra.utils import get_object
 from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import CONF_DIR
@@ -37,16 +37,13 @@ def _compose(name: str, overrides: list[str]):
 
 
 def _check(cfg) -> None:
-    hydra_cfg = cfg.hydra
+    run_dir = cfg.hydra.run.dir  # resolves against the rest of the config
     with open_dict(cfg):
         del cfg["hydra"]
     container = OmegaConf.to_container(cfg, resolve=True)
     for target in _targets(container):
-        try:
-            get_class(target)
-        except Exception:
-            get_method(target)
-    assert hydra_cfg.run.dir
+        assert get_object(target) is not None, target
+    assert run_dir
 
 
 def test_experiments_exist() -> None:

@@ -50,7 +50,7 @@ def tiny_overrides(root: Path, out: Path, *extra: str) -> list[str]:
         "victim.module.discriminator.ndf=8",
         "victim.module.discriminator.n_layers=2",
         "victim.module.lambda_l1=100",
-        "+victim.module.optimizer_g.lr=1e-3",
+        "victim.module.optimizer_g.lr=1e-3",
         "trainer.max_epochs=40",
         "trainer.enable_progress_bar=false",
         f"paths.root_dir={out}",
@@ -118,7 +118,8 @@ def test_killed_training_resumes_from_last_checkpoint(aligned_root: Path, tmp_pa
     out = tmp_path / "run"
     base = tiny_overrides(aligned_root, out, "trainer.max_epochs=3")
     crash = "+callbacks.crash._target_=tests.pipeline.test_end_to_end.CrashAfterEpoch"
-    with pytest.raises(RuntimeError, match="interrupted"):
+    # Lightning shuts down gracefully on Ctrl-C and exits the process.
+    with pytest.raises((SystemExit, RuntimeError)):
         train_victim(_cfg("train_victim", [*base, crash]))
     victim = locate_victim(_cfg("train_victim", base))
     assert not victim.weights.exists()
