@@ -117,6 +117,11 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
     attacks_out: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, spec in cfg.attack.items():
+        if spec is None or "_target_" not in spec:
+            # e.g. an experiment tunes membership_error while `attack=reconstruction` selects
+            # only the other one: the leftover settings name no attack to run.
+            log.warning("attack.%s has no _target_ (not selected); skipped", name)
+            continue
         attack: Attack = instantiate(spec, name=name)
         scores = _attack_scores(name, attack, model, victim, device, out)
         scores = scores.drop(columns="role").add_prefix(f"{name}.")

@@ -89,7 +89,9 @@ def code_version(module: torch.nn.Module) -> str:
 
 def victim_key(cfg: DictConfig, manifest_sha256: str, module: torch.nn.Module) -> dict[str, Any]:
     """Everything that shaped a trained victim, and its hash under ``key``."""
-    trainer = {k: v for k, v in to_container(cfg.trainer).items() if k not in _COSMETIC_TRAINER_KEYS}
+    trainer = {
+        k: v for k, v in to_container(cfg.trainer).items() if k not in _COSMETIC_TRAINER_KEYS
+    }
     parts = {
         "victim": to_container(cfg.victim),
         "data": to_container(cfg.data),

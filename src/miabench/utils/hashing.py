@@ -9,14 +9,25 @@ from typing import Any
 import numpy as np
 
 
+def _canonical(obj: Any) -> Any:
+    # `dropout=0` and `dropout: 0.0` configure the same thing; hash them alike.
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    return obj
+
+
 def stable_hash(obj: Any, length: int = 16) -> str:
-    """Hash a JSON-serialisable object independently of key order.
+    """Hash a JSON-serialisable object independently of key order and of 1 vs 1.0.
 
     Args:
         obj: nested dicts/lists/scalars (e.g. ``OmegaConf.to_container(cfg, resolve=True)``).
         length: number of hex digits kept.
     """
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
 
 

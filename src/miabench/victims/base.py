@@ -39,7 +39,10 @@ class Victim(pl.LightningModule):
 
     @torch.no_grad()
     def iter_signals(
-        self, dataloader: DataLoader, device: torch.device | str | None = None, desc: str = "signals"
+        self,
+        dataloader: DataLoader,
+        device: torch.device | str | None = None,
+        desc: str = "signals",
     ) -> Iterator[Signals]:
         """Yield :meth:`signal_step` outputs for every batch of ``dataloader``.
 
