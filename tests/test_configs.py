@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_object
 from omegaconf import OmegaConf, open_dict
 
+import miabench  # noqa: F401  (registers the config resolvers)
 from tests.conftest import CONF_DIR
 
 EXPERIMENTS = sorted(

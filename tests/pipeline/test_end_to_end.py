@@ -54,7 +54,8 @@ def tiny_overrides(root: Path, out: Path, *extra: str) -> list[str]:
         "trainer.max_epochs=40",
         "trainer.enable_progress_bar=false",
         f"paths.root_dir={out}",
-        "attack=reconstruction",
+        "attack.membership_error.arch=resnet18",
+        "attack.membership_error.weights=none",
         "evaluation.device=cpu",
         *extra,
     ]
@@ -86,6 +87,17 @@ def test_overfit_victim_is_detected_and_stages_resume(aligned_root: Path, tmp_pa
     assert results["generalization_gap"]["l1"] > 0  # non-members reconstructed worse
     scores = pd.read_csv(results_path.parent / "scores.csv")
     assert len(scores) == 32 and set(scores.split) == {"calibration", "test"}
+    # membership error = reconstruction − predictability, scored as its negation.
+    me = results["attacks"]["membership_error"]
+    assert me["describe"]["weights"] == "none" and 0.0 <= me["auc"] <= 1.0
+    diff = (
+        scores["membership_error.reconstruction_error"]
+        - scores["membership_error.predictability_error"]
+    )
+    assert (diff - scores["membership_error.membership_error"]).abs().max() < 1e-6
+    assert (
+        scores["membership_error.score"] + scores["membership_error.membership_error"]
+    ).abs().max() < 1e-6
     assert (results_path.parent / "roc_loglog.png").stat().st_size > 0
 
     # A rerun reuses the trained victim and the finished attack.
