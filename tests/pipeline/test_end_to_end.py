@@ -128,7 +128,10 @@ def test_overfit_victim_is_detected_and_stages_resume(aligned_root: Path, tmp_pa
 @pytest.mark.slow
 def test_killed_training_resumes_from_last_checkpoint(aligned_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    base = tiny_overrides(aligned_root, out, "trainer.max_epochs=3")
+    # With the learning-rate decay on, the scheduler's state is in the checkpoint too.
+    base = tiny_overrides(
+        aligned_root, out, "trainer.max_epochs=3", "victim.module.n_epochs_decay=2"
+    )
     crash = "+callbacks.crash._target_=tests.pipeline.test_end_to_end.CrashAfterEpoch"
     # Lightning shuts down gracefully on Ctrl-C and exits the process.
     with pytest.raises((SystemExit, RuntimeError)):

@@ -109,7 +109,8 @@ def train_victim(cfg: DictConfig) -> TrainedVictim:
     ckpt_path = str(last) if last.exists() else None
     if ckpt_path:
         log.info("resuming victim training from %s", last)
-    trainer.fit(module, datamodule=victim.datamodule, ckpt_path=ckpt_path)
+    # weights_only: a checkpoint is unpickled with tensors and plain containers only.
+    trainer.fit(module, datamodule=victim.datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.interrupted:
         raise RuntimeError(f"training of {directory} was interrupted; rerun to resume")
 
