@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import miabench
+import miabench.victims as victims_package
 from miabench.utils.hashing import stable_hash
 
 log = logging.getLogger(__name__)
@@ -70,24 +69,22 @@ def build_datamodule(cfg: DictConfig) -> Any:
     return instantiate(cfg.data.datamodule, manifest_path=str(manifest))
 
 
-def _source_of(obj: Any) -> str:
-    try:
-        return inspect.getsource(sys.modules[type(obj).__module__])
-    except (OSError, TypeError, KeyError):
-        return type(obj).__qualname__
+def code_version() -> str:
+    """Hash of the victims' code: every source file of :mod:`miabench.victims`.
 
-
-def code_version(module: torch.nn.Module) -> str:
-    """Hash of the source of the victim class and of every submodule class it contains.
-
-    Editing the victim's or its networks' code changes the key, so a stale cached victim is
-    never reused; code elsewhere in the package does not invalidate trained victims.
+    Editing any victim or network file changes the key, so a stale cached victim is never
+    reused (conservatively: an edit to one victim retrains the others too); code outside
+    ``victims/`` (attacks, metrics) does not invalidate trained victims.
     """
-    sources = sorted({_source_of(m) for m in module.modules()})
+    root = Path(victims_package.__file__).parent
+    sources = {
+        str(path.relative_to(root)): path.read_text(encoding="utf-8")
+        for path in sorted(root.rglob("*.py"))
+    }
     return stable_hash({"version": miabench.__version__, "sources": sources})
 
 
-def victim_key(cfg: DictConfig, manifest_sha256: str, module: torch.nn.Module) -> dict[str, Any]:
+def victim_key(cfg: DictConfig, manifest_sha256: str) -> dict[str, Any]:
     """Everything that shaped a trained victim, and its hash under ``key``."""
     trainer = {
         k: v for k, v in to_container(cfg.trainer).items() if k not in _COSMETIC_TRAINER_KEYS
@@ -99,7 +96,7 @@ def victim_key(cfg: DictConfig, manifest_sha256: str, module: torch.nn.Module) -
         "trainer": trainer,
         "manifest_sha256": manifest_sha256,
         "seed": cfg.seed,
-        "code_version": code_version(module),
+        "code_version": code_version(),
     }
     parts["data"] = _strip(parts["data"], _LOCATION_KEYS)
     parts["key"] = stable_hash(parts)

@@ -48,8 +48,7 @@ def locate_victim(cfg: DictConfig) -> TrainedVictim:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup()
-    module = instantiate(cfg.victim.module)
-    key = victim_key(cfg, manifest_hash(datamodule.manifest), module)
+    key = victim_key(cfg, manifest_hash(datamodule.manifest))
     return TrainedVictim(victim_dir(cfg, key["key"]), key, datamodule)
 
 

@@ -1,0 +1,42 @@
+"""The victim cache key changes with what shapes a victim, and only with that."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import miabench
+from miabench.pipeline import common
+from miabench.pipeline.train import locate_victim
+from tests.pipeline.test_end_to_end import _cfg, tiny_overrides
+
+
+def _key(root: Path, out: Path, *extra: str) -> str:
+    return locate_victim(_cfg("train_victim", tiny_overrides(root, out, *extra))).key["key"]
+
+
+def test_key_tracks_what_shapes_the_victim(aligned_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    base = _key(aligned_root, out)
+    assert _key(aligned_root, out) == base
+    # Where it runs and how it logs do not change what is learned.
+    assert _key(aligned_root, out, "trainer.accelerator=gpu", "logger=wandb") == base
+    assert _key(aligned_root, out, "victim.module.generator.dropout=0") == base  # 0 == 0.0
+    # The same content under another root: same manifest content, same victim.
+    moved = tmp_path / "moved"
+    shutil.copytree(aligned_root, moved)
+    assert _key(moved, out) == base
+    # Training, architecture, split and seed do.
+    for change in (
+        "trainer.max_epochs=41",
+        "victim.module.generator.ngf=8",
+        "split.n_members=9",
+        "seed=1",
+    ):
+        assert _key(aligned_root, out, change) != base, change
+
+
+def test_code_version_follows_the_victims_package(monkeypatch) -> None:
+    before = common.code_version()
+    monkeypatch.setattr(miabench, "__version__", "0.0.0-test")
+    assert common.code_version() != before
