@@ -40,3 +40,13 @@ def test_code_version_follows_the_victims_package(monkeypatch) -> None:
     before = common.code_version()
     monkeypatch.setattr(miabench, "__version__", "0.0.0-test")
     assert common.code_version() != before
+
+
+def test_split_key_ignores_how_data_is_batched(aligned_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    base = common.split_key(_cfg("train_victim", tiny_overrides(aligned_root, out)))
+    batched = tiny_overrides(aligned_root, out, "data.batch_size=2", "data.eval_batch_size=3")
+    assert common.split_key(_cfg("train_victim", batched)) == base
+    assert (
+        common.split_key(_cfg("train_victim", tiny_overrides(aligned_root, out, "seed=1"))) != base
+    )

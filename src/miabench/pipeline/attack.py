@@ -20,7 +20,7 @@ from miabench.pipeline.common import resolve_device, to_container
 from miabench.pipeline.train import TrainedVictim, locate_victim
 from miabench.results.plots import plot_roc
 from miabench.utils.hashing import stable_hash
-from miabench.utils.io import atomic_write, atomic_write_json, read_json
+from miabench.utils.io import atomic_write, atomic_write_json
 from miabench.victims.base import Victim
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,7 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
 
 def _describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
     manifest = victim.datamodule.manifest
-    meta_path = victim.directory / "victim.json"
-    meta = read_json(meta_path) if meta_path.exists() else {}
+    meta = victim.meta()
     return {
         "victim": cfg.victim.name,
         "dataset": cfg.data.get("display_name", cfg.data.name),
@@ -174,7 +173,7 @@ def _describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
         "victim_key": victim.key["key"],
         "victim_dir": str(victim.directory),
         "victim_epochs": meta.get("epochs"),
-        "manifest_sha256": manifest.sha256(),
+        "manifest_sha256": victim.key["manifest_sha256"],
         "n_members": len(manifest.ids("member")),
         "n_nonmembers": len(manifest.ids("nonmember")),
         "package_version": miabench.__version__,

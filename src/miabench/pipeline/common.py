@@ -54,12 +54,13 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
+#: Data keys that say how the data is batched and read; a split does not depend on them.
+_LOADER_KEYS = {"batch_size", "eval_batch_size", "num_workers"}
+
+
 def split_key(cfg: DictConfig) -> str:
     """Key of a membership split: the data it is drawn from and the split settings."""
-    data = to_container(cfg.data)
-    data.pop("batch_size", None)
-    data.pop("eval_batch_size", None)
-    data.pop("num_workers", None)
+    data = _strip(to_container(cfg.data), _LOADER_KEYS)
     return stable_hash({"data": data, "split": to_container(cfg.split)})
 
 

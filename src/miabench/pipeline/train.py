@@ -42,19 +42,20 @@ class TrainedVictim:
         module.load_state_dict(state)
         return module
 
+    def meta(self) -> dict[str, Any]:
+        """What training wrote beside the weights (epochs, steps, final metrics); {} if absent."""
+        path = self.directory / META_FILE
+        return read_json(path) if path.exists() else {}
+
 
 def locate_victim(cfg: DictConfig) -> TrainedVictim:
     """Prepare the data and split, and compute where the victim for ``cfg`` is cached."""
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup()
-    key = victim_key(cfg, manifest_hash(datamodule.manifest))
+    # The manifest hash covers ids, content hashes and roles, not where the files live.
+    key = victim_key(cfg, datamodule.manifest.sha256())
     return TrainedVictim(victim_dir(cfg, key["key"]), key, datamodule)
-
-
-def manifest_hash(manifest: Any) -> str:
-    """The manifest's content identity (ids, content hashes, roles), not where files live."""
-    return manifest.sha256()
 
 
 def _loggers(cfg: DictConfig, directory: Path) -> list[Any]:
@@ -131,8 +132,3 @@ def train_victim(cfg: DictConfig) -> TrainedVictim:
     trainer.strategy.barrier()
     log.info("trained victim → %s", directory)
     return victim
-
-
-def read_victim_meta(directory: Path) -> dict[str, Any]:
-    """The metadata written beside a trained victim."""
-    return read_json(directory / META_FILE)
