@@ -10,6 +10,7 @@ fit on a calibration set first; threshold attacks need no fit.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -26,6 +27,9 @@ class Attack(ABC):
 
     #: signals the attack reads; checked against the victim's ``provides``.
     requires: tuple[str, ...] = ()
+    #: attacks that learn (reference models, MINT auditors) set this; the pipeline then
+    #: calls :meth:`fit` with the calibration half before scoring.
+    trainable: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -35,8 +39,16 @@ class Attack(ABC):
         """Move whatever the attack owns (e.g. a feature backbone) to ``device``."""
         self.device = torch.device(device)
 
-    def fit(self, signals: list[Signals], labels: torch.Tensor) -> None:  # noqa: B027
-        """Fit on calibration signals (``labels``: 1 member, 0 non-member). Default: nothing."""
+    def fit(self, batches: Callable[[], Iterator[tuple[Signals, torch.Tensor]]]) -> None:  # noqa: B027
+        """Fit on the calibration half (only called when :attr:`trainable`).
+
+        Args:
+            batches: called with no argument, returns a fresh iterator over
+                ``(signals, labels)`` pairs (labels: (B,) 1 member / 0 non-member) covering
+                the calibration samples, members and non-members interleaved batch by
+                batch. Call it again for another pass; nothing is held in memory between
+                batches, so an attack that needs many passes should cache what it extracts.
+        """
 
     @abstractmethod
     def score(self, signals: Signals) -> dict[str, torch.Tensor]:

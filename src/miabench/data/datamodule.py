@@ -181,6 +181,30 @@ class MembershipDataModule(pl.LightningDataModule):
         """Non-members without augmentation, in manifest order."""
         return self._loader("nonmember", self.eval_batch_size, shuffle=False)
 
+    def role_dataloader(self, role: str, ids: list[str] | None = None) -> DataLoader:
+        """Unaugmented loader of one role (``member``, ``nonmember``, ``validation``) in
+        manifest order, restricted to ``ids`` when given (e.g. a calibration half)."""
+        if not self._sets:
+            raise RuntimeError("MembershipDataModule.setup() has not been called yet")
+        if role not in ("member", "nonmember", "validation"):
+            raise ValueError(f"unknown role {role!r}; expected member, nonmember or validation")
+        dataset = self._sets[role]
+        if ids is not None:
+            known = set(self.manifest.ids(role))
+            unknown = [i for i in ids if i not in known]
+            if unknown:
+                raise ValueError(
+                    f"{len(unknown)} id(s) are not {role}s of the split: {unknown[:5]}"
+                )
+            dataset = dataset.subset(ids)
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            drop_last=False,
+            num_workers=self.num_workers,
+        )
+
     def validation_dataloader(self) -> DataLoader:
         """Validation samples (held out from members and non-members), no augmentation."""
         return self._loader("validation", self.eval_batch_size, shuffle=False)

@@ -20,7 +20,7 @@ from miabench.pipeline.common import resolve_device, to_container
 from miabench.pipeline.train import TrainedVictim, locate_victim
 from miabench.results.plots import plot_roc
 from miabench.utils.hashing import stable_hash
-from miabench.utils.io import atomic_write, atomic_write_json
+from miabench.utils.io import atomic_write, atomic_write_json, read_json
 from miabench.victims.base import Victim
 
 log = logging.getLogger(__name__)
@@ -51,29 +51,140 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
 
 
 def _collect(
-    model: Victim, victim: TrainedVictim, device: torch.device, fn: Any, desc: str
+    model: Victim,
+    victim: TrainedVictim,
+    device: torch.device,
+    fn: Any,
+    desc: str,
+    on_role: Any = None,
 ) -> pd.DataFrame:
-    """Run ``fn(signals) -> {column: (B,) tensor}`` over members and non-members."""
+    """Run ``fn(signals) -> {column: (B,) tensor}`` over members and non-members.
+
+    ``on_role(role, signals_iterator)``, when given, wraps each role's signal stream (used to
+    accumulate dataset-level metrics in the same pass).
+    """
     rows: list[pd.DataFrame] = []
     for role, loader in _loaders(victim).items():
-        for signals in model.iter_signals(loader, device=device, desc=f"{desc} [{role}]"):
+        stream = model.iter_signals(loader, device=device, desc=f"{desc} [{role}]")
+        if on_role is not None:
+            stream = on_role(role, stream)
+        for signals in stream:
             columns = {k: v.detach().float().cpu().numpy() for k, v in fn(signals).items()}
             frame = pd.DataFrame({"sample_id": signals["sample_id"], "role": role, **columns})
             rows.append(frame)
     return pd.concat(rows, ignore_index=True)
 
 
+def _plain(value: Any) -> Any:
+    """torchmetrics results (tensors, dicts of tensors) → JSON-friendly Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if torch.is_tensor(value):
+        value = value.detach().cpu()
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value
+
+
+def _utility(
+    model: Victim, victim: TrainedVictim, device: torch.device, out: Path
+) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Per-sample utility (``utility.csv``) and dataset-level utility metrics
+    (``utility_dataset.json``) of members and non-members, computed in one pass and cached."""
+    per_sample_path, dataset_path = out / "utility.csv", out / "utility_dataset.json"
+    if per_sample_path.exists() and dataset_path.exists():
+        return pd.read_csv(per_sample_path), read_json(dataset_path)
+    computed: dict[str, dict[str, Any]] = {}
+
+    def accumulate(role: str, stream: Any) -> Any:
+        metrics = {k: m.to(device) for k, m in model.utility_metrics().items()}
+        for signals in stream:
+            model.update_utility_metrics(metrics, signals)
+            yield signals
+        computed[role] = {k: _plain(m.compute()) for k, m in metrics.items()}
+
+    frame = _collect(model, victim, device, model.utility, desc="utility", on_role=accumulate)
+    _write_csv(per_sample_path, frame)
+    atomic_write_json(dataset_path, computed)
+    return frame, computed
+
+
+def _attacker_view(cfg: DictConfig) -> Any:
+    """The defense's post-hoc transform of what the attacker sees (output truncation), or None.
+
+    It applies to the signals given to attacks only; utility is measured on the raw outputs.
+    """
+    spec = cfg.defense.get("attacker_view")
+    return instantiate(spec) if spec is not None else None
+
+
+def _fit_batches(
+    model: Victim,
+    victim: TrainedVictim,
+    device: torch.device,
+    calibration: dict[str, list[str]],
+    view: Any,
+) -> Any:
+    """Factory of fresh ``(signals, labels)`` iterators over the calibration half."""
+    dm = victim.datamodule
+
+    def batches() -> Any:
+        streams = {
+            role: model.iter_signals(
+                dm.role_dataloader(role, ids), device=device, desc=f"fit [{role}]"
+            )
+            for role, ids in calibration.items()
+            if ids
+        }
+        # Interleave members and non-members so a streaming learner sees both classes early.
+        while streams:
+            for role in list(streams):
+                signals = next(streams[role], None)
+                if signals is None:
+                    del streams[role]
+                    continue
+                if view is not None:
+                    signals = view(signals)
+                n = len(signals["sample_id"])
+                yield signals, torch.full((n,), float(ROLES[role]), device=device)
+
+    return batches
+
+
 def _attack_scores(
-    name: str, attack: Attack, model: Victim, victim: TrainedVictim, device: torch.device, out: Path
+    name: str,
+    attack: Attack,
+    model: Victim,
+    victim: TrainedVictim,
+    device: torch.device,
+    out: Path,
+    view: Any = None,
+    calibration: dict[str, list[str]] | None = None,
 ) -> pd.DataFrame:
-    """Scores of one attack, read back from disk when an earlier run finished them."""
+    """Scores of one attack, read back from disk when an earlier run finished them.
+
+    A trainable attack is fitted on the ``calibration`` ids first; every sample is scored,
+    and the metrics use the test half only.
+    """
     path = out / f"scores_{name}.csv"
     if path.exists():
         log.info("reusing scores of %s from %s", name, path)
         return pd.read_csv(path)
     attack.check_signals(model.provides)
     attack.setup(device)
-    frame = _collect(model, victim, device, attack.score, desc=name)
+    if attack.trainable:
+        if not calibration or not all(calibration.get(role) for role in ROLES):
+            raise ValueError(
+                f"attack '{name}' learns from a calibration half, but evaluation."
+                "calibration_fraction leaves it without members or non-members"
+            )
+        attack.fit(_fit_batches(model, victim, device, calibration, view))
+
+    def score(signals: Any) -> Any:
+        return attack.score(view(signals) if view is not None else signals)
+
+    frame = _collect(model, victim, device, score, desc=name)
     _write_csv(path, frame)
     return frame
 
@@ -100,12 +211,8 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
     device = resolve_device(cfg.evaluation.device)
     model = victim.load(cfg).to(device)
 
-    utility_path = out / "utility.csv"
-    if utility_path.exists():
-        utility = pd.read_csv(utility_path)
-    else:
-        utility = _collect(model, victim, device, model.utility, desc="utility")
-        _write_csv(utility_path, utility)
+    utility, utility_dataset = _utility(model, victim, device, out)
+    view = _attacker_view(cfg)
 
     table = utility[["sample_id", "role"]].copy()
     table["label"] = table["role"].map(ROLES)
@@ -113,6 +220,9 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
         table["label"].to_numpy(), cfg.evaluation.calibration_fraction, cfg.seed
     )
     table["split"] = np.where(is_cal, "calibration", "test")
+    calibration = {
+        role: table.loc[is_cal & (table["role"] == role), "sample_id"].tolist() for role in ROLES
+    }
 
     attacks_out: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -123,7 +233,7 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
             log.warning("attack.%s has no _target_ (not selected); skipped", name)
             continue
         attack: Attack = instantiate(spec, name=name)
-        scores = _attack_scores(name, attack, model, victim, device, out)
+        scores = _attack_scores(name, attack, model, victim, device, out, view, calibration)
         scores = scores.drop(columns="role").add_prefix(f"{name}.")
         scores = scores.rename(columns={f"{name}.sample_id": "sample_id"})
         table = table.merge(scores, on="sample_id", how="left", validate="one_to_one")
@@ -140,17 +250,28 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
     _write_csv(out / "scores.csv", table)
     plot_roc(curves, out, title=f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name})")
     util = {
-        role: summarize(
-            {c: utility.loc[utility.role == role, c].to_numpy() for c in utility.columns[2:]}
-        )
+        role: {
+            **summarize(
+                {c: utility.loc[utility.role == role, c].to_numpy() for c in utility.columns[2:]}
+            ),
+            **utility_dataset.get(role, {}),
+        }
         for role in ROLES
     }
+    gap = {
+        metric: util["nonmember"][metric] - util["member"][metric]
+        for metric, value in util["member"].items()
+        if isinstance(value, (int, float))
+        and isinstance(util["nonmember"].get(metric), (int, float))
+    }
+    run = _describe_run(cfg, victim)
+    run["victim_info"] = model.describe()
+    if view is not None:
+        run["attacker_view"] = to_container(cfg.defense.attacker_view)
     results = {
-        "run": _describe_run(cfg, victim),
+        "run": run,
         "utility": util,
-        "generalization_gap": {
-            metric: util["nonmember"][metric] - util["member"][metric] for metric in util["member"]
-        },
+        "generalization_gap": gap,
         "attacks": attacks_out,
     }
     atomic_write_json(results_path, results)
@@ -166,13 +287,15 @@ def _describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
         "dataset": cfg.data.get("display_name", cfg.data.name),
         "data_name": cfg.data.name,
         "data_root": "embedded" if cfg.data.get("embedded") else str(cfg.data.root),
-        "image_size": cfg.data.image_size,
+        "image_size": cfg.data.get("image_size"),
         "direction": cfg.data.get("direction"),
         "defense": cfg.defense.name,
         "seed": cfg.seed,
         "victim_key": victim.key["key"],
         "victim_dir": str(victim.directory),
         "victim_epochs": meta.get("epochs"),
+        # what the defense reported during training (e.g. DP-SGD's ε at δ), if anything
+        "defense_report": meta.get("defense"),
         "manifest_sha256": victim.key["manifest_sha256"],
         "n_members": len(manifest.ids("member")),
         "n_nonmembers": len(manifest.ids("nonmember")),

@@ -32,6 +32,10 @@ _COSMETIC_TRAINER_KEYS = {
 _LOCATION_KEYS = {"root", "out_root", "num_workers", "eval_batch_size"}
 
 
+#: Defense keys that do not change the trained victim.
+_POST_HOC_DEFENSE_KEYS = {"name", "attacker_view"}
+
+
 def _strip(obj: Any, keys: set[str]) -> Any:
     if isinstance(obj, dict):
         return {k: _strip(v, keys) for k, v in obj.items() if k not in keys}
@@ -93,7 +97,12 @@ def victim_key(cfg: DictConfig, manifest_sha256: str) -> dict[str, Any]:
     parts = {
         "victim": to_container(cfg.victim),
         "data": to_container(cfg.data),
-        "defense": to_container(cfg.defense),
+        # Only what shapes training: a defense's name is a label, and its attacker_view
+        # (output truncation) acts after training, so defenses that differ only there share
+        # one trained victim.
+        "defense": {
+            k: v for k, v in to_container(cfg.defense).items() if k not in _POST_HOC_DEFENSE_KEYS
+        },
         "trainer": trainer,
         "manifest_sha256": manifest_sha256,
         "seed": cfg.seed,

@@ -15,6 +15,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
+from torchmetrics import Metric
 from tqdm.auto import tqdm
 
 #: Signal dictionaries always carry ``sample_id`` (list of str, one per sample). Image
@@ -68,4 +69,20 @@ class Victim(pl.LightningModule):
 
     def utility(self, signals: Signals) -> dict[str, torch.Tensor]:
         """Per-sample utility metrics of the victim's answer (e.g. L1, PSNR); optional."""
+        return {}
+
+    def utility_metrics(self) -> dict[str, Metric]:
+        """Fresh dataset-level utility metrics (e.g. mIoU, mAP), one set per role; optional.
+
+        Metrics that are not means of per-sample values (a confusion-matrix mIoU, a
+        detector's mAP, verification accuracy over pairs) accumulate over every batch of a
+        role through :meth:`update_utility_metrics` and are computed once at the end.
+        """
+        return {}
+
+    def update_utility_metrics(self, metrics: dict[str, Metric], signals: Signals) -> None:
+        """Update the metrics of :meth:`utility_metrics` with one batch of signals."""
+
+    def describe(self) -> dict[str, Any]:
+        """What shaped this victim beyond its config (e.g. backbone weights used); recorded."""
         return {}
