@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import miabench
+import miabench.victims.pix2pix
 from miabench.pipeline import common
 from miabench.pipeline.train import locate_victim
 from tests.pipeline.test_end_to_end import _cfg, tiny_overrides
@@ -40,6 +41,35 @@ def test_code_version_follows_the_victims_package(monkeypatch) -> None:
     before = common.code_version()
     monkeypatch.setattr(miabench, "__version__", "0.0.0-test")
     assert common.code_version() != before
+
+
+def test_code_version_covers_the_victims_own_code(aligned_root: Path, tmp_path: Path) -> None:
+    cfg = _cfg("train_victim", tiny_overrides(aligned_root, tmp_path))
+    sources = common.code_sources(cfg)
+    # the module, its networks, what they import (transitively), and nothing unrelated
+    for module in (
+        "miabench.victims.pix2pix",
+        "miabench.victims.base",
+        "miabench.victims.nets.unet",
+        "miabench.victims.nets.patchgan",
+        "miabench.victims.nets.norm",
+        "miabench.metrics.utility",
+    ):
+        assert module in sources, module
+    assert not any(m.startswith("miabench.attacks") for m in sources)
+    assert sources["miabench.victims.pix2pix"] == Path(miabench.victims.pix2pix.__file__).read_text(
+        encoding="utf-8"
+    )
+
+    # an edit to one of those files changes the key; the key is the hash of these sources
+    edited = dict(sources)
+    edited["miabench.victims.nets.unet"] += "\n# edited\n"
+    assert common.stable_hash({"version": miabench.__version__, "sources": edited}) != (
+        common.code_version(cfg)
+    )
+    assert common.stable_hash({"version": miabench.__version__, "sources": sources}) == (
+        common.code_version(cfg)
+    )
 
 
 def test_split_key_ignores_how_data_is_batched(aligned_root: Path, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -74,19 +76,86 @@ def build_datamodule(cfg: DictConfig) -> Any:
     return instantiate(cfg.data.datamodule, manifest_path=str(manifest))
 
 
-def code_version() -> str:
-    """Hash of the victims' code: every source file of :mod:`miabench.victims`.
+def _targets(node: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            found.append(node["_target_"])
+        for value in node.values():
+            found += _targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _targets(value)
+    return found
 
-    Editing any victim or network file changes the key, so a stale cached victim is never
-    reused (conservatively: an edit to one victim retrains the others too); code outside
-    ``victims/`` (attacks, metrics) does not invalidate trained victims.
+
+def _source(module: str) -> Path | None:
+    """File of a ``miabench`` module, or None when ``module`` names no module of ours."""
+    if module != "miabench" and not module.startswith("miabench."):
+        return None
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+def _own_imports(path: Path) -> set[str]:
+    """Modules of ``miabench`` that the file at ``path`` imports (statically)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            # ``from miabench.victims.nets import unet`` imports a module, not a name
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {m for m in found if _source(m) is not None}
+
+
+def code_version(cfg: DictConfig | None = None) -> str:
+    """Hash of the code that shaped a victim: the sources :func:`code_sources` lists."""
+    return stable_hash({"version": miabench.__version__, "sources": code_sources(cfg)})
+
+
+def code_sources(cfg: DictConfig | None = None) -> dict[str, str]:
+    """Module name → source of the code that shaped a victim.
+
+    The sources of every ``miabench`` module named by a ``_target_`` under ``cfg.victim``
+    and ``cfg.defense`` (the LightningModule, its networks, the defense), plus every
+    ``miabench`` module those import, transitively. Editing any of them changes the key, so
+    a stale cached victim is never reused; adding another victim, or editing attacks and
+    metrics the victim does not import, leaves it valid. Without ``cfg``: the whole
+    :mod:`miabench.victims` package (conservative).
     """
-    root = Path(victims_package.__file__).parent
-    sources = {
-        str(path.relative_to(root)): path.read_text(encoding="utf-8")
-        for path in sorted(root.rglob("*.py"))
-    }
-    return stable_hash({"version": miabench.__version__, "sources": sources})
+    if cfg is None:
+        root = Path(victims_package.__file__).parent
+        modules = {
+            f"miabench.victims.{p.relative_to(root).with_suffix('')}" for p in root.rglob("*.py")
+        }
+        modules = {m.replace("/", ".").removesuffix(".__init__") for m in modules}
+    else:
+        targets = _targets(to_container(cfg.victim)) + _targets(
+            to_container(cfg.get("defense") or {})
+        )
+        modules = set()
+        for target in targets:
+            # a target names a module's attribute (class or function), or a module itself
+            for candidate in (target.rsplit(".", 1)[0], target):
+                if _source(candidate) is not None:
+                    modules.add(candidate)
+    seen: dict[str, str] = {}
+    todo = sorted(modules)
+    while todo:
+        module = todo.pop()
+        path = _source(module)
+        if module in seen or path is None:
+            continue
+        seen[module] = path.read_text(encoding="utf-8")
+        todo.extend(sorted(_own_imports(path) - set(seen)))
+    return seen
 
 
 def victim_key(cfg: DictConfig, manifest_sha256: str) -> dict[str, Any]:
@@ -106,7 +175,7 @@ def victim_key(cfg: DictConfig, manifest_sha256: str) -> dict[str, Any]:
         "trainer": trainer,
         "manifest_sha256": manifest_sha256,
         "seed": cfg.seed,
-        "code_version": code_version(),
+        "code_version": code_version(cfg),
     }
     parts["data"] = _strip(parts["data"], _LOCATION_KEYS)
     parts["key"] = stable_hash(parts)
