@@ -39,6 +39,8 @@ class MembershipDataModule(pl.LightningDataModule):
             the data), or to write a newly drawn split to.
         prepare: called without arguments in :meth:`prepare_data`, e.g. to build an embedded
             dataset once.
+        collate_fn: batches items in every loader (e.g. detection items with per-image box
+            lists); ``None`` keeps PyTorch's default collate.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class MembershipDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         manifest_path: str | os.PathLike | None = None,
         prepare: Callable[[], Any] | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -69,6 +72,7 @@ class MembershipDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.manifest_path = Path(manifest_path) if manifest_path is not None else None
         self.prepare = prepare
+        self.collate_fn = collate_fn
         self._manifest: Manifest | None = None
         self._sets: dict[str, Dataset] = {}
 
@@ -167,6 +171,7 @@ class MembershipDataModule(pl.LightningDataModule):
             drop_last=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate_fn,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -203,7 +208,15 @@ class MembershipDataModule(pl.LightningDataModule):
             shuffle=False,
             drop_last=False,
             num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
         )
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Lightning's validation loader: the ``validation`` role when the split has one
+        (``n_validation > 0``), else an empty list, which makes Lightning skip validation."""
+        if self._sets and not len(self._sets["validation"]):
+            return []
+        return self.validation_dataloader()
 
     def validation_dataloader(self) -> DataLoader:
         """Validation samples (held out from members and non-members), no augmentation."""

@@ -24,6 +24,12 @@ def run_benchmark(cfg: DictConfig) -> Path:
     """
     victim = train_victim(cfg)
     results = run_attack(cfg, victim)
+    if cfg.table.get("writer"):
+        # A comparison table (e.g. defenses) joins every run of a multirun: each job
+        # rewrites it from all results found so far, so the last job leaves it complete.
+        md_path, _ = make_table(cfg)
+        log.info("comparison table → %s", md_path)
+        return md_path
     with open_dict(cfg):
         cfg.table.results = [str(results)]
     md_path, _ = make_table(cfg)

@@ -137,9 +137,13 @@ def code_sources(cfg: DictConfig | None = None) -> dict[str, str]:
         }
         modules = {m.replace("/", ".").removesuffix(".__init__") for m in modules}
     else:
-        targets = _targets(to_container(cfg.victim)) + _targets(
-            to_container(cfg.get("defense") or {})
-        )
+        # A post-hoc defense's attacker_view does not shape the victim (see victim_key).
+        defense = {
+            k: v
+            for k, v in (to_container(cfg.get("defense") or {}) or {}).items()
+            if k not in _POST_HOC_DEFENSE_KEYS
+        }
+        targets = _targets(to_container(cfg.victim)) + _targets(defense)
         modules = set()
         for target in targets:
             # a target names a module's attribute (class or function), or a module itself

@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from miabench.defenses.base import build_defense
 from miabench.pipeline.common import build_datamodule, to_container, victim_dir, victim_key
 from miabench.utils.io import atomic_write, atomic_write_json, read_json
 from miabench.victims.base import Victim
@@ -36,8 +37,13 @@ class TrainedVictim:
         return self.directory / WEIGHTS_FILE
 
     def load(self, cfg: DictConfig) -> Victim:
-        """Build the victim from ``cfg`` and load its trained weights (``weights_only``)."""
+        """Build the victim from ``cfg`` and load its trained weights (``weights_only``).
+
+        The defense's structural changes (e.g. DP-SGD's BatchNorm → GroupNorm) are applied
+        first, so the module has the parameters it was trained with.
+        """
         module = instantiate(cfg.victim.module)
+        build_defense(cfg).prepare_module(module)
         state = torch.load(self.weights, map_location="cpu", weights_only=True)
         module.load_state_dict(state)
         return module
@@ -99,18 +105,23 @@ def train_victim(cfg: DictConfig) -> TrainedVictim:
     atomic_write_json(directory / "key.json", victim.key)
 
     module = instantiate(cfg.victim.module)
+    # The defense acts through generic hooks (module traversal, the data module, callbacks
+    # that see the optimizers Lightning built), so it applies to any victim.
+    defense = build_defense(cfg)
+    defense.prepare_module(module)
+    datamodule = defense.prepare_datamodule(victim.datamodule)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(directory),
         logger=_loggers(cfg, directory) or False,
-        callbacks=_callbacks(cfg, directory),
+        callbacks=_callbacks(cfg, directory) + defense.callbacks(),
     )
     last = directory / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if last.exists() else None
     if ckpt_path:
         log.info("resuming victim training from %s", last)
     # weights_only: a checkpoint is unpickled with tensors and plain containers only.
-    trainer.fit(module, datamodule=victim.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.interrupted:
         raise RuntimeError(f"training of {directory} was interrupted; rerun to resume")
 
@@ -125,6 +136,8 @@ def train_victim(cfg: DictConfig) -> TrainedVictim:
                 "global_step": trainer.global_step,
                 "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
                 "config": to_container(cfg.victim),
+                # what the defense did or measured (DP ε at δ, ...), → run.defense_report
+                "defense": defense.report(),
             },
         )
         # The resumable checkpoint is no longer needed once the final weights exist.

@@ -67,6 +67,17 @@ class Victim(pl.LightningModule):
         finally:
             self.train(was_training)
 
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Log ``val/<metric>`` for every per-sample metric of :meth:`utility` (its mean).
+
+        Runs only when the data module serves a validation split (``split.n_validation >
+        0``), e.g. for early stopping; victims with a validation loss override this.
+        """
+        values = self.utility(self.signal_step(batch))
+        batch_size = len(batch["sample_id"]) if "sample_id" in batch else None
+        for name, value in values.items():
+            self.log(f"val/{name}", value.float().mean(), on_epoch=True, batch_size=batch_size)
+
     def utility(self, signals: Signals) -> dict[str, torch.Tensor]:
         """Per-sample utility metrics of the victim's answer (e.g. L1, PSNR); optional."""
         return {}
