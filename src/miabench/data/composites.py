@@ -1,0 +1,264 @@
+"""Embedded segmentation data: Fashion-MNIST items pasted onto textured canvases.
+
+Two sets, each built once (atomically, with a completion marker) in a published layout so
+the real readers of :mod:`miabench.data.segmentation` serve them:
+
+* ``fashion_scenes`` (:func:`build_fashion_scenes`): a few items per canvas, label = item
+  class + 1, background = 0, in the ADE20K layout
+  (``ADEChallengeData2016/{images,annotations}/{training,validation}/``). Read it with
+  ``ADE20KDataset(num_classes=11, reduce_zero_label=False)``: background is a class here.
+* ``fashion_polyps`` (:func:`build_fashion_polyps`): one item per canvas, mask = the item,
+  in PraNet's polyp layout (``TrainDataset/`` and ``TestDataset/Fashion/``, each with
+  ``images/`` and ``masks/``). Read it with ``PolypDataset``.
+
+Canvases are a smooth random colour field plus pixel noise and items are tinted with a
+random colour, so every image carries detail a network can only reproduce by memorising.
+Training images come from Fashion-MNIST's train split, the held-out ones from its test split.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from miabench.data.fashion_mnist import load_fashion_mnist
+from miabench.utils.hashing import sha256_array
+from miabench.utils.io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = ".complete.json"
+#: Bumped when the rendering changes, so an old folder is not mistaken for a new build.
+RENDER_VERSION = 1
+#: Fashion-MNIST grey level above which a pixel belongs to the item.
+ITEM_THRESHOLD = 40
+#: Name of the embedded polyp test set (``TestDataset/<name>``).
+POLYP_TEST_NAME = "Fashion"
+
+Renderer = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+def _canvas(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth random colour field + pixel noise, float (size, size, 3) in [0, 1]."""
+    coarse = (rng.random((4, 4, 3)) * 255).astype(np.uint8)
+    field = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC)) / 255.0
+    return np.clip(0.6 * field + 0.2 + rng.normal(0.0, 0.06, (size, size, 3)), 0.0, 1.0)
+
+
+def _paste(
+    canvas: np.ndarray, item: np.ndarray, rng: np.random.Generator, side: int
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Paste a tinted, resized item at a random place; return its full-canvas mask."""
+    size = canvas.shape[0]
+    grey = np.asarray(Image.fromarray(item).resize((side, side), Image.BICUBIC)).astype(float)
+    mask_small = grey > ITEM_THRESHOLD
+    top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+    tint = 0.3 + 0.7 * rng.random(3)
+    alpha = (grey / 255.0)[..., None]
+    patch = canvas[top : top + side, left : left + side]
+    patch[:] = np.where(mask_small[..., None], alpha * tint + (1 - alpha) * 0.05, patch)
+    mask = np.zeros((size, size), dtype=bool)
+    mask[top : top + side, left : left + side] = mask_small
+    return mask, (top, left)
+
+
+def _scene(images: np.ndarray, labels: np.ndarray, size: int, items: tuple[int, int]) -> Renderer:
+    def render(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        canvas = _canvas(rng, size)
+        label = np.zeros((size, size), dtype=np.uint8)
+        for _ in range(int(rng.integers(items[0], items[1] + 1))):
+            index = int(rng.integers(len(images)))
+            side = int(rng.integers(int(0.35 * size), int(0.6 * size) + 1))
+            mask, _ = _paste(canvas, images[index], rng, side)
+            label[mask] = labels[index] + 1  # later items occlude earlier ones
+        return (canvas * 255).round().astype(np.uint8), label
+
+    return render
+
+
+def _polyp(images: np.ndarray, size: int) -> Renderer:
+    def render(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        canvas = _canvas(rng, size)
+        side = int(rng.integers(int(0.4 * size), int(0.75 * size) + 1))
+        mask, _ = _paste(canvas, images[int(rng.integers(len(images)))], rng, side)
+        return (canvas * 255).round().astype(np.uint8), (mask * 255).astype(np.uint8)
+
+    return render
+
+
+def _completed(out_root: Path, params: dict[str, Any], what: str) -> bool:
+    """True if ``out_root`` is a finished build with ``params``; raise if it is another."""
+    if not out_root.exists():
+        return False
+    marker = out_root / COMPLETE_MARKER
+    if not marker.is_file():
+        if out_root.is_dir() and not any(out_root.iterdir()):
+            return False
+        raise FileExistsError(
+            f"{out_root} exists but is not a finished {what} build (no {COMPLETE_MARKER}); "
+            "remove it or choose another out_root"
+        )
+    built = read_json(marker).get("params")
+    if built != params:
+        raise ValueError(
+            f"{out_root} was built with {built}, not {params}; remove it or choose another out_root"
+        )
+    return True
+
+
+def _build(
+    out_root: Path,
+    params: dict[str, Any],
+    what: str,
+    splits: Sequence[tuple[str, int, Renderer, Path, Path, str]],
+    seed: int,
+) -> Path:
+    """Render every split into a temporary folder beside ``out_root`` and move it into place.
+
+    ``splits`` holds ``(name, n, renderer, image_dir, label_dir, file_prefix)`` with folders
+    relative to ``out_root``. Images are PNG (lossless, so the hashes of the membership split
+    are those of what was rendered).
+    """
+    if _completed(out_root, params, what):
+        log.info("%s already built in %s", what, out_root)
+        return out_root
+    rng = np.random.default_rng(seed)
+    out_root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.", suffix=".tmp", dir=out_root.parent))
+    seen: set[str] = set()
+    counts: dict[str, int] = {}
+    try:
+        for name, n, render, image_dir, label_dir, prefix in splits:
+            (tmp / image_dir).mkdir(parents=True)
+            (tmp / label_dir).mkdir(parents=True)
+            written = 0
+            while written < n:
+                image, label = render(rng)
+                digest = sha256_array(image)
+                if digest in seen:  # practically never; keeps roles content-disjoint anyway
+                    continue
+                seen.add(digest)
+                written += 1
+                stem = f"{prefix}{written:08d}"
+                Image.fromarray(image).save(tmp / image_dir / f"{stem}.png")
+                Image.fromarray(label).save(tmp / label_dir / f"{stem}.png")
+            counts[name] = written
+        atomic_write_json(tmp / COMPLETE_MARKER, {"params": params, "counts": counts})
+        try:
+            os.replace(tmp, out_root)
+        except OSError:
+            # Another process may have finished the same build meanwhile; that is fine.
+            if not _completed(out_root, params, what):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("%s written to %s", what, out_root)
+    return out_root
+
+
+def build_fashion_scenes(
+    out_root: str | os.PathLike,
+    n_train: int,
+    n_val: int,
+    image_size: int = 64,
+    items: tuple[int, int] = (2, 4),
+    seed: int = 0,
+    source_root: str | os.PathLike | None = None,
+    search_dirs: Sequence[str | os.PathLike] | None = None,
+) -> Path:
+    """Build the embedded scene-segmentation set once, in the ADE20K layout.
+
+    Args:
+        out_root: dataset folder to create (holds ``ADEChallengeData2016/``).
+        n_train: images in ``training`` (items from Fashion-MNIST train).
+        n_val: images in ``validation`` (items from Fashion-MNIST test).
+        image_size: canvas side.
+        items: min and max number of items per canvas.
+        seed: seed of the rendering.
+        source_root: torchvision root of the raw Fashion-MNIST files (``out_root``'s parent).
+        search_dirs: folders with Debian's ``.gz`` files (see ``data/fashion_mnist.py``).
+
+    Returns:
+        ``out_root``.
+    """
+    out_root = Path(out_root)
+    items = (int(items[0]), int(items[1]))
+    if not 1 <= items[0] <= items[1]:
+        raise ValueError(f"items must be (min, max) with 1 <= min <= max, got {items}")
+    params = {
+        "n_train": n_train,
+        "n_val": n_val,
+        "image_size": image_size,
+        "items": list(items),
+        "seed": seed,
+        "render_version": RENDER_VERSION,
+    }
+    if _completed(out_root, params, "fashion_scenes"):
+        return out_root
+    source = Path(source_root) if source_root is not None else out_root.parent
+    base = Path("ADEChallengeData2016")
+    splits = []
+    for phase, train, n, prefix in (
+        ("training", True, n_train, "ADE_train_"),
+        ("validation", False, n_val, "ADE_val_"),
+    ):
+        images, labels = load_fashion_mnist(source, train=train, search_dirs=search_dirs)
+        render = _scene(images, labels, image_size, items)
+        splits.append(
+            (phase, n, render, base / "images" / phase, base / "annotations" / phase, prefix)
+        )
+    return _build(out_root, params, "fashion_scenes", splits, seed)
+
+
+def build_fashion_polyps(
+    out_root: str | os.PathLike,
+    n_train: int,
+    n_test: int,
+    image_size: int = 64,
+    seed: int = 0,
+    source_root: str | os.PathLike | None = None,
+    search_dirs: Sequence[str | os.PathLike] | None = None,
+) -> Path:
+    """Build the embedded binary-segmentation set once, in PraNet's polyp layout.
+
+    Args:
+        out_root: dataset folder to create (holds ``TrainDataset/`` and ``TestDataset/``).
+        n_train: images in ``TrainDataset`` (items from Fashion-MNIST train).
+        n_test: images in ``TestDataset/Fashion`` (items from Fashion-MNIST test).
+        image_size: canvas side.
+        seed: seed of the rendering.
+        source_root: torchvision root of the raw Fashion-MNIST files (``out_root``'s parent).
+        search_dirs: folders with Debian's ``.gz`` files (see ``data/fashion_mnist.py``).
+
+    Returns:
+        ``out_root``.
+    """
+    out_root = Path(out_root)
+    params = {
+        "n_train": n_train,
+        "n_test": n_test,
+        "image_size": image_size,
+        "seed": seed,
+        "render_version": RENDER_VERSION,
+    }
+    if _completed(out_root, params, "fashion_polyps"):
+        return out_root
+    source = Path(source_root) if source_root is not None else out_root.parent
+    splits = []
+    for name, train, n, folder in (
+        ("train", True, n_train, Path("TrainDataset")),
+        ("test", False, n_test, Path("TestDataset") / POLYP_TEST_NAME),
+    ):
+        images, _ = load_fashion_mnist(source, train=train, search_dirs=search_dirs)
+        splits.append(
+            (name, n, _polyp(images, image_size), folder / "images", folder / "masks", "")
+        )
+    return _build(out_root, params, "fashion_polyps", splits, seed)
