@@ -6,10 +6,18 @@ import glob
 import logging
 from pathlib import Path
 
+from hydra.utils import get_object
 from omegaconf import DictConfig
 
 from miabench.pipeline.common import to_container
-from miabench.results.table import build_table, collect_results, load_targets, write_table
+from miabench.results.table import (
+    UTILITY_METRICS,
+    build_table,
+    collect_results,
+    load_targets,
+    no_targets,
+    write_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +36,30 @@ def result_paths(patterns: list[str]) -> list[Path]:
 def make_table(cfg: DictConfig) -> tuple[Path, Path]:
     """Write the table ``cfg.table`` describes as Markdown and CSV; return both paths."""
     table = cfg.table
+    if table.get("writer"):
+        # tables with a layout of their own (MINT: rows = layer, columns = N) write themselves
+        return get_object(table.writer)(table, result_paths(list(table.results)))
     paths = result_paths(list(table.results))
     log.info("table %s: %d result files", table.name, len(paths))
     results = collect_results(paths)
     if table.get("include_victims"):
         results = [r for r in results if r["run"]["victim"] in table.include_victims]
-    targets = load_targets(table.targets)
+    # `targets: null` makes a table of measured runs only (no published numbers to join)
+    if table.get("targets"):
+        targets = load_targets(table.targets)
+    else:
+        targets = no_targets(table.columns)
     if table.get("include_victims"):
         targets = targets[targets["victim"].isin(list(table.include_victims))]
     frame = build_table(
-        results, targets, to_container(table.columns), include_missing=table.include_missing
+        results,
+        targets,
+        to_container(table.columns),
+        include_missing=table.include_missing,
+        utility_metrics=list(table.get("utility") or UTILITY_METRICS),
     )
+    if not table.get("targets"):
+        # nothing published: the published/delta columns would only hold dashes
+        frame = frame.drop(columns=[c for c in frame if c.endswith(("_published", "_delta"))])
     notes = [f"Regenerate: `{table.command}`", f"Result files: {len(paths)}"]
     return write_table(frame, Path(table.out_dir), table.name, table.title, notes)

@@ -72,6 +72,12 @@ def load_targets(name_or_path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
+def no_targets(columns: Iterable[str]) -> pd.DataFrame:
+    """An empty targets table with the given columns, for tables of runs without published
+    numbers (their ``_published`` and ``_delta`` columns stay empty)."""
+    return pd.DataFrame(columns=[*KEY, *columns])
+
+
 def collect_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Read results.json files (schema in docs/architecture.md).
 
@@ -151,6 +157,7 @@ def build_table(
     targets: pd.DataFrame,
     columns: Mapping[str, ColumnSpec],
     include_missing: bool = True,
+    utility_metrics: Sequence[str] = UTILITY_METRICS,
 ) -> pd.DataFrame:
     """Join runs with published numbers.
 
@@ -161,6 +168,8 @@ def build_table(
             ``(attack, metric)`` pair), e.g.
             ``{"reconstruction_error_auc": {"attack": "reconstruction", "metric": "auc"}}``.
         include_missing: also list published rows that no run reproduces (measured = NaN).
+        utility_metrics: non-member utility values shown as ``nonmember_<metric>`` (e.g.
+            ``map_50`` for a detector); pix2pix's PSNR, SSIM and L1 by default.
 
     Returns:
         One row per run (sorted by the targets' row order, then victim, dataset, defense,
@@ -204,7 +213,7 @@ def build_table(
             row[f"{col}_delta"] = value - reference
         for attack in attacks:
             row[f"{attack}_{TPR_COLUMN}"] = _float((measured.get(attack) or {}).get(TPR_COLUMN))
-        for metric in UTILITY_METRICS:
+        for metric in utility_metrics:
             row[f"nonmember_{metric}"] = _float(utility.get(metric))
         row.update(
             data=_data_label(run),
@@ -232,7 +241,7 @@ def build_table(
         "dataset",
         *(f"{col}_{part}" for col in specs for part in ("measured", "published", "delta")),
         *(f"{attack}_{TPR_COLUMN}" for attack in attacks),
-        *(f"nonmember_{metric}" for metric in UTILITY_METRICS),
+        *(f"nonmember_{metric}" for metric in utility_metrics),
         "data",
         "image_size",
         "weights",
