@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from miabench.data.build import COMPLETE_MARKER, completed_build
 from miabench.data.fashion_mnist import load_fashion_mnist
 from miabench.utils.hashing import sha256_array
-from miabench.utils.io import atomic_write_json, read_json
+from miabench.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-COMPLETE_MARKER = ".complete.json"
 #: Bumped when the rendering changes, so an old folder is not mistaken for a new build.
 RENDER_VERSION = 1
 #: Fashion-MNIST grey level above which a pixel belongs to the item.
@@ -94,26 +94,6 @@ def _polyp(images: np.ndarray, size: int) -> Renderer:
     return render
 
 
-def _completed(out_root: Path, params: dict[str, Any], what: str) -> bool:
-    """True if ``out_root`` is a finished build with ``params``; raise if it is another."""
-    if not out_root.exists():
-        return False
-    marker = out_root / COMPLETE_MARKER
-    if not marker.is_file():
-        if out_root.is_dir() and not any(out_root.iterdir()):
-            return False
-        raise FileExistsError(
-            f"{out_root} exists but is not a finished {what} build (no {COMPLETE_MARKER}); "
-            "remove it or choose another out_root"
-        )
-    built = read_json(marker).get("params")
-    if built != params:
-        raise ValueError(
-            f"{out_root} was built with {built}, not {params}; remove it or choose another out_root"
-        )
-    return True
-
-
 def _build(
     out_root: Path,
     params: dict[str, Any],
@@ -127,7 +107,7 @@ def _build(
     relative to ``out_root``. Images are PNG (lossless, so the hashes of the membership split
     are those of what was rendered).
     """
-    if _completed(out_root, params, what):
+    if completed_build(out_root, params, what):
         log.info("%s already built in %s", what, out_root)
         return out_root
     rng = np.random.default_rng(seed)
@@ -156,7 +136,7 @@ def _build(
             os.replace(tmp, out_root)
         except OSError:
             # Another process may have finished the same build meanwhile; that is fine.
-            if not _completed(out_root, params, what):
+            if not completed_build(out_root, params, what):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -201,7 +181,7 @@ def build_fashion_scenes(
         "seed": seed,
         "render_version": RENDER_VERSION,
     }
-    if _completed(out_root, params, "fashion_scenes"):
+    if completed_build(out_root, params, "fashion_scenes"):
         return out_root
     source = Path(source_root) if source_root is not None else out_root.parent
     base = Path("ADEChallengeData2016")
@@ -249,7 +229,7 @@ def build_fashion_polyps(
         "seed": seed,
         "render_version": RENDER_VERSION,
     }
-    if _completed(out_root, params, "fashion_polyps"):
+    if completed_build(out_root, params, "fashion_polyps"):
         return out_root
     source = Path(source_root) if source_root is not None else out_root.parent
     splits = []

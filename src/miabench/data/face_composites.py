@@ -16,20 +16,19 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 from skimage import data as skdata
 from skimage.color import gray2rgb
 
+from miabench.data.build import COMPLETE_MARKER, completed_build
 from miabench.data.wider_face import annotation_file, image_folder
-from miabench.utils.io import atomic_write_json, atomic_write_text, read_json
+from miabench.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 #: Marker written last into a finished build.
-COMPLETE_MARKER = ".complete.json"
 #: Bumped when the rendering changes, so an old folder is not mistaken for a new build.
 RENDER_VERSION = 1
 #: ``lfw_subset()`` holds 100 faces followed by 100 non-faces.
@@ -134,26 +133,6 @@ def compose_image(
     return canvas, np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
 
 
-def _completed(out_root: Path, params: dict[str, Any]) -> bool:
-    """True if ``out_root`` is a finished build with ``params``; raise if it is another."""
-    if not out_root.exists():
-        return False
-    marker = out_root / COMPLETE_MARKER
-    if not marker.is_file():
-        if out_root.is_dir() and not any(out_root.iterdir()):
-            return False
-        raise FileExistsError(
-            f"{out_root} exists but is not a finished faces-on-scenes build (no "
-            f"{COMPLETE_MARKER}); remove it or choose another out_root"
-        )
-    built = read_json(marker).get("params")
-    if built != params:
-        raise ValueError(
-            f"{out_root} was built with {built}, not {params}; remove it or choose another out_root"
-        )
-    return True
-
-
 def build_faces_on_scenes(
     out_root: str | os.PathLike,
     n_train: int,
@@ -205,7 +184,7 @@ def build_faces_on_scenes(
         "seed": seed,
         "render_version": RENDER_VERSION,
     }
-    if _completed(out_root, params):
+    if completed_build(out_root, params, "faces-on-scenes"):
         log.info("faces-on-scenes already built in %s", out_root)
         return out_root
 
@@ -239,7 +218,7 @@ def build_faces_on_scenes(
             os.replace(tmp, out_root)
         except OSError:
             # Another process may have finished the same build meanwhile; that is fine.
-            if not _completed(out_root, params):
+            if not completed_build(out_root, params, "faces-on-scenes"):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -17,15 +17,15 @@ import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 from skimage import feature
 from torchvision.datasets import FashionMNIST
 
+from miabench.data.build import COMPLETE_MARKER, completed_build
 from miabench.utils.hashing import sha256_array
-from miabench.utils.io import atomic_write, atomic_write_json, read_json
+from miabench.utils.io import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ RAW_FILES: tuple[str, ...] = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-#: Marker written last into a finished edges2fashion folder.
-COMPLETE_MARKER = ".complete.json"
 #: Bumped when the rendering changes, so an old folder is not mistaken for a new build.
 RENDER_VERSION = 1
 
@@ -189,26 +187,6 @@ def _pick_unique(
     return picked, skipped
 
 
-def _completed(out_root: Path, params: dict[str, Any]) -> bool:
-    """True if ``out_root`` is a finished build with ``params``; raise if it is another."""
-    if not out_root.exists():
-        return False
-    marker = out_root / COMPLETE_MARKER
-    if not marker.is_file():
-        if out_root.is_dir() and not any(out_root.iterdir()):
-            return False
-        raise FileExistsError(
-            f"{out_root} exists but is not a finished edges2fashion build (no {COMPLETE_MARKER}); "
-            "remove it or choose another out_root"
-        )
-    built = read_json(marker).get("params")
-    if built != params:
-        raise ValueError(
-            f"{out_root} was built with {built}, not {params}; remove it or choose another out_root"
-        )
-    return True
-
-
 def build_edges2fashion(
     out_root: str | os.PathLike,
     n_train: int,
@@ -252,7 +230,7 @@ def build_edges2fashion(
         "seed": seed,
         "render_version": RENDER_VERSION,
     }
-    if _completed(out_root, params):
+    if completed_build(out_root, params, "edges2fashion"):
         log.info("edges2fashion already built in %s", out_root)
         return out_root
 
@@ -285,7 +263,7 @@ def build_edges2fashion(
             os.replace(tmp, out_root)
         except OSError:
             # Another process may have finished the same build meanwhile; that is fine.
-            if not _completed(out_root, params):
+            if not completed_build(out_root, params, "edges2fashion"):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
