@@ -41,7 +41,6 @@ Where this differs from the reference on purpose:
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -58,7 +57,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from miabench.attacks.base import Attack
 from miabench.attacks.reconstruction import reconstruction_error
-from miabench.utils.hashing import stable_hash
+from miabench.utils.hashing import sha256_file, stable_hash
 from miabench.victims.base import Signals
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -76,14 +75,6 @@ SKLEARN_RCOND = 1e-6
 FAST_PATH_MAX_COND = {torch.float64: 1e10, torch.float32: 1e8}
 
 _RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------
@@ -139,7 +130,7 @@ class FeatureBackbone(nn.Module):
                 f"backbone weights '{weights}' not found: expected a state_dict file, "
                 "'imagenet' or 'none'"
             )
-        self.weights_sha256 = _sha256_file(path)
+        self.weights_sha256 = sha256_file(path)
         model = torchvision.models.get_model(arch, weights=None)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model

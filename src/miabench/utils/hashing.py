@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,4 +43,14 @@ def sha256_array(array: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(f"{array.shape}|{array.dtype}|".encode())
     h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in chunks (recorded so results name the exact
+    checkpoint a backbone was loaded from)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
     return h.hexdigest()

@@ -7,7 +7,6 @@ downloads (or reads the hub cache) and fails with advice when it cannot.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,7 @@ import timm
 import torch
 from torch import nn
 
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file's bytes (recorded so a result names the exact checkpoint)."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from miabench.utils.hashing import sha256_file
 
 
 def _checkpoint(weights: str) -> Path:

@@ -9,7 +9,6 @@ are the papers'.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -20,19 +19,13 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from miabench.utils.hashing import sha256_file
+
 log = logging.getLogger(__name__)
 
 #: End index (exclusive) in ``vgg19().features`` of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
 SLICE_ENDS = (2, 7, 12, 21, 30)
 LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class VGGLoss(nn.Module):
@@ -82,7 +75,7 @@ class VGGLoss(nn.Module):
                 f"VGG-19 weights '{weights}' not found: expected a state_dict file, "
                 "'imagenet' or 'none'"
             )
-        self.weights_sha256 = _sha256_file(path)
+        self.weights_sha256 = sha256_file(path)
         model = torchvision.models.vgg19(weights=None)
         state = torch.load(path, map_location="cpu", weights_only=True)
         if all(k.split(".", 1)[0].isdigit() for k in state):
