@@ -333,3 +333,71 @@ def make_split(
     )
     manifest.check_disjoint()
     return manifest
+
+
+def group_of(sample_id: str) -> str:
+    """Group of a sample: the first path component of its id (the identity of face data,
+    ``<identity>/<file>``; the phase of an aligned dataset)."""
+    return sample_id.split("/", 1)[0]
+
+
+def grouped_calibration_split(
+    labels: np.ndarray,
+    groups: Sequence[str],
+    fraction: float,
+    seed: int,
+    strata: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Calibration mask that keeps every group (identity) on one side of the split.
+
+    Per class (and per stratum, when ``strata`` are given), whole groups are visited in a
+    seeded random order and each is taken when it brings the calibration side closer to
+    ``round(fraction * n)`` rows of that cell, so an attack that learns on the calibration
+    half (a MINT auditor) is tested on identities it never saw and cannot score by
+    recognising an identity instead of membership. Stratifying (e.g. by the class of a proxy
+    identity) gives both halves the same stratum mix per class: otherwise a stratum with more
+    members than non-members among the calibration groups tends to have fewer among the test
+    groups, and an auditor that learned "this stratum means member" scores below chance.
+
+    Args:
+        labels: (N,) 1 member / 0 non-member.
+        groups: (N,) group of each row (see :func:`group_of`).
+        fraction: share of each class for calibration, in [0, 1).
+        seed: seed of the group order.
+        strata: (N,) stratum of each row (constant within a group), or None.
+
+    Raises:
+        ValueError: ``fraction`` out of range, or a class (or class and stratum) with a
+            single group (it cannot be on both sides).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"calibration fraction must be in [0, 1), got {fraction}")
+    labels = np.asarray(labels).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    strata = np.zeros(len(labels), dtype=int) if strata is None else np.asarray(strata)
+    mask = np.zeros(len(labels), dtype=bool)
+    if fraction == 0.0:
+        return mask
+    rng = np.random.default_rng(seed)
+    for cls in (0, 1):
+        for stratum in np.unique(strata[labels == cls]):
+            rows = np.flatnonzero((labels == cls) & (strata == stratum))
+            names, sizes = np.unique(groups[rows], return_counts=True)
+            cell = f"class {cls}" + (f", stratum {stratum}" if len(np.unique(strata)) > 1 else "")
+            if len(names) < 2:
+                raise ValueError(
+                    f"{cell} has {len(names)} group(s); a split disjoint by group needs two"
+                )
+            want = int(round(fraction * len(rows)))
+            taken, chosen = 0, []
+            for i in rng.permutation(len(names)):
+                # greedy: take a group when it brings the count closer to the target
+                if abs(taken + sizes[i] - want) < abs(taken - want):
+                    taken += int(sizes[i])
+                    chosen.append(names[i])
+            if len(chosen) == len(names):  # keep at least one group for the test side
+                chosen.pop()
+            if not chosen:  # and one for calibration
+                chosen.append(names[int(np.argmin(sizes))])
+            mask[rows[np.isin(groups[rows], chosen)]] = True
+    return mask

@@ -14,6 +14,8 @@ from omegaconf import DictConfig
 
 import miabench
 from miabench.attacks.base import Attack
+from miabench.data.faces import stratum_of
+from miabench.data.membership import group_of, grouped_calibration_split
 from miabench.metrics.roc import calibration_split, evaluate_scores
 from miabench.metrics.utility import summarize
 from miabench.pipeline.common import resolve_device, to_container
@@ -172,6 +174,11 @@ def _attack_scores(
         log.info("reusing scores of %s from %s", name, path)
         return pd.read_csv(path)
     attack.check_signals(model.provides)
+    select = getattr(model, "select_signals", None)
+    if select is not None:
+        # victims with optional signals (named-layer activations) compute what this attack
+        # reads, and only that, from here on
+        select(attack.requires)
     attack.setup(device)
     if attack.trainable:
         if not calibration or not all(calibration.get(role) for role in ROLES):
@@ -216,9 +223,23 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
 
     table = utility[["sample_id", "role"]].copy()
     table["label"] = table["role"].map(ROLES)
-    is_cal = calibration_split(
-        table["label"].to_numpy(), cfg.evaluation.calibration_fraction, cfg.seed
-    )
+    if cfg.evaluation.get("calibration_by_group"):
+        # learning attacks on identity-labelled data (MINT) must be tested on identities they
+        # did not learn from, or they score identities instead of membership; with a
+        # data.stratum_pattern (the proxy's class) both halves keep the same class mix per role
+        groups = table["sample_id"].map(group_of)
+        pattern = cfg.data.get("stratum_pattern")
+        is_cal = grouped_calibration_split(
+            table["label"].to_numpy(),
+            groups.to_numpy(),
+            cfg.evaluation.calibration_fraction,
+            cfg.seed,
+            strata=None if pattern is None else groups.map(lambda g: stratum_of(g, pattern)),
+        )
+    else:
+        is_cal = calibration_split(
+            table["label"].to_numpy(), cfg.evaluation.calibration_fraction, cfg.seed
+        )
     table["split"] = np.where(is_cal, "calibration", "test")
     calibration = {
         role: table.loc[is_cal & (table["role"] == role), "sample_id"].tolist() for role in ROLES
@@ -241,6 +262,15 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
         metrics = evaluate_scores(
             score, table["label"].to_numpy(), is_cal, fprs=tuple(cfg.evaluation.fprs)
         )
+        decision = getattr(attack, "decision_threshold", None)
+        if decision is not None:
+            # attacks with a decision of their own (MINT's 0.5 on a sigmoid) also report its
+            # accuracy on the test half, as their papers do
+            rows = ~is_cal if is_cal.any() else np.ones_like(is_cal)
+            predicted = score[rows] >= decision
+            metrics["accuracy_at_decision"] = float(
+                np.mean(predicted == table["label"].to_numpy()[rows].astype(bool))
+            )
         metrics["describe"] = attack.describe()
         attacks_out[name] = metrics
         test = ~is_cal if is_cal.any() else np.ones_like(is_cal)
@@ -300,4 +330,6 @@ def _describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
         "n_members": len(manifest.ids("member")),
         "n_nonmembers": len(manifest.ids("nonmember")),
         "package_version": miabench.__version__,
+        # how the calibration/test halves were drawn (by sample, or whole groups/identities)
+        "calibration_by_group": bool(cfg.evaluation.get("calibration_by_group", False)),
     }

@@ -1,0 +1,122 @@
+"""PROXY for face identities built from Fashion-MNIST (no identity-labelled face set offline).
+
+This is not face data. Fashion-MNIST has 10 classes, far too few to stand in for identities:
+a member/non-member split by class would let an auditor learn the class, not membership.
+Each class is therefore clustered (k-means on pixels, seeded) into visually coherent groups
+of about ``images_per_identity`` images, and each group is a proxy "identity"
+(``c<class>_<cluster>``), which gives about 70 000 / ``images_per_identity`` identities drawn
+drawn onto the member and non-member sides stratified by class (``stratum_pattern``,
+:func:`~miabench.data.faces.partition_identities`): both sides get the same number of
+identities of every class, paired by image count, so they share the same class mix. A plain
+random draw leaves the mix unequal, and an auditor then learns "this class means member" from
+its calibration identities, which flips on its test identities (scores below chance).
+Images are 28x28 grayscale, zero-padded to 32x32 (IResNet needs a multiple of 16).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+
+from miabench.data.faces import IdentityDataset
+from miabench.data.fashion_mnist import load_fashion_mnist
+from miabench.utils.io import atomic_write
+
+#: bump when the identity construction changes (the cache file name carries it).
+PROXY_VERSION = 1
+
+
+@lru_cache(maxsize=2)
+def fashion_identities(
+    root: str, images_per_identity: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All 70 000 Fashion-MNIST images (train then test), their class and proxy identity.
+
+    The identity assignment is cached in ``root`` (``.npy``, written atomically) since the
+    clustering takes a few seconds; it is deterministic in (images_per_identity, seed).
+
+    Returns:
+        ``(images uint8 [N, 28, 28], classes int64 [N], identity int64 [N])`` where identity
+        ``= class * 10_000 + cluster``.
+    """
+    train_x, train_y = load_fashion_mnist(root, train=True)
+    test_x, test_y = load_fashion_mnist(root, train=False)
+    images = np.concatenate([train_x, test_x])
+    classes = np.concatenate([train_y, test_y]).astype(np.int64)
+    cache = Path(root) / f"proxy_identities-v{PROXY_VERSION}-{images_per_identity}-{seed}.npy"
+    if cache.is_file():
+        identity = np.load(cache)
+        if identity.shape == classes.shape:
+            return images, classes, identity
+    identity = np.zeros_like(classes)
+    for c in np.unique(classes):
+        rows = np.flatnonzero(classes == c)
+        k = max(1, len(rows) // images_per_identity)
+        kmeans = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=2048)
+        clusters = kmeans.fit_predict(images[rows].reshape(len(rows), -1).astype(np.float32))
+        identity[rows] = c * 10_000 + clusters
+
+    def save(tmp: Path) -> None:
+        # through a handle: np.save given a path without ".npy" appends it
+        with tmp.open("wb") as handle:
+            np.save(handle, identity, allow_pickle=False)
+
+    atomic_write(cache, save)
+    return images, classes, identity
+
+
+class FashionIdentities(IdentityDataset):
+    """PROXY face dataset: Fashion-MNIST clustered into pseudo-identities (see module doc).
+
+    ``sample_id`` is ``c<class>_<cluster>/<index>`` with ``index`` in Fashion-MNIST's train
+    split (0..59 999) followed by its test split (60 000..69 999).
+
+    Args:
+        root: torchvision-style Fashion-MNIST root (see :mod:`miabench.data.fashion_mnist`).
+        images_per_identity: target cluster size (a proxy identity's image count).
+        cluster_seed: seed of the clustering.
+        **kwargs: see :class:`~miabench.data.faces.IdentityDataset` (image_size defaults to 32,
+            channels to 1, stratum_pattern to the class).
+    """
+
+    name = "fashion_identities (PROXY)"
+    #: the class part of a proxy identity's name (``c<class>``): the partition's stratum
+    CLASS_PATTERN = r"^c\d+"
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        images_per_identity: int = 50,
+        cluster_seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        self.root = str(root)
+        self.images_per_identity = images_per_identity
+        self.cluster_seed = cluster_seed
+        kwargs.setdefault("image_size", 32)
+        kwargs.setdefault("channels", 1)
+        kwargs.setdefault("stratum_pattern", self.CLASS_PATTERN)
+        super().__init__(**kwargs)
+
+    def _data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return fashion_identities(self.root, self.images_per_identity, self.cluster_seed)
+
+    def _index(self) -> list[tuple[str, str, Any]]:
+        _, _, identity = self._data()
+        names = [f"c{i // 10_000}_{i % 10_000:04d}" for i in identity.tolist()]
+        return [(f"{name}/{index:05d}", name, index) for index, name in enumerate(names)]
+
+    def _read(self, key: Any) -> np.ndarray:
+        images = self._data()[0]
+        # zero-pad 28 → 32: IResNet's four stride-2 stages need a multiple of 16, and padding
+        # keeps the pixels exact (no resampling).
+        return np.pad(images[key], 2)[:, :, None]
+
+    def _where(self, key: Any) -> str:
+        split, index = ("train", key) if key < 60_000 else ("test", key - 60_000)
+        return f"fashion-mnist:{split}[{index}]"

@@ -1,0 +1,181 @@
+"""MINT tables (DeAlcala et al., Tables 1 and 2): rows = auditable data, columns = N.
+
+Each MINT auditor run (``results.json`` of ``run_attack`` with ``attack=mint*``) gives one
+cell per (auditor architecture, layer set, N): the accuracy of the auditor's own 0.5
+decision on the test half (what the paper reports), its AUC and TPR at 1 % FPR. The
+published accuracies sit beside them, matched by the paper column a measured N stands for
+(``columns`` in the table config, e.g. the proxy's N = 15 000 stands for "50K").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from miabench.results.table import collect_results, to_markdown
+from miabench.utils.io import atomic_write, atomic_write_text
+
+#: layer set → the paper's row name
+ROWS: dict[tuple[str, ...], str] = {
+    ("conv1",): "conv_layer_1",
+    ("conv2",): "conv_layer_2",
+    ("conv3",): "conv_layer_3",
+    ("conv4",): "conv_layer_4",
+    ("embedding",): "model_outcome",
+    ("conv1", "conv2", "conv3", "conv4"): "all_conv_layers",
+}
+ARCH_TITLES = {"mlp": "Vanilla MINT model (MLP), cf. Table 1", "cnn": "CNN MINT model, cf. Table 2"}
+
+
+def load_mint_targets(name_or_path: str | os.PathLike) -> pd.DataFrame:
+    """A published MINT table: bundled name (``mint2024_table1_mlp``) or CSV path.
+
+    Raises:
+        FileNotFoundError: neither exists.
+        ValueError: the CSV lacks ``auditable_data`` or an ``acc_*`` column.
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        resource = resources.files("miabench") / "targets" / f"{name_or_path}.csv"
+        if not resource.is_file():
+            raise FileNotFoundError(f"no MINT targets file or bundled name {str(name_or_path)!r}")
+        path = Path(str(resource))
+    frame = pd.read_csv(path)
+    if "auditable_data" not in frame or not any(c.startswith("acc_") for c in frame):
+        raise ValueError(f"{path}: expected columns auditable_data, acc_1k, ...; got {list(frame)}")
+    return frame
+
+
+def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per (arch, auditable data, N) with accuracy, AUC and TPR@1%FPR.
+
+    Raises:
+        ValueError: the same cell measured by two runs (naming both victims' keys), or a
+            MINT layer set without a paper row.
+    """
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for result in results:
+        for name, metrics in result.get("attacks", {}).items():
+            describe = metrics.get("describe", {})
+            if not str(describe.get("class", "")).endswith("MintAuditor"):
+                continue
+            layers = tuple(describe["layers"])
+            if layers not in ROWS:
+                raise ValueError(f"attack {name}: layers {list(layers)} have no MINT table row")
+            key = (describe["arch"], ROWS[layers], int(describe["n_train"]))
+            cell = {
+                "arch": key[0],
+                "auditable_data": key[1],
+                "n_train": key[2],
+                "accuracy": metrics.get("accuracy_at_decision"),
+                "auc": metrics.get("auc"),
+                "tpr_at_1pct_fpr": metrics.get("tpr_at_1pct_fpr"),
+                "n_test": metrics.get("n_test"),
+                "n_fit": (describe.get("n_train_members") or 0)
+                + (describe.get("n_train_nonmembers") or 0),
+                "victim_key": result["run"].get("victim_key"),
+            }
+            if key in rows:
+                raise ValueError(
+                    f"two runs fill MINT cell {key}: victims {rows[key]['victim_key']} and "
+                    f"{cell['victim_key']}; narrow table.results or include_victims"
+                )
+            rows[key] = cell
+    return pd.DataFrame(list(rows.values()))
+
+
+def build_mint_table(
+    cells: pd.DataFrame, targets: Mapping[str, pd.DataFrame], columns: Mapping[int, str]
+) -> dict[str, pd.DataFrame]:
+    """Per architecture: rows = auditable data (paper order), measured and published columns.
+
+    Args:
+        cells: from :func:`mint_cells`.
+        targets: arch → published CSV (``auditable_data, acc_1k, acc_50k, acc_100k``).
+        columns: measured N → the paper column it stands for (``1k``, ``50k``, ``100k``).
+    """
+    tables = {}
+    for arch, published in targets.items():
+        frame = published[["auditable_data"]].copy()
+        ours = cells[cells.arch == arch] if len(cells) else cells
+        for n, paper_column in sorted(columns.items()):
+            measured = ours[ours.n_train == n].set_index("auditable_data") if len(ours) else None
+            label = f"N={n}" + (
+                "" if paper_column.lower() == f"{n // 1000}k" else f" (for {paper_column.upper()})"
+            )
+            for metric in ("accuracy", "auc", "tpr_at_1pct_fpr"):
+                values = (
+                    frame.auditable_data.map(measured[metric]) if measured is not None else None
+                )
+                frame[f"{metric} {label}"] = values
+            frame[f"paper accuracy {paper_column.upper()}"] = published[
+                f"acc_{paper_column.lower()}"
+            ]
+        for paper_column in ("1k", "50k", "100k"):
+            name = f"paper accuracy {paper_column.upper()}"
+            if name not in frame and f"acc_{paper_column}" in published:
+                frame[name] = published[f"acc_{paper_column}"]
+        tables[arch] = frame
+    return tables
+
+
+def write_mint_table(table: Any, paths: Sequence[Path]) -> tuple[Path, Path]:
+    """Write ``<name>.md`` (one section per architecture) and ``<name>.csv`` (all cells).
+
+    ``table`` is the ``table`` config node: ``name``, ``title``, ``out_dir``, ``command``,
+    ``targets`` (arch → targets CSV path), ``columns`` (N → paper column), optional
+    ``include_victims``, ``data_name`` and ``notes``.
+    """
+    results = collect_results(paths)
+    if table.get("include_victims"):
+        results = [r for r in results if r["run"]["victim"] in table.include_victims]
+    if table.get("data_name"):
+        results = [r for r in results if r["run"].get("data_name") == table.data_name]
+    if table.get("calibration_by_group") is not None:
+        wanted = bool(table.calibration_by_group)
+        results = [r for r in results if bool(r["run"].get("calibration_by_group")) == wanted]
+    cells = mint_cells(results)
+    targets = {arch: load_mint_targets(path) for arch, path in table.targets.items()}
+    columns = {int(n): str(label) for n, label in table.columns.items()}
+    tables = build_mint_table(cells, targets, columns)
+
+    out = Path(table.out_dir)
+    lines = [f"# {table.title}", ""]
+    for arch, frame in tables.items():
+        lines += [f"## {ARCH_TITLES.get(arch, arch)}", "", to_markdown(frame), ""]
+    if results:
+        run = results[0]["run"]
+        utility = results[0].get("utility", {})
+        lines += [
+            "## Runs",
+            "",
+            f"- victim `{run.get('victim')}` on `{run.get('dataset')}`, victim key "
+            f"`{run.get('victim_key')}`, {run.get('n_members')} members / "
+            f"{run.get('n_nonmembers')} non-members (disjoint by identity and content)",
+            f"- auditors' test set: {int(cells.n_test.max()) if len(cells) else 0} samples "
+            "(balanced, the same for every cell); accuracy = the auditor's own 0.5 decision",
+        ]
+        for role in ("member", "nonmember"):
+            u: dict[str, Any] = {}
+            for k, v in utility.get(role, {}).items():
+                # dataset-level metrics come nested (e.g. verification: {accuracy, TAR@FAR})
+                u.update(
+                    {f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v}
+                )
+            shown = ", ".join(
+                f"{k} {v:.4f}"
+                for k, v in sorted(u.items())
+                if isinstance(v, (int, float)) and v == v
+            )
+            lines.append(f"- victim utility on {role}s: {shown}")
+        lines.append("")
+    lines += [f"- {note}" for note in table.get("notes") or []]
+    lines += [f"- Regenerate: `{table.command}`", f"- Result files: {len(paths)}", ""]
+    md = atomic_write_text(out / f"{table.name}.md", "\n".join(lines))
+    csv = atomic_write(out / f"{table.name}.csv", lambda p: cells.to_csv(p, index=False))
+    return md, csv

@@ -1,0 +1,322 @@
+"""Face datasets in their published layouts: identity folders, InsightFace RecordIO, LFW pairs."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from miabench.data.datamodule import MembershipDataModule
+from miabench.data.faces import (
+    RECORD_MAGIC,
+    ImageFolderFaces,
+    IRHeader,
+    PairsDataset,
+    RecordFaces,
+    RecordFormatError,
+    RecordReader,
+    pack_record,
+    partition_identities,
+    read_pairs,
+    unpack_record,
+    write_record_file,
+)
+from miabench.data.membership import group_of, grouped_calibration_split
+
+
+def face_image(rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def write_identity_folders(
+    root: Path, n_ids: int, per_id: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """root/<identity>/<identity>_<k:04d>.png (LFW naming); returns sample_id → pixels."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for i in range(n_ids):
+        name = f"person_{i:03d}"
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(1, per_id + 1):
+            pixels = face_image(rng)
+            Image.fromarray(pixels).save(root / name / f"{name}_{k:04d}.png")
+            written[f"{name}/{name}_{k:04d}.png"] = pixels
+    return written
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_insightface_rec(
+    root: Path, n_ids: int, per_id: int, seed: int = 0
+) -> dict[int, tuple[int, np.ndarray]]:
+    """train.rec/.idx as InsightFace packs MS1MV2: record 0 a header whose first label is
+    the key after the last image, images at keys 1..N labelled with their identity, then one
+    header record per identity (first, last+1 image keys)."""
+    rng = np.random.default_rng(seed)
+    images: dict[int, tuple[int, np.ndarray]] = {}
+    key = 1
+    for identity in range(n_ids):
+        for _ in range(per_id):
+            images[key] = (identity, face_image(rng))
+            key += 1
+    n_images = len(images)
+    records = [
+        (0, pack_record(IRHeader(2, (float(n_images + 1), float(n_images + 1 + n_ids)), 0, 0), b""))
+    ]
+    for k, (identity, pixels) in images.items():
+        payload = png(pixels)
+        if k == 2:
+            # a payload holding the magic number: the writer splits it into parts
+            payload = payload + struct.pack("<I", RECORD_MAGIC) + b"tail"
+        # InsightFace writes some images with a label array (flag 2): identity first
+        label = float(identity) if k % 2 else (float(identity), 0.0)
+        flag = 0 if k % 2 else 2
+        records.append((k, pack_record(IRHeader(flag, label, k, 0), payload)))
+    for identity in range(n_ids):
+        first = 1 + identity * per_id
+        header = IRHeader(2, (float(first), float(first + per_id)), 0, 0)
+        records.append((n_images + 1 + identity, pack_record(header, b"")))
+    write_record_file(root / "train.rec", root / "train.idx", records)
+    return images
+
+
+def test_partition_is_disjoint_seeded_and_checked() -> None:
+    names = [f"id{i}" for i in range(10)]
+    members, nonmembers = partition_identities(names, 4, 5, seed=3)
+    assert len(members) == 4 and len(nonmembers) == 5 and not set(members) & set(nonmembers)
+    assert (members, nonmembers) == partition_identities(list(reversed(names)), 4, 5, seed=3)
+    assert partition_identities(names, 4, 5, seed=4) != (members, nonmembers)
+    with pytest.raises(ValueError, match="only 10"):
+        partition_identities(names, 6, 5, seed=0)
+
+
+def test_stratified_partition_gives_both_sides_the_same_stratum_mix() -> None:
+    rng = np.random.default_rng(0)
+    # three strata of unequal size, identities of very unequal image counts
+    names = [f"c{c}_{i:03d}" for c, n in ((0, 30), (1, 20), (2, 50)) for i in range(n)]
+    sizes = {name: int(rng.integers(5, 200)) for name in names}
+    members, nonmembers = partition_identities(
+        names, 20, 20, seed=1, stratum_pattern=r"^c\d+", sizes=sizes
+    )
+    assert len(members) == len(nonmembers) == 20 and not set(members) & set(nonmembers)
+    by_stratum = [
+        [sum(n.startswith(f"c{c}_") for n in side) for c in range(3)]
+        for side in (members, nonmembers)
+    ]
+    assert by_stratum[0] == by_stratum[1] == [6, 4, 10]  # proportional to the strata
+    for c in range(3):  # paired by image count: the sides hold about as many images
+        m = sum(sizes[n] for n in members if n.startswith(f"c{c}_"))
+        u = sum(sizes[n] for n in nonmembers if n.startswith(f"c{c}_"))
+        assert abs(m - u) < 0.25 * (m + u) / 2
+    assert (members, nonmembers) == partition_identities(
+        names, 20, 20, seed=1, stratum_pattern=r"^c\d+", sizes=sizes
+    )
+    members, nonmembers = partition_identities(names, 10, 30, seed=1, stratum_pattern=r"^c\d+")
+    assert [sum(n.startswith(f"c{c}_") for n in members) for c in range(3)] == [3, 2, 5]
+    with pytest.raises(ValueError, match="does not match stratum_pattern"):
+        partition_identities([*names, "x_1"], 2, 2, seed=0, stratum_pattern=r"^c\d+")
+
+
+def test_image_folder_faces_items_records_and_membership(tmp_path: Path) -> None:
+    written = write_identity_folders(tmp_path / "faces", n_ids=6, per_id=4)
+    kwargs = {
+        "root": tmp_path / "faces",
+        "n_member_identities": 3,
+        "n_nonmember_identities": 2,
+        "image_size": 16,
+    }
+    members = ImageFolderFaces(phase="members", **kwargs)
+    nonmembers = ImageFolderFaces(phase="nonmembers", **kwargs)
+    assert len(members) == 12 and len(nonmembers) == 8 and members.num_classes == 3
+    ids_m = {s.split("/")[0] for s, *_ in members._entries}
+    ids_n = {s.split("/")[0] for s, *_ in nonmembers._entries}
+    assert not ids_m & ids_n
+    item = members[0]
+    np.testing.assert_allclose(
+        item["input"].permute(1, 2, 0).numpy() * 255, written[item["sample_id"]], atol=1e-3
+    )
+    assert 0 <= int(item["target"]) < 3
+    assert int(nonmembers[0]["target"]) == -1
+    # same identity ↔ same label
+    labels = {}
+    for i in range(len(members)):
+        it = members[i]
+        labels.setdefault(it["sample_id"].split("/")[0], set()).add(int(it["target"]))
+    assert all(len(v) == 1 for v in labels.values()) and len(labels) == 3
+
+    dm = MembershipDataModule(
+        lambda phase, augment: ImageFolderFaces(phase=phase, augment=augment, **kwargs),
+        members_from="members",
+        nonmembers_from="nonmembers",
+        n_members=10,
+        n_nonmembers=8,
+        manifest_path=tmp_path / "manifest.csv",
+    )
+    dm.setup()
+    m_ids = {s.split("/")[0] for s in dm.manifest.ids("member")}
+    n_ids = {s.split("/")[0] for s in dm.manifest.ids("nonmember")}
+    assert m_ids <= ids_m and n_ids <= ids_n and len(dm.manifest.ids("member")) == 10
+    batch = next(iter(dm.train_dataloader()))
+    assert (batch["target"] >= 0).all()
+
+
+def test_image_folder_faces_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ImageFolderFaces(
+            tmp_path / "missing", phase="members", n_member_identities=1, n_nonmember_identities=1
+        )
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no <identity>/<image>"):
+        ImageFolderFaces(
+            tmp_path / "empty", phase="members", n_member_identities=1, n_nonmember_identities=1
+        )
+    write_identity_folders(tmp_path / "f", 2, 1)
+    with pytest.raises(ValueError, match="phase"):
+        ImageFolderFaces(
+            tmp_path / "f", phase="train", n_member_identities=1, n_nonmember_identities=1
+        )
+
+
+def test_record_header_roundtrip() -> None:
+    for header in (IRHeader(0, 7.0, 3, 0), IRHeader(2, (5.0, 9.0), 1, 2)):
+        got, payload = unpack_record(pack_record(header, b"abc"))
+        assert got == header and payload == b"abc"
+
+
+def test_record_faces_reads_the_published_format(tmp_path: Path) -> None:
+    images = write_insightface_rec(tmp_path, n_ids=5, per_id=3)
+    reader = RecordReader(tmp_path / "train.rec", tmp_path / "train.idx")
+    # the record with the magic inside its payload comes back whole
+    assert unpack_record(reader.read(2))[1].endswith(struct.pack("<I", RECORD_MAGIC) + b"tail")
+    kwargs = {
+        "root": tmp_path,
+        "n_member_identities": 3,
+        "n_nonmember_identities": 2,
+        "image_size": 16,
+    }
+    members = RecordFaces(phase="members", **kwargs)
+    nonmembers = RecordFaces(phase="nonmembers", **kwargs)
+    assert len(members) + len(nonmembers) == len(images)  # identity headers are not images
+    for dataset in (members, nonmembers):
+        for i in range(len(dataset)):
+            item = dataset[i]
+            key = int(item["sample_id"].split("/")[1])
+            identity, pixels = images[key]
+            assert item["sample_id"].split("/")[0] == f"{identity:07d}"
+            np.testing.assert_allclose(
+                item["input"].permute(1, 2, 0).numpy() * 255, pixels, atol=1e-3
+            )
+    assert len({r.sha256 for r in members.records()}) == len(members)
+
+
+def test_record_reader_errors_on_corrupt_files(tmp_path: Path) -> None:
+    write_insightface_rec(tmp_path, n_ids=2, per_id=2)
+    data = bytearray((tmp_path / "train.rec").read_bytes())
+    offsets = dict(
+        tuple(map(int, line.split("\t")))
+        for line in (tmp_path / "train.idx").read_text().splitlines()
+    )
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.idx").write_text((tmp_path / "train.idx").read_text())
+    corrupt = bytearray(data)
+    corrupt[offsets[3] : offsets[3] + 4] = b"\0\0\0\0"
+    (bad / "train.rec").write_bytes(bytes(corrupt))
+    reader = RecordReader(bad / "train.rec", bad / "train.idx")
+    with pytest.raises(
+        RecordFormatError, match=r"bad/train.rec at offset \d+ \(record 3\): bad magic"
+    ):
+        reader.read(3)
+    (bad / "train.rec").write_bytes(bytes(data[: offsets[3] + 12]))
+    with pytest.raises(RecordFormatError, match="truncated"):
+        RecordReader(bad / "train.rec", bad / "train.idx").read(3)
+    (bad / "train.idx").write_text("0\t0\nnot-a-line\n")
+    with pytest.raises(RecordFormatError, match="line 2"):
+        RecordReader(bad / "train.rec", bad / "train.idx")
+    with pytest.raises(FileNotFoundError, match="missing.rec"):
+        RecordReader(bad / "missing.rec", bad / "train.idx")
+
+
+def test_lfw_pairs(tmp_path: Path) -> None:
+    write_identity_folders(tmp_path / "lfw", n_ids=3, per_id=2)
+    pairs_file = tmp_path / "pairs.txt"
+    pairs_file.write_text("1\t2\nperson_000\t1\t2\nperson_001\t1\tperson_002\t2\n")
+    pairs = read_pairs(pairs_file, tmp_path / "lfw", extension=".png")
+    assert [p.same for p in pairs] == [True, False]
+    assert pairs[1].second == tmp_path / "lfw" / "person_002" / "person_002_0002.png"
+    item = PairsDataset(pairs, image_size=16)[0]
+    assert item["first"].shape == (3, 16, 16) and bool(item["same"])
+
+    pairs_file.write_text("person_000\t1\t2\tx\ty\n")
+    with pytest.raises(ValueError, match="line 1: malformed"):
+        read_pairs(pairs_file, tmp_path / "lfw", extension=".png")
+    pairs_file.write_text("person_000\t1\t9\n")
+    with pytest.raises(ValueError, match="line 1: image .*person_000_0009.png does not exist"):
+        read_pairs(pairs_file, tmp_path / "lfw", extension=".png")
+
+
+def test_record_faces_without_identity_headers(tmp_path: Path) -> None:
+    """A plain indexed record file (every key an image, e.g. from im2rec) is scanned."""
+    rng = np.random.default_rng(1)
+    images = {k: (k % 4, face_image(rng)) for k in range(12)}
+    write_record_file(
+        tmp_path / "train.rec",
+        tmp_path / "train.idx",
+        [(k, pack_record(IRHeader(0, float(i), k, 0), png(p))) for k, (i, p) in images.items()],
+    )
+    kwargs = {"root": tmp_path, "n_member_identities": 2, "n_nonmember_identities": 2}
+    members = RecordFaces(phase="members", image_size=16, **kwargs)
+    nonmembers = RecordFaces(phase="nonmembers", image_size=16, **kwargs)
+    assert len(members) == len(nonmembers) == 6
+    item = members[0]
+    identity, pixels = images[int(item["sample_id"].split("/")[1])]
+    assert item["sample_id"].startswith(f"{identity:07d}/")
+    np.testing.assert_allclose(item["input"].permute(1, 2, 0).numpy() * 255, pixels, atol=1e-3)
+
+
+def test_grouped_calibration_split_keeps_identities_whole() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.array([f"id{i}" for i in rng.integers(0, 40, 1000)])
+    labels = (np.char.replace(groups, "id", "").astype(int) < 20).astype(int)
+    mask = grouped_calibration_split(labels, groups, 0.75, seed=3)
+    assert not set(groups[mask]) & set(groups[~mask])
+    for cls in (0, 1):
+        share = mask[labels == cls].mean()
+        assert abs(share - 0.75) < 0.05 and (~mask[labels == cls]).any()
+    assert (mask == grouped_calibration_split(labels, groups, 0.75, seed=3)).all()
+    assert not grouped_calibration_split(labels, groups, 0.0, seed=3).any()
+    with pytest.raises(ValueError, match="1 group"):
+        grouped_calibration_split(np.array([1, 1, 0, 0]), ["a", "a", "b", "c"], 0.5, seed=0)
+    assert group_of("id7/img.png") == "id7"
+
+
+def test_grouped_calibration_split_stratified_keeps_the_stratum_mix() -> None:
+    # members over-represented in stratum "a" among some groups, "b" among others: a split
+    # by group alone can leave a stratum member-heavy on one side and member-light on the other
+    rng = np.random.default_rng(1)
+    groups = np.array([f"g{i:02d}" for i in rng.integers(0, 80, 6000)])
+    number = np.char.replace(groups, "g", "").astype(int)
+    labels = (number % 2).astype(int)
+    strata = np.where(number < 40, "a", "b")
+    mask = grouped_calibration_split(labels, groups, 0.75, seed=0, strata=strata)
+    assert not set(groups[mask]) & set(groups[~mask])
+    for stratum in ("a", "b"):
+        for cls in (0, 1):
+            cell = (strata == stratum) & (labels == cls)
+            assert abs(mask[cell].mean() - 0.75) < 0.05  # every cell split 3:1
+    with pytest.raises(ValueError, match="stratum b"):
+        grouped_calibration_split(
+            np.array([1, 1, 1, 0, 0, 0]),
+            ["a", "c", "d", "e", "f", "g"],
+            0.5,
+            seed=0,
+            strata=np.array(["a", "a", "b", "a", "a", "b"]),
+        )

@@ -1,0 +1,93 @@
+"""The MINT table: results.json files of MINT runs → rows = layer, columns = N, beside the paper."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from miabench.pipeline.table import make_table
+from tests.conftest import CONF_DIR
+
+LAYERS = {
+    "conv1": ["conv1"],
+    "embedding": ["embedding"],
+    "all_conv": ["conv1", "conv2", "conv3", "conv4"],
+}
+
+
+def _result(path: Path, n_train: int, key: str, accuracy: float, by_group: bool = True) -> None:
+    attacks = {}
+    for i, (name, layers) in enumerate(LAYERS.items()):
+        attacks[f"mint_mlp_{name}"] = {
+            "auc": accuracy + 0.05,
+            "tpr_at_1pct_fpr": 0.02,
+            "accuracy_at_decision": accuracy + i / 100,
+            "n_test": 500,
+            "describe": {
+                "class": "MintAuditor",
+                "arch": "mlp",
+                "layers": layers,
+                "n_train": n_train,
+                "n_train_members": n_train // 2,
+                "n_train_nonmembers": n_train // 2,
+            },
+        }
+    attacks["mint_cnn_conv1"] = {
+        **attacks["mint_mlp_conv1"],
+        "describe": {**attacks["mint_mlp_conv1"]["describe"], "arch": "cnn"},
+    }
+    attacks["other"] = {"auc": 0.9, "describe": {"class": "ReconstructionError"}}
+    run = {
+        "victim": "iresnet_test",
+        "data_name": "fashion_identities",
+        "dataset": "proxy",
+        "victim_key": key,
+        "n_members": 10,
+        "n_nonmembers": 10,
+        "calibration_by_group": by_group,
+    }
+    utility = {"member": {"identification": 0.9, "verification_accuracy": 0.8}, "nonmember": {}}
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"run": run, "utility": utility, "attacks": attacks}))
+
+
+def _cfg(out: Path):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("make_table", overrides=["table=embedded_mint", f"paths.root_dir={out}"])
+
+
+def test_mint_table_layout_and_published_numbers(tmp_path: Path) -> None:
+    attacks = tmp_path / "outputs" / "attacks"
+    _result(attacks / "iresnet_test-fashion_identities-a" / "results.json", 1000, "v1", 0.6)
+    _result(attacks / "iresnet_test-fashion_identities-b" / "results.json", 15000, "v1", 0.7)
+    md, csv = make_table(_cfg(tmp_path))
+    cells = pd.read_csv(csv)
+    assert len(cells) == 2 * (len(LAYERS) + 1)
+    row = cells[
+        (cells.arch == "mlp")
+        & (cells.auditable_data == "all_conv_layers")
+        & (cells.n_train == 15000)
+    ]
+    assert row.accuracy.item() == pytest.approx(0.72)
+    text = md.read_text()
+    published = pd.read_csv(CONF_DIR.parent / "src/miabench/targets/mint2024_table1_mlp.csv")
+    line = next(li for li in text.splitlines() if li.startswith("| all_conv_layers"))
+    cols = [c.strip() for c in line.strip("|").split("|")]
+    # measured: acc/auc/tpr at N=1000, paper 1K, acc/auc/tpr at N=15000, paper 50K, paper 100K
+    assert float(cols[1]) == pytest.approx(0.62) and float(cols[5]) == pytest.approx(0.72)
+    row_published = published.set_index("auditable_data").loc["all_conv_layers"]
+    assert float(cols[4]) == row_published.acc_1k and float(cols[8]) == row_published.acc_50k
+    assert "N=15000 (for 50K)" in text and "PROXY" in text
+    assert "| conv_layer_2 |" in text and "—" in text  # rows without a run stay visible
+
+    # a by-sample run (another table) does not enter the identity-disjoint one
+    _result(attacks / "iresnet_test-fashion_identities-s" / "results.json", 1000, "v3", 0.9, False)
+    assert pd.read_csv(make_table(_cfg(tmp_path))[1]).accuracy.max() < 0.9
+    # a cell filled twice (another victim in the glob) is refused, naming both
+    _result(attacks / "iresnet_test-fashion_identities-c" / "results.json", 1000, "v2", 0.5)
+    with pytest.raises(ValueError, match="v1 and v2|v2 and v1"):
+        make_table(_cfg(tmp_path))
