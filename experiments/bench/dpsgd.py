@@ -11,7 +11,7 @@ runs, each ``--steps`` timed steps after ``--warmup`` untimed ones:
 - ``dpsgd``: the ``dpsgd`` defense (Poisson batches of expected size 4, σ = 1, C = 1).
 
 Usage (single thread, as every run here):
-    /work/bin/cpu python experiments/bench/dpsgd.py --steps 60
+    OMP_NUM_THREADS=1 python experiments/bench/dpsgd.py --steps 60
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 # victim, same test set), then write results/embedded_mint/. With --by-sample, also the
 # contrast run whose auditor halves are split by sample (test identities seen in training).
 # Run from the repository root:
-#   /work/bin/cpu bash experiments/bench/mint_embedded_sweep.sh [--by-sample]   (1 thread)
+#   OMP_NUM_THREADS=1 bash experiments/bench/mint_embedded_sweep.sh [--by-sample]   (1 thread)
 set -euo pipefail
 EXP=experiment=embedded/mint_fashion_identities
 start=$(date +%s)
