@@ -6,7 +6,6 @@ as in the datasets published with pix2pix (facades, maps, cityscapes, edges2shoe
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
-from miabench.data.membership import SampleRecord
+from miabench.data.membership import SampleRecord, subset_view
 from miabench.utils.hashing import sha256_array
 
 DIRECTIONS = ("AtoB", "BtoA")
@@ -174,17 +173,13 @@ class AlignedDataset(Dataset):
         Raises:
             ValueError: naming ids that are not in this dataset.
         """
-        sample_ids = list(sample_ids)
-        index = {self.sample_id(p): i for i, p in enumerate(self._files)}
-        unknown = [s for s in sample_ids if s not in index]
-        if unknown:
-            shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-            raise ValueError(f"{len(unknown)} sample id(s) not in {self.folder}: {shown}")
-        view = copy.copy(self)
-        positions = [index[s] for s in sample_ids]
-        view._files = [self._files[i] for i in positions]
-        view._records = None if self._records is None else [self._records[i] for i in positions]
-        return view
+        return subset_view(
+            self,
+            sample_ids,
+            "_files",
+            [self.sample_id(p) for p in self._files],
+            where=str(self.folder),
+        )
 
     def __repr__(self) -> str:
         return (

@@ -15,7 +15,6 @@ LongTensor[] (class index among member identities, -1 for non-member identities)
 
 from __future__ import annotations
 
-import copy
 import io
 import os
 import re
@@ -32,7 +31,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
-from miabench.data.membership import SampleRecord
+from miabench.data.membership import SampleRecord, subset_view
 from miabench.utils.hashing import sha256_array
 from miabench.utils.io import atomic_write
 
@@ -254,17 +253,9 @@ class IdentityDataset(Dataset):
         Raises:
             ValueError: naming ids that are not on this side of the identity partition.
         """
-        sample_ids = list(sample_ids)
-        index = {e[0]: i for i, e in enumerate(self._entries)}
-        unknown = [s for s in sample_ids if s not in index]
-        if unknown:
-            shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-            raise ValueError(f"{len(unknown)} sample id(s) not in {self!r}: {shown}")
-        view = copy.copy(self)
-        positions = [index[s] for s in sample_ids]
-        view._entries = [self._entries[i] for i in positions]
-        view._records = None if self._records is None else [self._records[i] for i in positions]
-        return view
+        return subset_view(
+            self, sample_ids, "_entries", [e[0] for e in self._entries], where=repr(self)
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(phase={self.phase}, n={len(self)})"

@@ -23,7 +23,6 @@ Every dataset serves two tasks (``task``):
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from miabench.data.aligned import read_rgb
-from miabench.data.membership import SampleRecord
+from miabench.data.membership import SampleRecord, subset_view
 from miabench.utils.hashing import sha256_array
 
 IGNORE_INDEX = 255
@@ -246,17 +245,9 @@ class SegmentationDataset(Dataset):
         Raises:
             ValueError: naming ids that are not in this dataset.
         """
-        sample_ids = list(sample_ids)
-        index = {s.sample_id: i for i, s in enumerate(self._samples)}
-        unknown = [s for s in sample_ids if s not in index]
-        if unknown:
-            shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-            raise ValueError(f"{len(unknown)} sample id(s) not in {self!r}: {shown}")
-        view = copy.copy(self)
-        positions = [index[s] for s in sample_ids]
-        view._samples = [self._samples[i] for i in positions]
-        view._records = None if self._records is None else [self._records[i] for i in positions]
-        return view
+        return subset_view(
+            self, sample_ids, "_samples", [s.sample_id for s in self._samples], where=repr(self)
+        )
 
     def __repr__(self) -> str:
         return (

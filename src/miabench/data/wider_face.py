@@ -23,7 +23,6 @@ penalised).
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import torchvision.transforms.v2.functional as F
 from torchvision.transforms import InterpolationMode
 
 from miabench.data.aligned import read_rgb
-from miabench.data.membership import SampleRecord
+from miabench.data.membership import SampleRecord, subset_view
 from miabench.utils.hashing import sha256_array
 
 PHASES = ("train", "val")
@@ -266,17 +265,13 @@ class WiderFaceDataset(torch.utils.data.Dataset):
         Raises:
             ValueError: naming ids that are not in this dataset.
         """
-        sample_ids = list(sample_ids)
-        index = {self.sample_id(a): i for i, a in enumerate(self._items)}
-        unknown = [s for s in sample_ids if s not in index]
-        if unknown:
-            shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-            raise ValueError(f"{len(unknown)} sample id(s) not in {self.annotation_path}: {shown}")
-        view = copy.copy(self)
-        positions = [index[s] for s in sample_ids]
-        view._items = [self._items[i] for i in positions]
-        view._records = None if self._records is None else [self._records[i] for i in positions]
-        return view
+        return subset_view(
+            self,
+            sample_ids,
+            "_items",
+            [self.sample_id(a) for a in self._items],
+            where=str(self.annotation_path),
+        )
 
     def __repr__(self) -> str:
         return (
