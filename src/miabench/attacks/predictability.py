@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +56,7 @@ from torchvision.transforms.v2 import functional as TF
 from miabench.attacks.base import Attack
 from miabench.attacks.reconstruction import reconstruction_error
 from miabench.utils.hashing import sha256_file, stable_hash
+from miabench.utils.weights import checkpoint_path
 from miabench.victims.base import Signals
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -124,12 +123,7 @@ class FeatureBackbone(nn.Module):
                     f"could not load torchvision's ImageNet weights for {arch} ({err}); pass "
                     "weights=<path to a local state_dict saved with torch.save> or weights=none"
                 ) from err
-        path = Path(os.path.expanduser(weights))
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"backbone weights '{weights}' not found: expected a state_dict file, "
-                "'imagenet' or 'none'"
-            )
+        path = checkpoint_path(weights)
         self.weights_sha256 = sha256_file(path)
         model = torchvision.models.get_model(arch, weights=None)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

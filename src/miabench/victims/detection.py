@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +35,7 @@ from torchvision.models.detection.ssdlite import (
 from torchvision.ops import misc as misc_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from miabench.utils.weights import checkpoint_path
 from miabench.victims.base import Signals, Victim
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -81,11 +81,7 @@ def classifier_backbone(arch: str, weights: str, **kwargs: Any) -> tuple[nn.Modu
         enum = torchvision.models.get_model_weights(arch).DEFAULT
         model = torchvision.models.get_model(arch, weights=enum, **kwargs)
         return model, f"imagenet:{enum}"
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"backbone weights must be 'imagenet', 'none' or a state_dict file; {path} does not exist"
-        )
+    path = checkpoint_path(weights)
     model = torchvision.models.get_model(arch, weights=None, **kwargs)
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:

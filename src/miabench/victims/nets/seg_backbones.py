@@ -7,7 +7,6 @@ downloads (or reads the hub cache) and fails with advice when it cannot.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,7 @@ import torch
 from torch import nn
 
 from miabench.utils.hashing import sha256_file
-
-
-def _checkpoint(weights: str) -> Path:
-    path = Path(os.path.expanduser(weights))
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"backbone weights '{weights}' not found: expected 'imagenet', 'none' or a "
-            "checkpoint file (a state_dict saved with torch.save)"
-        )
-    return path
+from miabench.utils.weights import checkpoint_path
 
 
 def _offline_advice(name: str, err: Exception) -> RuntimeError:
@@ -70,7 +60,7 @@ def timm_features(
         except Exception as err:  # any download failure gets the same advice
             raise _offline_advice(arch, err) from err
     else:
-        path = _checkpoint(weights)
+        path = checkpoint_path(weights)
         model = timm.create_model(
             arch,
             pretrained=True,
@@ -115,7 +105,7 @@ class UPerNet(nn.Module):
                 raise
             raise _offline_advice(encoder, err) from err
         if weights not in ("imagenet", "none"):
-            path = _checkpoint(weights)
+            path = checkpoint_path(weights)
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             self.model.encoder.load_state_dict(state)

@@ -10,8 +10,6 @@ are the papers'.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +18,7 @@ import torchvision
 from torch import nn
 
 from miabench.utils.hashing import sha256_file
+from miabench.utils.weights import checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +68,7 @@ class VGGLoss(nn.Module):
                     f"could not load torchvision's ImageNet VGG-19 weights ({err}); set the "
                     "victim's vgg_weights to a local state_dict file or to none"
                 ) from err
-        path = Path(os.path.expanduser(weights))
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"VGG-19 weights '{weights}' not found: expected a state_dict file, "
-                "'imagenet' or 'none'"
-            )
+        path = checkpoint_path(weights, "VGG-19")
         self.weights_sha256 = sha256_file(path)
         model = torchvision.models.vgg19(weights=None)
         state = torch.load(path, map_location="cpu", weights_only=True)
