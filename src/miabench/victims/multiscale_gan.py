@@ -23,14 +23,14 @@ SPADE's ADE20K order, where annotation 0 is the last channel).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from miabench.metrics.utility import image_utility
-from miabench.victims.base import Signals, Victim
+from miabench.victims.base import Signals
+from miabench.victims.gan import GANVictim, OptimizerFactory, to_unit
 from miabench.victims.nets.multiscale import (
     MultiscaleDiscriminator,
     feature_matching_loss,
@@ -38,25 +38,8 @@ from miabench.victims.nets.multiscale import (
 )
 from miabench.victims.nets.vgg_loss import VGGLoss
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
-
-def _to_unit(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
-
-
-def linear_decay(total_epochs: int, n_epochs_decay: int) -> Callable[[int], float]:
-    """Learning-rate factor of pix2pixHD/SPADE: constant, then linear to zero over the last
-    ``n_epochs_decay`` epochs (factor after ``epoch + 1`` finished epochs)."""
-    constant = max(total_epochs - n_epochs_decay, 0)
-
-    def factor(epoch: int) -> float:
-        return 1.0 - max(0, epoch + 1 - constant) / float(n_epochs_decay + 1)
-
-    return factor
-
-
-class MultiscaleGANVictim(Victim):
+class MultiscaleGANVictim(GANVictim):
     """Conditional GAN with multi-scale discriminators, feature matching and a VGG loss.
 
     Subclasses implement :meth:`generate`. Lightning's manual optimisation runs one
@@ -160,15 +143,11 @@ class MultiscaleGANVictim(Victim):
         """
         raise NotImplementedError
 
-    def generator_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the generator's optimiser (subclasses add their encoder)."""
-        return list(self.generator.parameters())
-
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Translate a batch's condition into photos in [0, 1]."""
         real = batch["target"] * 2.0 - 1.0
         fake, _ = self.generate(self.condition(batch), batch, real)
-        return _to_unit(fake)
+        return to_unit(fake)
 
     # -- training -----------------------------------------------------------------------
 
@@ -217,20 +196,6 @@ class MultiscaleGANVictim(Victim):
         logs["train/loss_d"] = loss_d.detach()
         logs["train/l1"] = (fake.detach() - real).abs().mean() / 2.0  # in [0, 1] units
         self.log_dict(logs, prog_bar=True, on_step=False, on_epoch=True, batch_size=real.shape[0])
-
-    def on_train_epoch_end(self) -> None:
-        # Manual optimisation: Lightning does not step schedulers for us.
-        for scheduler in self.lr_schedulers() or []:
-            scheduler.step()
-
-    def configure_optimizers(self) -> Any:
-        opt_g = self._optimizer_g(params=self.generator_parameters())
-        opt_d = self._optimizer_d(params=self.discriminator.parameters())
-        if not self.n_epochs_decay:
-            return [opt_g, opt_d]
-        factor = linear_decay(self.trainer.max_epochs, self.n_epochs_decay)
-        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
-        return [opt_g, opt_d], schedulers
 
     # -- attack contract ----------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,17 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from miabench.metrics.utility import image_utility
-from miabench.victims.base import Signals, Victim
+from miabench.victims.base import Signals
+from miabench.victims.gan import GANVictim, OptimizerFactory, to_unit
 from miabench.victims.nets.patchgan import gan_loss
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
-
-def _to_unit(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
-
-
-class Pix2PixVictim(Victim):
+class Pix2PixVictim(GANVictim):
     """U-Net generator + PatchGAN discriminator trained with L1 + GAN loss.
 
     Lightning's manual optimisation runs one discriminator and one generator step per batch,
@@ -64,7 +58,7 @@ class Pix2PixVictim(Victim):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Translate a batch of images in [0, 1]; returns images in [0, 1]."""
-        return _to_unit(self.generator(x * 2.0 - 1.0))
+        return to_unit(self.generator(x * 2.0 - 1.0))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
@@ -101,25 +95,6 @@ class Pix2PixVictim(Victim):
             on_epoch=True,
             batch_size=bs,
         )
-
-    def on_train_epoch_end(self) -> None:
-        # Manual optimisation: Lightning does not step schedulers for us.
-        for scheduler in self.lr_schedulers() or []:
-            scheduler.step()
-
-    def configure_optimizers(self) -> Any:
-        opt_g = self._optimizer_g(params=self.generator.parameters())
-        opt_d = self._optimizer_d(params=self.discriminator.parameters())
-        if not self.n_epochs_decay:
-            return [opt_g, opt_d]
-        total = self.trainer.max_epochs
-        constant = max(total - self.n_epochs_decay, 0)
-
-        def factor(epoch: int) -> float:
-            return 1.0 - max(0, epoch + 1 - constant) / float(self.n_epochs_decay + 1)
-
-        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
-        return [opt_g, opt_d], schedulers
 
     def signal_step(self, batch: dict[str, Any]) -> Signals:
         return {
