@@ -19,10 +19,13 @@ from miabench.data.faces import (
     RecordFaces,
     RecordFormatError,
     RecordReader,
+    VerificationPairs,
     pack_record,
     partition_identities,
     read_pairs,
+    read_pairs_header,
     unpack_record,
+    verification_pairs,
     write_record_file,
 )
 from miabench.data.membership import group_of, grouped_calibration_split
@@ -46,6 +49,44 @@ def write_identity_folders(
             Image.fromarray(pixels).save(root / name / f"{name}_{k:04d}.png")
             written[f"{name}/{name}_{k:04d}.png"] = pixels
     return written
+
+
+def write_lfw(
+    root: Path,
+    folds: int = 2,
+    per_fold: int = 4,
+    size: int = 16,
+    extension: str = ".jpg",
+    header: bool = True,
+    seed: int = 0,
+) -> Path:
+    """LFW's layout: ``root/lfw/<name>/<name>_<i:04d><extension>`` and ``root/pairs.txt``.
+
+    ``pairs.txt`` lists ``folds`` folds of ``per_fold`` same-identity pairs then ``per_fold``
+    different-identity pairs, after a ``<folds> <per_fold>`` header as LFW's View 2. Each
+    identity has a smooth random face (survives JPEG) and a second image that is the same
+    plus faint noise, so same-identity pairs are near-identical and impostors are not.
+    Returns the path of ``pairs.txt``.
+    """
+    rng = np.random.default_rng(seed)
+    n_ids = folds * per_fold
+    names = [f"person_{i:04d}" for i in range(n_ids)]
+    for name in names:
+        coarse = rng.integers(0, 256, (4, 4, 3)).astype(np.float64)
+        face = np.kron(coarse, np.ones((size // 4, size // 4, 1)))
+        (root / "lfw" / name).mkdir(parents=True, exist_ok=True)
+        for k, image in enumerate((face, face + rng.normal(0, 4, face.shape)), start=1):
+            pixels = np.clip(image, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / "lfw" / name / f"{name}_{k:04d}{extension}")
+    lines = [f"{folds}\t{per_fold}"] if header else []
+    for fold in range(folds):
+        ids = names[fold * per_fold : (fold + 1) * per_fold]
+        lines += [f"{name}\t1\t2" for name in ids]
+        # impostors: each identity against the next one of its fold
+        lines += [f"{a}\t1\t{b}\t2" for a, b in zip(ids, ids[1:] + ids[:1], strict=True)]
+    pairs = root / "pairs.txt"
+    pairs.write_text("\n".join(lines) + "\n")
+    return pairs
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -320,3 +361,56 @@ def test_grouped_calibration_split_stratified_keeps_the_stratum_mix() -> None:
             seed=0,
             strata=np.array(["a", "a", "b", "a", "a", "b"]),
         )
+
+
+def test_verification_pairs_follow_the_lfw_protocol_layout(tmp_path: Path) -> None:
+    pairs_file = write_lfw(tmp_path, folds=2, per_fold=4)
+    assert read_pairs_header(pairs_file) == (2, 4)
+    bench = VerificationPairs(pairs_file, tmp_path / "lfw", image_size=8, channels=1)
+    assert bench.folds == 2 and bench.name == "lfw" and bench.flip
+    pairs = bench.pairs()
+    assert [p.same for p in pairs] == ([True] * 4 + [False] * 4) * 2
+    assert pairs[4].second == tmp_path / "lfw" / "person_0001" / "person_0001_0002.jpg"
+    item = bench.dataset()[0]
+    assert item["first"].shape == item["second"].shape == (1, 8, 8) and bool(item["same"])
+    # same identity: near-identical pixels; impostor: not
+    genuine, impostor = bench.dataset()[0], bench.dataset()[4]
+    assert (genuine["first"] - genuine["second"]).abs().mean() < 0.05
+    assert (impostor["first"] - impostor["second"]).abs().mean() > 0.1
+
+    # no header (or View 1's one-number header): LFW's 10 folds
+    body = pairs_file.read_text().split("\n", 1)[1]
+    pairs_file.write_text(body)
+    assert read_pairs_header(pairs_file) is None
+    assert VerificationPairs(pairs_file, tmp_path / "lfw").folds == 10
+    pairs_file.write_text("8\n" + body)
+    assert read_pairs_header(pairs_file) is None
+    assert len(VerificationPairs(pairs_file, tmp_path / "lfw").pairs()) == 16
+    # a corrupt image fails naming its file
+    (tmp_path / "lfw" / "person_0000" / "person_0000_0001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="person_0000_0001.jpg: unreadable or corrupt image"):
+        bench.dataset()[0]
+    # a header that disagrees with the rows
+    pairs_file.write_text("3\t4\n" + body)
+    with pytest.raises(ValueError, match="header announces 3 folds of 4 \\+ 4 pairs .*lists 16"):
+        VerificationPairs(pairs_file, tmp_path / "lfw").pairs()
+
+
+def test_verification_config_errors_name_the_key_and_path(tmp_path: Path) -> None:
+    pairs_file = write_lfw(tmp_path, folds=1, per_fold=2)
+    assert verification_pairs(None) is None
+    built = verification_pairs(
+        {"pairs": str(pairs_file), "images": str(tmp_path / "lfw"), "name": "tiny", "flip": False},
+        image_size=8,
+    )
+    assert isinstance(built, VerificationPairs) and built.name == "tiny" and not built.flip
+    assert built.folds == 1
+    missing = tmp_path / "nowhere" / "pairs.txt"
+    with pytest.raises(FileNotFoundError, match=f"data.verification.pairs: {missing} does not"):
+        verification_pairs({"pairs": str(missing), "images": str(tmp_path / "lfw")})
+    with pytest.raises(FileNotFoundError, match="data.verification.images: .*nowhere"):
+        verification_pairs({"pairs": str(pairs_file), "images": str(tmp_path / "nowhere")})
+    with pytest.raises(ValueError, match="set data.verification.images"):
+        verification_pairs({"pairs": str(pairs_file)})
+    with pytest.raises(ValueError, match="data.verification: unknown key.*'folds'"):
+        verification_pairs({"pairs": str(pairs_file), "images": str(tmp_path), "folds": 3})

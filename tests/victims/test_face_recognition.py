@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -9,9 +11,18 @@ import pytest
 import torch
 from pytorch_metric_learning.losses import ArcFaceLoss, CosFaceLoss
 from sklearn.metrics import roc_curve
+from torch.utils.data import DataLoader
 
-from miabench.victims.face_recognition import FaceRecognitionVictim, VerificationMetrics
+from miabench.data.faces import VerificationPairs
+from miabench.victims.face_recognition import (
+    FaceRecognitionVictim,
+    VerificationMetrics,
+    best_threshold,
+    fold_accuracies,
+    verification_benchmark_metrics,
+)
 from miabench.victims.nets.iresnet import IResNet, iresnet, iresnet_test
+from tests.data.test_faces import write_lfw
 
 
 def _victim(head: torch.nn.Module, n_classes: int = 4) -> FaceRecognitionVictim:
@@ -122,3 +133,114 @@ def test_verification_metrics_match_sklearn() -> None:
     best = max(((scores >= t) == labels).mean() for t in np.append(scores, np.inf))
     assert float(out["verification_accuracy"]) == pytest.approx(best, abs=1e-6)
     assert best > 0.6
+
+
+def _brute_force_fold_accuracies(scores: np.ndarray, same: np.ndarray, folds: int) -> list[float]:
+    """Reference LFW protocol, written independently of the implementation: contiguous folds
+    by ``np.array_split``; on the other folds try every observed score and +inf as "same if
+    score >= t", keep the first (highest) most accurate; score the held-out fold."""
+    accuracies = []
+    for test in np.array_split(np.arange(len(scores)), folds):
+        train = np.setdiff1d(np.arange(len(scores)), test) if folds > 1 else test
+        candidates = np.concatenate([[np.inf], np.unique(scores[train])[::-1]])
+        correct = [((scores[train] >= t) == same[train]).sum() for t in candidates]
+        t = candidates[int(np.argmax(correct))]
+        accuracies.append(float(((scores[test] >= t) == same[test]).mean()))
+    return accuracies
+
+
+@pytest.mark.parametrize(("n_pairs", "folds"), [(120, 10), (101, 10), (40, 3), (30, 1)])
+def test_fold_accuracies_match_a_brute_force_reference(n_pairs: int, folds: int) -> None:
+    rng = np.random.default_rng(n_pairs + folds)
+    same = rng.random(n_pairs) < 0.5
+    # genuine pairs score higher on average; rounding makes ties, which must break alike
+    scores = np.round(np.where(same, 0.3, 0.0) + rng.normal(0, 0.25, n_pairs), 1)
+    ours = fold_accuracies(scores, same, folds)
+    assert len(ours) == folds
+    assert ours.tolist() == pytest.approx(_brute_force_fold_accuracies(scores, same, folds))
+    assert 0.55 < ours.mean() < 1.0  # informative scores: above chance, not perfect
+
+
+def test_threshold_ties_break_to_the_strictest() -> None:
+    # "same if >= 0.9" and "same if >= 0.4" both get 3 of 4 right; InsightFace's argmax over
+    # increasing distances keeps the strictest, and so a held-out 0.5 is rejected
+    scores, same = np.array([0.9, 0.6, 0.4, 0.1]), np.array([True, False, True, False])
+    assert best_threshold(scores, same) == 0.9
+    assert best_threshold(np.array([0.3, 0.2]), np.array([False, False])) == np.inf
+    folds = fold_accuracies(np.array([0.5, 0.5, 0.9, 0.6, 0.4, 0.1]), np.repeat([True], 6), 1)
+    assert folds.tolist() == [1.0]  # one fold: chosen and scored on all pairs
+
+
+def test_benchmark_metrics_tar_matches_sklearn_and_random_scores_are_at_chance() -> None:
+    rng = np.random.default_rng(0)
+    same = np.tile(np.repeat([True, False], 300), 10)  # LFW's 10 x (300 + 300)
+    scores = np.tanh(np.where(same, 0.8, 0.0) + rng.normal(0, 0.5, len(same)))
+    out = verification_benchmark_metrics(torch.tensor(scores), torch.tensor(same), folds=10)
+    fpr, tpr, _ = roc_curve(same, scores)
+    for far in (1e-3, 1e-2):
+        assert out[f"tar_at_far_{far:g}"] == pytest.approx(tpr[fpr <= far].max(), abs=1e-6)
+    assert out["n_pairs"] == 6000 and out["n_same"] == 3000 and out["n_folds"] == 10
+    assert out["accuracy"] == pytest.approx(np.mean(out["fold_accuracies"]))
+    assert out["accuracy_std"] == pytest.approx(np.std(out["fold_accuracies"]))
+    assert out["accuracy"] > 0.75
+    # scores that carry no identity information: chance accuracy despite the fitted thresholds
+    noise = verification_benchmark_metrics(rng.uniform(-1, 1, len(same)), same, folds=10)
+    assert abs(noise["accuracy"] - 0.5) < 0.04
+    assert noise["tar_at_far_0.01"] < 0.05
+    with pytest.raises(ValueError, match="both same- and different-identity"):
+        verification_benchmark_metrics(scores[:10], np.ones(10, dtype=bool))
+
+
+class _NoIdentityEmbedding(torch.nn.Module):
+    """Ignores its input: a random embedding per image, carrying no identity at all."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.generator = torch.Generator().manual_seed(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.randn(len(x), self.dim, generator=self.generator)
+
+
+def _embedding_victim(backbone: torch.nn.Module, dim: int = 32) -> FaceRecognitionVictim:
+    head = CosFaceLoss(num_classes=2, embedding_size=dim)
+    return FaceRecognitionVictim(backbone, head, lambda params: torch.optim.SGD(params, lr=0.1))
+
+
+def test_benchmark_utility_scores_lfw_pairs(tmp_path: Path) -> None:
+    pairs_file = write_lfw(tmp_path, folds=2, per_fold=50)  # 200 pairs, 2 folds
+    bench = VerificationPairs(pairs_file, tmp_path / "lfw", name="tiny", image_size=16, channels=1)
+    datamodule = SimpleNamespace(benchmark=bench, eval_batch_size=64, num_workers=0)
+    torch.manual_seed(0)
+    # an embedding in which near-identical images stay close: a fixed random projection
+    projection = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 32))
+    victim = _embedding_victim(projection)
+
+    out = victim.benchmark_utility(datamodule, "cpu")
+    assert list(out) == ["tiny"]
+    tiny = out["tiny"]
+    assert (tiny["n_pairs"], tiny["n_same"], tiny["n_folds"], tiny["flip"]) == (200, 100, 2, True)
+    assert tiny["pairs"] == str(pairs_file)
+    assert tiny["accuracy"] > 0.9 and tiny["tar_at_far_0.01"] > 0.5
+
+    # flip: the embedding is that of the image plus that of its mirror, before normalising
+    loader = DataLoader(bench.dataset(), batch_size=8)
+    scores, same = victim.pair_scores(loader, "cpu", flip=True)
+    item = bench.dataset()[4]
+    with torch.no_grad():
+        e1, e2 = (
+            projection(x[None] * 2 - 1) + projection(x[None].flip(-1) * 2 - 1)
+            for x in (item["first"], item["second"])
+        )
+    assert float(scores[4]) == pytest.approx(float(torch.cosine_similarity(e1, e2)), abs=1e-5)
+    assert same.tolist() == [p.same for p in bench.pairs()]
+    plain, _ = victim.pair_scores(loader, "cpu", flip=False)
+    assert not torch.allclose(plain, scores)
+
+    # a victim whose embeddings carry no identity is at chance on the same pairs
+    blind = _embedding_victim(_NoIdentityEmbedding(32)).benchmark_utility(datamodule, "cpu")
+    assert abs(blind["tiny"]["accuracy"] - 0.5) < 0.15
+    assert blind["tiny"]["tar_at_far_0.01"] < 0.2
+    # no benchmark on the data module: nothing to report
+    assert victim.benchmark_utility(SimpleNamespace(), "cpu") == {}

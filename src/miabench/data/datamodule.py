@@ -41,6 +41,9 @@ class MembershipDataModule(pl.LightningDataModule):
             dataset once.
         collate_fn: batches items in every loader (e.g. detection items with per-image box
             lists); ``None`` keeps PyTorch's default collate.
+        benchmark: evaluation-only data outside the membership split (e.g. LFW verification
+            pairs, :class:`~miabench.data.faces.VerificationPairs`), exposed as
+            ``benchmark`` for the victim's ``benchmark_utility``; ``None``: none.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class MembershipDataModule(pl.LightningDataModule):
         manifest_path: str | os.PathLike | None = None,
         prepare: Callable[[], Any] | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
+        benchmark: Any = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -73,6 +77,7 @@ class MembershipDataModule(pl.LightningDataModule):
         self.manifest_path = Path(manifest_path) if manifest_path is not None else None
         self.prepare = prepare
         self.collate_fn = collate_fn
+        self.benchmark = benchmark
         self._manifest: Manifest | None = None
         self._sets: dict[str, Dataset] = {}
 

@@ -28,17 +28,23 @@ from miabench.victims.base import Victim
 log = logging.getLogger(__name__)
 
 ROLES = {"member": 1, "nonmember": 0}
+#: key of the victim's benchmark utility in ``utility_dataset.json`` (beside the roles)
+BENCHMARK = "benchmark"
 
 
 def attack_dir(cfg: DictConfig, victim: TrainedVictim) -> Path:
     """Output folder of one victim's attacks: readable prefix + hash of what shaped them."""
-    key = stable_hash(
-        {
-            "victim": victim.key["key"],
-            "attack": to_container(cfg.attack),
-            "evaluation": {k: v for k, v in to_container(cfg.evaluation).items() if k != "device"},
-        }
-    )
+    parts = {
+        "victim": victim.key["key"],
+        "attack": to_container(cfg.attack),
+        "evaluation": {k: v for k, v in to_container(cfg.evaluation).items() if k != "device"},
+    }
+    verification = cfg.data.get("verification")
+    if verification is not None:
+        # evaluation-only pairs are not in the victim key, but the results report them: a run
+        # with them must not reuse results written without them (unset: key as before)
+        parts["verification"] = to_container(verification)
+    key = stable_hash(parts)
     name = f"{cfg.victim.name}-{cfg.data.name}-{cfg.defense.name}-s{cfg.seed}-{key}"
     return Path(cfg.paths.output_dir) / "attacks" / name
 
@@ -93,7 +99,12 @@ def _utility(
     model: Victim, victim: TrainedVictim, device: torch.device, out: Path
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Per-sample utility (``utility.csv``) and dataset-level utility metrics
-    (``utility_dataset.json``) of members and non-members, computed in one pass and cached."""
+    (``utility_dataset.json``) of members and non-members, computed in one pass and cached.
+
+    A victim with a ``benchmark_utility(datamodule, device)`` method (e.g. LFW verification
+    of a face recogniser) is also scored once on the data module's evaluation-only benchmark;
+    a non-empty result is stored under ``BENCHMARK`` beside the roles.
+    """
     per_sample_path, dataset_path = out / "utility.csv", out / "utility_dataset.json"
     if per_sample_path.exists() and dataset_path.exists():
         return pd.read_csv(per_sample_path), read_json(dataset_path)
@@ -107,6 +118,12 @@ def _utility(
         computed[role] = {k: _plain(m.compute()) for k, m in metrics.items()}
 
     frame = _collect(model, victim, device, model.utility, desc="utility", on_role=accumulate)
+    # optional, like select_signals: victims without benchmarks need not know about them
+    benchmark_utility = getattr(model, "benchmark_utility", None)
+    if benchmark_utility is not None:
+        benchmark = _plain(benchmark_utility(victim.datamodule, device))
+        if benchmark:
+            computed[BENCHMARK] = benchmark
     _write_csv(per_sample_path, frame)
     atomic_write_json(dataset_path, computed)
     return frame, computed
@@ -304,6 +321,9 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
         "generalization_gap": gap,
         "attacks": attacks_out,
     }
+    if utility_dataset.get(BENCHMARK):
+        # beside "utility", whose keys are roles (the gap and the tables read those)
+        results["utility_benchmark"] = utility_dataset[BENCHMARK]
     atomic_write_json(results_path, results)
     log.info("results → %s", results_path)
     return results_path

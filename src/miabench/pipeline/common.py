@@ -38,6 +38,12 @@ _LOCATION_KEYS = {"root", "out_root", "num_workers", "eval_batch_size"}
 _POST_HOC_DEFENSE_KEYS = {"name", "attacker_view"}
 
 
+#: Data keys of evaluation-only benchmarks (``data.verification``: LFW-style pairs, and the
+#: ``datamodule.benchmark`` built from it): scored in the utility pass, never trained on nor
+#: drawn into the split, so neither the victim nor the split depends on them.
+EVALUATION_ONLY_DATA_KEYS = {"verification", "benchmark"}
+
+
 def _strip(obj: Any, keys: set[str]) -> Any:
     if isinstance(obj, dict):
         return {k: _strip(v, keys) for k, v in obj.items() if k not in keys}
@@ -66,7 +72,7 @@ _LOADER_KEYS = {"batch_size", "eval_batch_size", "num_workers"}
 
 def split_key(cfg: DictConfig) -> str:
     """Key of a membership split: the data it is drawn from and the split settings."""
-    data = _strip(to_container(cfg.data), _LOADER_KEYS)
+    data = _strip(to_container(cfg.data), _LOADER_KEYS | EVALUATION_ONLY_DATA_KEYS)
     return stable_hash({"data": data, "split": to_container(cfg.split)})
 
 
@@ -181,7 +187,7 @@ def victim_key(cfg: DictConfig, manifest_sha256: str) -> dict[str, Any]:
         "seed": cfg.seed,
         "code_version": code_version(cfg),
     }
-    parts["data"] = _strip(parts["data"], _LOCATION_KEYS)
+    parts["data"] = _strip(parts["data"], _LOCATION_KEYS | EVALUATION_ONLY_DATA_KEYS)
     parts["key"] = stable_hash(parts)
     return parts
 

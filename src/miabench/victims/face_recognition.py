@@ -3,20 +3,26 @@
 The margin heads are pytorch-metric-learning's ``CosFaceLoss`` / ``ArcFaceLoss`` (they hold
 the class-centre matrix ``W`` and compute the normalised-cosine logits with the margin), so
 the victim only wires the backbone to the head. Auditors (MINT) read named layers through
-:meth:`FaceRecognitionVictim.auditable_layers` and :meth:`select_signals`.
+:meth:`FaceRecognitionVictim.auditable_layers` and :meth:`select_signals`. Its utility pass
+also scores an LFW-style verification benchmark when the data module carries one
+(:meth:`FaceRecognitionVictim.benchmark_utility`, 10-fold LFW protocol as InsightFace).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.model_selection import KFold
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_roc
+from tqdm.auto import tqdm
 
 from miabench.attacks.activations import LayerTap, layer_of, signal_name
 from miabench.victims.base import Signals, Victim
@@ -84,6 +90,101 @@ class VerificationMetrics(Metric):
             [correct, correct.new_tensor([len(i)])]
         ).max() / len(scores)
         return out
+
+
+# -- LFW-style verification benchmark -----------------------------------------------------
+
+
+@runtime_checkable
+class VerificationBenchmark(Protocol):
+    """Verification pairs a data module may carry as ``benchmark`` (evaluation only).
+
+    :class:`miabench.data.faces.VerificationPairs` is one; the victim depends on this
+    protocol only, so the data code does not shape the victim's cache key.
+    """
+
+    name: str
+    flip: bool
+    folds: int
+
+    def dataset(self) -> Dataset:
+        """Items ``{"first", "second": image [C, S, S] in [0, 1], "same": bool}``."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance recorded beside the metrics."""
+        ...
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
+    """The threshold ``t`` of "same identity if score >= t" most accurate on these pairs.
+
+    Candidates are every observed score and ``+inf`` (reject all); InsightFace searches a
+    0.01 grid of squared distances (``2 - 2 cos``) instead, which can only land within that
+    grid step of the exact best threshold found here. Among equally accurate thresholds the
+    highest (strictest) wins, as InsightFace's ``argmax`` over increasing distance
+    thresholds picks the smallest distance.
+    """
+    order = np.argsort(-scores, kind="stable")
+    ranked, genuine = scores[order], same[order].astype(bool)
+    true_accepts, false_accepts = np.cumsum(genuine), np.cumsum(~genuine)
+    n_impostors = int((~genuine).sum())
+    # accepting the k best-scored pairs is a threshold only where the next score is lower
+    cut = np.append(ranked[1:] != ranked[:-1], True)
+    correct = np.concatenate([[n_impostors], (true_accepts + n_impostors - false_accepts)[cut]])
+    thresholds = np.concatenate([[np.inf], ranked[cut]])
+    return float(thresholds[np.argmax(correct)])
+
+
+def fold_accuracies(scores: np.ndarray, same: np.ndarray, folds: int) -> np.ndarray:
+    """LFW protocol accuracy per fold: threshold chosen on the other folds, scored on this one.
+
+    Folds are contiguous (scikit-learn's unshuffled ``KFold``), as LFW's ``pairs.txt`` lists
+    them fold after fold and InsightFace splits them. One fold: threshold and accuracy on all
+    pairs (InsightFace's ``LFold``). Written by hand because neither scikit-learn nor
+    torchmetrics picks a decision threshold on some folds and scores it on another; the
+    threshold search itself is a sort and two cumulative sums (:func:`best_threshold`).
+    """
+    scores, same = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool)
+    everything = np.arange(len(scores))
+    splits = KFold(n_splits=folds).split(everything) if folds > 1 else [(everything, everything)]
+    accuracies = []
+    for train, test in splits:
+        threshold = best_threshold(scores[train], same[train])
+        accuracies.append(np.mean((scores[test] >= threshold) == same[test]))
+    return np.asarray(accuracies)
+
+
+def verification_benchmark_metrics(
+    scores: torch.Tensor | np.ndarray,
+    same: torch.Tensor | np.ndarray,
+    folds: int = 10,
+    fars: Iterable[float] = (1e-3, 1e-2),
+) -> dict[str, Any]:
+    """LFW-protocol metrics of pair cosine similarities.
+
+    ``accuracy`` / ``accuracy_std``: mean and (population) standard deviation over folds of
+    :func:`fold_accuracies`, as InsightFace reports "Accuracy-Flip: mean+-std".
+    ``tar_at_far_<far>``: the highest true-accept rate at a false-accept rate <= far, from
+    torchmetrics' ROC over all pairs (NaN when no threshold reaches it).
+    """
+    s = torch.as_tensor(np.asarray(scores), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(same)).bool()
+    if not y.any() or y.all():
+        raise ValueError("verification pairs need both same- and different-identity pairs")
+    accuracies = fold_accuracies(s.numpy(), y.numpy(), folds)
+    # cosine in [-1, 1] → [0, 1]: torchmetrics treats scores outside [0, 1] as logits
+    fpr, tpr, _ = binary_roc(((s + 1) / 2).clamp(0, 1), y.long())
+    out: dict[str, Any] = {
+        "accuracy": float(accuracies.mean()),
+        "accuracy_std": float(accuracies.std()),
+        "fold_accuracies": accuracies.tolist(),
+    }
+    for far in fars:
+        ok = fpr <= far
+        out[f"tar_at_far_{far:g}"] = float(tpr[ok].max()) if ok.any() else float("nan")
+    out.update(n_pairs=len(y), n_same=int(y.sum()), n_folds=len(accuracies))
+    return out
 
 
 class FaceRecognitionVictim(Victim):
@@ -231,6 +332,57 @@ class FaceRecognitionVictim(Victim):
 
     def update_utility_metrics(self, metrics: dict[str, Metric], signals: Signals) -> None:
         metrics["verification"].update(signals["embedding"], signals["identity"])
+
+    # -- verification benchmark (evaluation only) ----------------------------------------
+    def verification_embedding(self, images: torch.Tensor, flip: bool = True) -> torch.Tensor:
+        """Embedding for verification; with ``flip``, plus that of the mirrored image
+        (InsightFace adds the two before normalising)."""
+        embedding = self(images)
+        if flip:
+            embedding = embedding + self(images.flip(-1))
+        return embedding
+
+    @torch.no_grad()
+    def pair_scores(
+        self, loader: DataLoader, device: torch.device | str | None = None, flip: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cosine similarity and same-identity label of every pair ``loader`` yields."""
+        was_training = self.training
+        self.eval()
+        if device is not None:
+            self.to(device)
+        scores, labels = [], []
+        try:
+            for batch in tqdm(loader, desc="verification pairs", leave=False):
+                both = torch.cat([batch["first"], batch["second"]]).to(self.device)
+                embeddings = F.normalize(self.verification_embedding(both, flip).float(), dim=1)
+                first, second = embeddings.chunk(2)
+                scores.append((first * second).sum(1).cpu())
+                labels.append(batch["same"].bool().cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(scores), torch.cat(labels)
+
+    def benchmark_utility(self, datamodule: Any, device: torch.device | str) -> dict[str, Any]:
+        """LFW-protocol verification on the data module's ``benchmark`` pairs, if it has any.
+
+        Returns ``{<benchmark name>: {accuracy, accuracy_std, fold_accuracies,
+        tar_at_far_*, n_pairs, n_same, n_folds, pairs, images, flip}}``, or ``{}`` when the
+        data module carries no :class:`VerificationBenchmark`. Called once per utility
+        pass by the attack stage (see ``pipeline.attack._utility``).
+        """
+        benchmark = getattr(datamodule, "benchmark", None)
+        if not isinstance(benchmark, VerificationBenchmark):
+            return {}
+        loader = DataLoader(
+            benchmark.dataset(),
+            batch_size=getattr(datamodule, "eval_batch_size", 64),
+            shuffle=False,
+            num_workers=getattr(datamodule, "num_workers", 0),
+        )
+        scores, same = self.pair_scores(loader, device, flip=benchmark.flip)
+        metrics = verification_benchmark_metrics(scores, same, folds=benchmark.folds)
+        return {benchmark.name: {**metrics, **benchmark.describe()}}
 
     def describe(self) -> dict[str, Any]:
         return {
