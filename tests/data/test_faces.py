@@ -7,8 +7,10 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from miabench.data.datamodule import MembershipDataModule
 from miabench.data.faces import (
@@ -337,6 +339,37 @@ def test_grouped_calibration_split_keeps_identities_whole() -> None:
     with pytest.raises(ValueError, match="1 group"):
         grouped_calibration_split(np.array([1, 1, 0, 0]), ["a", "a", "b", "c"], 0.5, seed=0)
     assert group_of("id7/img.png") == "id7"
+
+
+def test_grouped_calibration_split_gives_both_halves_the_same_identity_sizes() -> None:
+    # identity sizes spread over 5..300 rows, the same spread for members and non-members:
+    # within each role the test identities must be as large as the calibration ones, or a
+    # feature that tracks identity size (e.g. how typical an identity is) flips between the
+    # halves. A fill by row count (greedy) leaves the large identities for the test side.
+    rng = np.random.default_rng(2)
+    sizes = np.round(np.geomspace(5, 300, 48)).astype(int)
+    groups, labels = [], []
+    for role in (0, 1):
+        for i, size in enumerate(rng.permutation(sizes)):
+            groups += [f"r{role}_g{i:02d}"] * int(size)
+            labels += [role] * int(size)
+    groups, labels = np.array(groups), np.array(labels)
+    size = pd.Series(groups).map(pd.Series(groups).value_counts()).to_numpy()
+    for seed in range(5):
+        mask = grouped_calibration_split(labels, groups, 0.75, seed=seed)
+        assert not set(groups[mask]) & set(groups[~mask])
+        for role in (0, 1):
+            cal, test = mask & (labels == role), ~mask & (labels == role)
+            # 36 + 12 identities per role, and about 75 % of the rows
+            assert (
+                len(set(groups[cal])) == 36
+                and abs(cal.sum() / (labels == role).sum() - 0.75) < 0.08
+            )
+            median_cal = np.median([size[groups == g][0] for g in set(groups[cal])])
+            median_test = np.median([size[groups == g][0] for g in set(groups[test])])
+            assert 0.7 < median_test / median_cal < 1.4
+        # identity size says nothing about membership on the test half
+        assert abs(roc_auc_score(labels[~mask], size[~mask]) - 0.5) < 0.15
 
 
 def test_grouped_calibration_split_stratified_keeps_the_stratum_mix() -> None:

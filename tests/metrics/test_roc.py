@@ -153,3 +153,36 @@ def test_no_calibration_rows_reports_auc_on_all() -> None:
     assert out["threshold"] is None and out["accuracy"] is None and out["precision"] is None
     assert out["n_calibration"] == 0 and out["n_test"] == 300
     assert out["auc"] == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-6)
+
+
+def mann_whitney_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    from scipy.stats import mannwhitneyu
+
+    positives = labels.astype(bool)
+    u = mannwhitneyu(scores[positives], scores[~positives]).statistic
+    return u / (positives.sum() * (~positives).sum())
+
+
+def test_group_bootstrap_auc_covers_chance_when_groups_carry_the_noise() -> None:
+    # null data where every identity shifts all its images: members and non-members are
+    # exchangeable, but the test AUC moves with which identities were drawn
+    from miabench.metrics.roc import group_bootstrap_auc
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 10)
+    labels = (groups < 20).astype(int)
+    covered, naive_covered = 0, 0
+    trials = 60
+    for _ in range(trials):
+        scores = rng.normal(size=len(groups)) + 2 * rng.normal(size=40)[groups]
+        low, high = group_bootstrap_auc(scores, labels, groups, n_boot=200, seed=1)
+        assert low <= skm.roc_auc_score(labels, scores) <= high
+        covered += low <= 0.5 <= high
+        # resampling images as if independent: far too narrow
+        rows = [rng.integers(0, len(groups), len(groups)) for _ in range(200)]
+        boot = [mann_whitney_auc(scores[r], labels[r]) for r in rows]
+        naive_covered += np.quantile(boot, 0.025) <= 0.5 <= np.quantile(boot, 0.975)
+    assert covered / trials >= 0.85
+    assert naive_covered / trials < 0.6
+    with pytest.raises(ValueError, match="both members and non-members"):
+        group_bootstrap_auc([0.1, 0.2, 0.3, 0.4], [1, 0, 1, 0], ["a", "a", "b", "b"])

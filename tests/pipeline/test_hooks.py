@@ -81,6 +81,10 @@ def test_trainable_attack_view_and_dataset_metrics(aligned_root: Path, tmp_path:
         float(calibration.set_index("sample_id").label[i]) for i in SEEN["fit_ids"]
     ]
     assert set(SEEN["fit_labels"]) == {0.0, 1.0}
+    # streamed in a seeded random order, not manifest order (a "first N" learner must not
+    # get the first few identities), the same on every pass
+    members = [i for i, y in zip(SEEN["fit_ids"], SEEN["fit_labels"], strict=True) if y == 1.0]
+    assert members != sorted(members)
     assert scores["recording.score"].notna().all()  # every sample scored, calibration included
     assert results["attacks"]["recording"]["n_test"] == int((scores.split == "test").sum())
 

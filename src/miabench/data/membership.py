@@ -355,20 +355,27 @@ def grouped_calibration_split(
 ) -> np.ndarray:
     """Calibration mask that keeps every group (identity) on one side of the split.
 
-    Per class (and per stratum, when ``strata`` are given), whole groups are visited in a
-    seeded random order and each is taken when it brings the calibration side closer to
-    ``round(fraction * n)`` rows of that cell, so an attack that learns on the calibration
-    half (a MINT auditor) is tested on identities it never saw and cannot score by
-    recognising an identity instead of membership. Stratifying (e.g. by the class of a proxy
-    identity) gives both halves the same stratum mix per class: otherwise a stratum with more
-    members than non-members among the calibration groups tends to have fewer among the test
-    groups, and an auditor that learned "this stratum means member" scores below chance.
+    Per class (and per stratum, when ``strata`` are given), the groups are sorted by size
+    (number of rows; random order among equal sizes) and cut into consecutive blocks of
+    similar size; in each block a seeded random choice of groups goes to calibration, as many
+    as keep the running count at ``fraction`` of the groups seen so far. An attack that
+    learns on the calibration half (a MINT auditor) is thus tested on identities it never
+    saw, and cannot score by recognising an identity instead of membership. Both halves get
+    the same group-size distribution within every cell, and stratifying (e.g. by the class
+    of a proxy identity) gives them the same stratum mix per class: otherwise a stratum, or
+    a range of identity sizes, with more members than non-members among the calibration
+    groups tends to have fewer among the test groups, and an auditor that learned "this
+    stratum (or this kind of identity) means member" scores below chance. (Measured on the
+    embedded MINT proxy: an earlier greedy fill by sample count left the large identities on
+    the test side, test non-member identities averaging 61 samples against 49 for members,
+    so identity size alone scored test AUC 0.39.)
 
     Args:
         labels: (N,) 1 member / 0 non-member.
         groups: (N,) group of each row (see :func:`group_of`).
-        fraction: share of each class for calibration, in [0, 1).
-        seed: seed of the group order.
+        fraction: share of each cell's groups (and so about of its rows) for calibration,
+            in [0, 1).
+        seed: seed of the choice within blocks.
         strata: (N,) stratum of each row (constant within a group), or None.
 
     Raises:
@@ -384,6 +391,8 @@ def grouped_calibration_split(
     if fraction == 0.0:
         return mask
     rng = np.random.default_rng(seed)
+    # blocks hold about one group of the smaller side per block (3 + 1 for 75 %)
+    block = max(2, round(1 / min(fraction, 1 - fraction)))
     for cls in (0, 1):
         for stratum in np.unique(strata[labels == cls]):
             rows = np.flatnonzero((labels == cls) & (strata == stratum))
@@ -393,18 +402,17 @@ def grouped_calibration_split(
                 raise ValueError(
                     f"{cell} has {len(names)} group(s); a split disjoint by group needs two"
                 )
-            want = int(round(fraction * len(rows)))
-            taken, chosen = 0, []
-            for i in rng.permutation(len(names)):
-                # greedy: take a group when it brings the count closer to the target
-                if abs(taken + sizes[i] - want) < abs(taken - want):
-                    taken += int(sizes[i])
-                    chosen.append(names[i])
+            by_size = np.lexsort((rng.random(len(names)), sizes))
+            chosen: list[int] = []
+            for start in range(0, len(names), block):
+                members = by_size[start : start + block]
+                k = int(round(fraction * (start + len(members)))) - len(chosen)
+                chosen += rng.permutation(members)[: max(k, 0)].tolist()
             if len(chosen) == len(names):  # keep at least one group for the test side
                 chosen.pop()
             if not chosen:  # and one for calibration
-                chosen.append(names[int(np.argmin(sizes))])
-            mask[rows[np.isin(groups[rows], chosen)]] = True
+                chosen.append(int(by_size[0]))
+            mask[rows[np.isin(groups[rows], names[chosen])]] = True
     return mask
 
 

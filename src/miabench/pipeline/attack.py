@@ -16,7 +16,7 @@ import miabench
 from miabench.attacks.base import Attack
 from miabench.data.faces import stratum_of
 from miabench.data.membership import group_of, grouped_calibration_split
-from miabench.metrics.roc import calibration_split, evaluate_scores
+from miabench.metrics.roc import calibration_split, evaluate_scores, group_bootstrap_auc
 from miabench.metrics.utility import summarize
 from miabench.pipeline.common import resolve_device, to_container
 from miabench.pipeline.train import TrainedVictim, locate_victim
@@ -258,9 +258,14 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
             table["label"].to_numpy(), cfg.evaluation.calibration_fraction, cfg.seed
         )
     table["split"] = np.where(is_cal, "calibration", "test")
-    calibration = {
-        role: table.loc[is_cal & (table["role"] == role), "sample_id"].tolist() for role in ROLES
-    }
+    # Trainable attacks learn from the first N calibration samples of each role (MINT's
+    # n_train); the manifest lists each identity's images together, so they are streamed in a
+    # seeded random order, or N = 1 000 would come from a handful of identities.
+    order = np.random.default_rng(cfg.seed)
+    calibration = {}
+    for role in ROLES:
+        ids = table.loc[is_cal & (table["role"] == role), "sample_id"].tolist()
+        calibration[role] = [ids[i] for i in order.permutation(len(ids))]
 
     attacks_out: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -279,6 +284,17 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
         metrics = evaluate_scores(
             score, table["label"].to_numpy(), is_cal, fprs=tuple(cfg.evaluation.fprs)
         )
+        n_boot = int(cfg.evaluation.get("group_bootstrap") or 0)
+        if n_boot:
+            # identity-labelled data: the test AUC's uncertainty is set by how many identities
+            # the test half holds, not how many images (metrics.roc.group_bootstrap_auc)
+            rows = ~is_cal if is_cal.any() else np.ones_like(is_cal)
+            test_groups = table["sample_id"].map(group_of).to_numpy()[rows]
+            low, high = group_bootstrap_auc(
+                score[rows], table["label"].to_numpy()[rows], test_groups, n_boot, seed=cfg.seed
+            )
+            metrics["auc_ci95_by_group"] = [low, high]
+            metrics["n_test_groups"] = int(len(np.unique(test_groups)))
         decision = getattr(attack, "decision_threshold", None)
         if decision is not None:
             # attacks with a decision of their own (MINT's 0.5 on a sigmoid) also report its
