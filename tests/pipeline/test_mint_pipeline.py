@@ -60,12 +60,13 @@ def _cfg(root: Path, out: Path, *extra: str):
         "split.n_members=200",
         "split.n_nonmembers=200",
         "victim=iresnet_test",
-        "attack=mint_mlp",
+        "attack=mint",
         "mint.n_train=1000",  # all of the calibration half
         "mint.mlp_epochs=60",
         "mint.l1=0.001",
         "trainer.enable_progress_bar=false",
         "evaluation.device=cpu",
+        "+evaluation.group_bootstrap=200",
         f"paths.root_dir={out}",
         *extra,
     ]
@@ -75,8 +76,11 @@ def _cfg(root: Path, out: Path, *extra: str):
 
 def _audit(root: Path, out: Path, epochs: int) -> tuple[dict, Path]:
     cfg = _cfg(root, out, f"trainer.max_epochs={epochs}")
-    # two auditors keep the test short: the asserted one, and all conv layers (printed)
-    cfg.attack = {name: cfg.attack[name] for name in (AUDITOR, "mint_mlp_all_conv")}
+    # three auditors keep the test short: the asserted one, all conv layers (printed) and the
+    # nearest-identity diagnostic
+    cfg.attack = {
+        name: cfg.attack[name] for name in (AUDITOR, "mint_mlp_all_conv", "nearest_identity")
+    }
     victim = train_victim(cfg)
     results = json.loads(run_attack(cfg, victim).read_text())
     return results, victim.directory
@@ -107,14 +111,21 @@ def test_mint_detects_an_overfit_victim_and_not_an_untrained_one(tmp_path: Path)
     assert (
         t["describe"]["n_train_members"] == (scores[scores.split == "calibration"].label == 1).sum()
     )
-    for name in (AUDITOR, "mint_mlp_all_conv"):
+    for name in (AUDITOR, "mint_mlp_all_conv", "nearest_identity"):
         a, b = trained["attacks"][name], untrained["attacks"][name]
         print(
             f"\n{name}: overfit acc {a['accuracy_at_decision']:.3f} AUC {a['auc']:.3f}, "
             f"untrained acc {b['accuracy_at_decision']:.3f} AUC {b['auc']:.3f}"
         )
     assert t["accuracy_at_decision"] > 0.65 and t["auc"] > 0.7
+    # identity-bootstrap CI around the test AUC: above chance for the overfit victim
+    low, high = t["auc_ci95_by_group"]
+    assert 0.5 < low <= t["auc"] <= high and 30 <= t["n_test_groups"] <= 35
     assert abs(u["accuracy_at_decision"] - 0.5) < 0.12 and abs(u["auc"] - 0.5) < 0.15
+    # the diagnostic saw the same N balanced calibration samples as the MINT auditors
+    nearest = trained["attacks"]["nearest_identity"]["describe"]
+    assert nearest["n_train_members"] == t["describe"]["n_train_members"]
+    assert nearest["member_identities"] == 5  # every member identity is in the by-sample half
     # the victim recognises its identities (identification accuracy of members)
     assert trained["utility"]["member"]["identification"] > 0.9
     verification = trained["utility"]["member"]["verification"]

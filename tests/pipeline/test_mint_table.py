@@ -19,13 +19,16 @@ LAYERS = {
 }
 
 
-def _result(path: Path, n_train: int, key: str, accuracy: float, by_group: bool = True) -> None:
+def _result(
+    path: Path, n_train: int, key: str, accuracy: float, by_group: bool = True, epochs: int = 15
+) -> None:
     attacks = {}
     for i, (name, layers) in enumerate(LAYERS.items()):
         attacks[f"mint_mlp_{name}"] = {
             "auc": accuracy + 0.05,
             "tpr_at_1pct_fpr": 0.02,
             "accuracy_at_decision": accuracy + i / 100,
+            "auc_ci95_by_group": [accuracy - 0.05, accuracy + 0.15],
             "n_test": 500,
             "describe": {
                 "class": "MintAuditor",
@@ -40,6 +43,13 @@ def _result(path: Path, n_train: int, key: str, accuracy: float, by_group: bool 
         **attacks["mint_mlp_conv1"],
         "describe": {**attacks["mint_mlp_conv1"]["describe"], "arch": "cnn"},
     }
+    attacks["nearest_identity"] = {
+        "auc": accuracy - 0.2,
+        "tpr_at_1pct_fpr": 0.0,
+        "accuracy_at_decision": accuracy - 0.1,
+        "n_test": 500,
+        "describe": {"class": "IdentityProximityAuditor", "n_train": n_train},
+    }
     attacks["other"] = {"auc": 0.9, "describe": {"class": "ReconstructionError"}}
     run = {
         "victim": "iresnet_test",
@@ -49,10 +59,20 @@ def _result(path: Path, n_train: int, key: str, accuracy: float, by_group: bool 
         "n_members": 10,
         "n_nonmembers": 10,
         "calibration_by_group": by_group,
+        "victim_epochs": epochs,
     }
     utility = {"member": {"identification": 0.9, "verification_accuracy": 0.8}, "nonmember": {}}
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"run": run, "utility": utility, "attacks": attacks}))
+
+
+def _row(text: str, name: str) -> dict[str, str]:
+    """Header → cell of the first markdown table row starting with ``name``."""
+    lines = text.splitlines()
+    line = next(li for li in lines if li.startswith(f"| {name}"))
+    header = next(li for li in lines[: lines.index(line)][::-1] if li.startswith("| auditable"))
+    split = lambda li: [c.strip() for c in li.strip("|").split("|")]  # noqa: E731
+    return dict(zip(split(header), split(line), strict=True))
 
 
 def _cfg(out: Path):
@@ -66,7 +86,7 @@ def test_mint_table_layout_and_published_numbers(tmp_path: Path) -> None:
     _result(attacks / "iresnet_test-fashion_identities-b" / "results.json", 15000, "v1", 0.7)
     md, csv = make_table(_cfg(tmp_path))
     cells = pd.read_csv(csv)
-    assert len(cells) == 2 * (len(LAYERS) + 1)
+    assert len(cells) == 2 * (len(LAYERS) + 2)  # + the CNN cell and the diagnostic
     row = cells[
         (cells.arch == "mlp")
         & (cells.auditable_data == "all_conv_layers")
@@ -75,14 +95,27 @@ def test_mint_table_layout_and_published_numbers(tmp_path: Path) -> None:
     assert row.accuracy.item() == pytest.approx(0.72)
     text = md.read_text()
     published = pd.read_csv(CONF_DIR.parent / "src/miabench/targets/mint2024_table1_mlp.csv")
-    line = next(li for li in text.splitlines() if li.startswith("| all_conv_layers"))
-    cols = [c.strip() for c in line.strip("|").split("|")]
-    # measured: acc/auc/tpr at N=1000, paper 1K, acc/auc/tpr at N=15000, paper 50K, paper 100K
-    assert float(cols[1]) == pytest.approx(0.62) and float(cols[5]) == pytest.approx(0.72)
+    cols = _row(text, "all_conv_layers")
+    assert float(cols["accuracy N=1000"]) == pytest.approx(0.62)
+    assert float(cols["accuracy N=15000 (for 50K)"]) == pytest.approx(0.72)
+    assert cols["auc 95% CI N=15000 (for 50K)"] == "0.65–0.85"  # identity-bootstrap CI
+    assert cols["untrained auc N=1000"] == cols["untrained auc N=15000 (for 50K)"] == "—"
     row_published = published.set_index("auditable_data").loc["all_conv_layers"]
-    assert float(cols[4]) == row_published.acc_1k and float(cols[8]) == row_published.acc_50k
+    assert float(cols["paper accuracy 1K"]) == row_published.acc_1k
+    assert float(cols["paper accuracy 50K"]) == row_published.acc_50k
     assert "N=15000 (for 50K)" in text and "PROXY" in text
     assert "| conv_layer_2 |" in text and "—" in text  # rows without a run stay visible
+    assert "nearest-identity" in text and "0.5000" in text  # diagnostic at N=15000: 0.7 - 0.2
+
+    # the never-trained control (victim_epochs 0) fills the "untrained auc" columns, not cells
+    _result(
+        attacks / "iresnet_test-fashion_identities-u" / "results.json", 15000, "v0", 0.45, epochs=0
+    )
+    md, csv = make_table(_cfg(tmp_path))
+    assert not (pd.read_csv(csv).victim_key == "v0").any()
+    cols = _row(md.read_text(), "all_conv_layers")
+    assert float(cols["untrained auc N=15000 (for 50K)"]) == pytest.approx(0.45 + 0.05)
+    assert cols["untrained auc N=1000"] == "—"
 
     # a by-sample run (another table) does not enter the identity-disjoint one
     _result(attacks / "iresnet_test-fashion_identities-s" / "results.json", 1000, "v3", 0.9, False)

@@ -15,7 +15,8 @@ parameters, i.e. training-set statistics at test time): the paper does not say h
 are scaled, and raw maxima range over orders of magnitude across layers.
 
 The auditor is fitted on the first ``n_train`` calibration samples, balanced between members
-and non-members (the table's "number of training samples"), extracted once into an on-disk
+and non-members (the table's "number of training samples"; the pipeline streams the
+calibration half in a seeded random order, so they span its identities), extracted once into an on-disk
 chunked store (:class:`~miabench.attacks.activations.ActivationStore`) and streamed for
 ``epochs`` passes. Its score is the sigmoid output; ``decision_threshold`` (0.5) is its own
 decision, from which the pipeline reports MINT's accuracy.

@@ -30,6 +30,8 @@ ROWS: dict[tuple[str, ...], str] = {
     ("conv1", "conv2", "conv3", "conv4"): "all_conv_layers",
 }
 ARCH_TITLES = {"mlp": "Vanilla MINT model (MLP), cf. Table 1", "cnn": "CNN MINT model, cf. Table 2"}
+#: the nearest-identity auditor (attacks/identity_proximity.py): a diagnostic row, no paper value
+DIAGNOSTIC = "nearest_identity"
 
 
 def load_mint_targets(name_or_path: str | os.PathLike) -> pd.DataFrame:
@@ -54,6 +56,9 @@ def load_mint_targets(name_or_path: str | os.PathLike) -> pd.DataFrame:
 def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per (arch, auditable data, N) with accuracy, AUC and TPR@1%FPR.
 
+    MINT auditors give ``arch`` mlp / cnn; the nearest-identity diagnostic gives ``arch``
+    :data:`DIAGNOSTIC` on the model outcome.
+
     Raises:
         ValueError: the same cell measured by two runs (naming both victims' keys), or a
             MINT layer set without a paper row.
@@ -62,12 +67,16 @@ def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     for result in results:
         for name, metrics in result.get("attacks", {}).items():
             describe = metrics.get("describe", {})
-            if not str(describe.get("class", "")).endswith("MintAuditor"):
+            kind = str(describe.get("class", ""))
+            if kind.endswith("IdentityProximityAuditor"):
+                key = (DIAGNOSTIC, ROWS[("embedding",)], int(describe["n_train"]))
+            elif kind.endswith("MintAuditor"):
+                layers = tuple(describe["layers"])
+                if layers not in ROWS:
+                    raise ValueError(f"attack {name}: layers {list(layers)} have no MINT table row")
+                key = (describe["arch"], ROWS[layers], int(describe["n_train"]))
+            else:
                 continue
-            layers = tuple(describe["layers"])
-            if layers not in ROWS:
-                raise ValueError(f"attack {name}: layers {list(layers)} have no MINT table row")
-            key = (describe["arch"], ROWS[layers], int(describe["n_train"]))
             cell = {
                 "arch": key[0],
                 "auditable_data": key[1],
@@ -75,6 +84,9 @@ def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                 "accuracy": metrics.get("accuracy_at_decision"),
                 "auc": metrics.get("auc"),
                 "tpr_at_1pct_fpr": metrics.get("tpr_at_1pct_fpr"),
+                # identity-bootstrap 95 % CI of the AUC (evaluation.group_bootstrap), if run
+                "auc_ci_low": (metrics.get("auc_ci95_by_group") or [None, None])[0],
+                "auc_ci_high": (metrics.get("auc_ci95_by_group") or [None, None])[1],
                 "n_test": metrics.get("n_test"),
                 "n_fit": (describe.get("n_train_members") or 0)
                 + (describe.get("n_train_nonmembers") or 0),
@@ -89,8 +101,19 @@ def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()))
 
 
+def _interval(cells: pd.DataFrame) -> pd.Series:
+    """``low–high`` of the AUC's identity-bootstrap CI per row ("—" without one)."""
+    return cells.apply(
+        lambda c: "—" if pd.isna(c.auc_ci_low) else f"{c.auc_ci_low:.2f}–{c.auc_ci_high:.2f}",
+        axis=1,
+    )
+
+
 def build_mint_table(
-    cells: pd.DataFrame, targets: Mapping[str, pd.DataFrame], columns: Mapping[int, str]
+    cells: pd.DataFrame,
+    targets: Mapping[str, pd.DataFrame],
+    columns: Mapping[int, str],
+    control: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Per architecture: rows = auditable data (paper order), measured and published columns.
 
@@ -98,6 +121,8 @@ def build_mint_table(
         cells: from :func:`mint_cells`.
         targets: arch → published CSV (``auditable_data, acc_1k, acc_50k, acc_100k``).
         columns: measured N → the paper column it stands for (``1k``, ``50k``, ``100k``).
+        control: cells of the same auditors on a never-trained victim (same architecture,
+            data and split); adds an ``untrained auc`` column per N.
     """
     tables = {}
     for arch, published in targets.items():
@@ -113,6 +138,14 @@ def build_mint_table(
                     frame.auditable_data.map(measured[metric]) if measured is not None else None
                 )
                 frame[f"{metric} {label}"] = values
+                if metric == "auc" and measured is not None and measured.auc_ci_low.notna().any():
+                    frame[f"auc 95% CI {label}"] = frame.auditable_data.map(_interval(measured))
+            if control is not None:
+                theirs = control[control.arch == arch] if len(control) else control
+                theirs = theirs[theirs.n_train == n] if len(theirs) else theirs
+                frame[f"untrained auc {label}"] = frame.auditable_data.map(
+                    theirs.set_index("auditable_data")["auc"] if len(theirs) else {}
+                )
             frame[f"paper accuracy {paper_column.upper()}"] = published[
                 f"acc_{paper_column.lower()}"
             ]
@@ -124,12 +157,43 @@ def build_mint_table(
     return tables
 
 
+def diagnostic_table(
+    cells: pd.DataFrame, columns: Mapping[int, str], control: pd.DataFrame | None = None
+) -> pd.DataFrame | None:
+    """The nearest-identity diagnostic per N (accuracy at its own decision, AUC, TPR@1%FPR,
+    and with ``control`` the never-trained victim's AUC), or None when no run measured it."""
+    ours = cells[cells.arch == DIAGNOSTIC] if len(cells) else cells
+    if not len(ours):
+        return None
+    rows = []
+    for n in sorted(columns):
+        cell = ours[ours.n_train == n]
+        if not len(cell):
+            continue
+        row = {"N": n, **cell.iloc[0][["accuracy", "auc", "tpr_at_1pct_fpr"]].to_dict()}
+        if cell.auc_ci_low.notna().any():
+            row["auc 95% CI"] = _interval(cell.set_index("auditable_data")).iloc[0]
+        if control is not None:
+            theirs = control[control.arch == DIAGNOSTIC] if len(control) else control
+            theirs = theirs[theirs.n_train == n] if len(theirs) else theirs
+            row["untrained auc"] = theirs.auc.iloc[0] if len(theirs) else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def is_untrained(result: Mapping[str, Any]) -> bool:
+    """A run whose victim trained zero epochs (the control of a MINT table)."""
+    return result["run"].get("victim_epochs") == 0
+
+
 def write_mint_table(table: Any, paths: Sequence[Path]) -> tuple[Path, Path]:
     """Write ``<name>.md`` (one section per architecture) and ``<name>.csv`` (all cells).
 
     ``table`` is the ``table`` config node: ``name``, ``title``, ``out_dir``, ``command``,
     ``targets`` (arch → targets CSV path), ``columns`` (N → paper column), optional
-    ``include_victims``, ``data_name`` and ``notes``.
+    ``include_victims``, ``data_name``, ``calibration_by_group``, ``control`` (add the
+    never-trained victim's AUC beside every cell) and ``notes``. Runs of a never-trained
+    victim (``victim_epochs`` 0) are only ever the control.
     """
     results = collect_results(paths)
     if table.get("include_victims"):
@@ -139,15 +203,34 @@ def write_mint_table(table: Any, paths: Sequence[Path]) -> tuple[Path, Path]:
     if table.get("calibration_by_group") is not None:
         wanted = bool(table.calibration_by_group)
         results = [r for r in results if bool(r["run"].get("calibration_by_group")) == wanted]
+    # never-trained victims (trainer.max_epochs=0) are the control, never a measured cell
+    controls = [r for r in results if is_untrained(r)]
+    results = [r for r in results if not is_untrained(r)]
     cells = mint_cells(results)
+    control = mint_cells(controls) if table.get("control") else None
     targets = {arch: load_mint_targets(path) for arch, path in table.targets.items()}
     columns = {int(n): str(label) for n, label in table.columns.items()}
-    tables = build_mint_table(cells, targets, columns)
+    tables = build_mint_table(cells, targets, columns, control)
 
     out = Path(table.out_dir)
     lines = [f"# {table.title}", ""]
     for arch, frame in tables.items():
         lines += [f"## {ARCH_TITLES.get(arch, arch)}", "", to_markdown(frame), ""]
+    diagnostic = diagnostic_table(cells, columns, control)
+    if diagnostic is not None:
+        lines += [
+            "## Diagnostic: nearest-identity auditor on the model outcome (not in the paper)",
+            "",
+            "Cosine to the nearest member identity minus to the nearest non-member identity "
+            "among the auditor's N training samples (attacks/identity_proximity.py): what "
+            "learning *where the training identities lie* is worth on the test half. Well "
+            "above 0.5: test identities were seen in training (identity leakage); below 0.5: "
+            "the victim keeps its member identities apart, so an auditor that memorised "
+            "identity positions is inverted on new identities.",
+            "",
+            to_markdown(diagnostic),
+            "",
+        ]
     if results:
         run = results[0]["run"]
         utility = results[0].get("utility", {})
@@ -158,7 +241,10 @@ def write_mint_table(table: Any, paths: Sequence[Path]) -> tuple[Path, Path]:
             f"`{run.get('victim_key')}`, {run.get('n_members')} members / "
             f"{run.get('n_nonmembers')} non-members (disjoint by identity and content)",
             f"- auditors' test set: {int(cells.n_test.max()) if len(cells) else 0} samples "
-            "(balanced, the same for every cell); accuracy = the auditor's own 0.5 decision",
+            "(balanced, the same for every cell); accuracy = the auditor's own 0.5 decision; "
+            "auc 95% CI: percentile interval from resampling whole test identities "
+            "(metrics.roc.group_bootstrap_auc), since images of one identity are not "
+            "independent evidence",
         ]
         for role in ("member", "nonmember"):
             u: dict[str, Any] = {}
@@ -174,6 +260,12 @@ def write_mint_table(table: Any, paths: Sequence[Path]) -> tuple[Path, Path]:
             )
             lines.append(f"- victim utility on {role}s: {shown}")
         lines.append("")
+    if control is not None:
+        lines.append(
+            "- untrained auc: the same auditors, data and split on the same architecture never "
+            f"trained (trainer.max_epochs=0; {len(controls)} run(s)): what the protocol gives "
+            "when the victim learned nothing, against which a measured AUC is read"
+        )
     lines += [f"- {note}" for note in table.get("notes") or []]
     lines += [f"- Regenerate: `{table.command}`", f"- Result files: {len(paths)}", ""]
     md = atomic_write_text(out / f"{table.name}.md", "\n".join(lines))
