@@ -604,6 +604,31 @@ class PredictabilityError:
             maps, y, fit_idx, eval_idx, self.feature_size, self.dtype, self.batch_size
         )
 
+    def describe(self) -> dict[str, Any]:
+        """Split and solver settings that shape the errors (recorded with the scores)."""
+        return {
+            "fit_fraction": self.fit_fraction,
+            "feature_size": self.feature_size,
+            "seed": self.seed,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+
+def membership_error_columns(
+    reconstruction: torch.Tensor, predictability: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per-sample columns of a membership-error attack: ``score = -(rec - pred)`` and the
+    three terms (the image and the segmentation attacks differ only in how rec and pred are
+    measured)."""
+    predictability = predictability.to(reconstruction.device)
+    membership = reconstruction - predictability
+    return {
+        "score": -membership,
+        "reconstruction_error": reconstruction,
+        "predictability_error": predictability,
+        "membership_error": membership,
+    }
+
 
 class MembershipError(Attack):
     """Membership error attack: ``score = -(reconstruction error - predictability error)``.
@@ -652,24 +677,13 @@ class MembershipError(Attack):
         """Score one batch; diagnostics are the two error terms and their difference."""
         rec = reconstruction_error(signals["output"], signals["target"], self.quantize)
         pred = self.predictability(signals["input"], signals["target"], signals["sample_id"])
-        pred = pred.to(rec.device)
-        mem = rec - pred
-        return {
-            "score": -mem,
-            "reconstruction_error": rec,
-            "predictability_error": pred,
-            "membership_error": mem,
-        }
+        return membership_error_columns(rec, pred)
 
     def describe(self) -> dict[str, Any]:
         """Backbone, split and solver settings that shaped the scores."""
-        p = self.predictability
         return {
             **super().describe(),
             **self.backbone.describe(),
-            "fit_fraction": p.fit_fraction,
-            "feature_size": p.feature_size,
-            "seed": p.seed,
-            "dtype": str(p.dtype).removeprefix("torch."),
+            **self.predictability.describe(),
             "quantize": self.quantize,
         }

@@ -34,6 +34,7 @@ from miabench.attacks.base import Attack
 from miabench.attacks.predictability import (
     FeatureBackbone,
     batched_min_norm_lstsq_predict,
+    membership_error_columns,
     pixel_split,
     reduced_features,
     split_sizes,
@@ -156,6 +157,15 @@ class SegmentationPredictability:
             errors.append((per_pixel * mask).sum(1) / mask.sum(1).clamp_min(1.0))
         return torch.cat(errors)
 
+    def describe(self) -> dict[str, Any]:
+        """Measure and split settings that shape the errors (recorded with the scores)."""
+        return {
+            "predictability": self.measure,
+            "fit_fraction": self.fit_fraction,
+            "feature_size": self.feature_size,
+            "seed": self.seed,
+        }
+
 
 class SegmentationReconstructionError(Attack):
     """Threshold attack on a segmentation victim's reconstruction error (low = member).
@@ -245,22 +255,8 @@ class SegmentationMembershipError(SegmentationReconstructionError):
         pred = self.predictability(
             signals["input"], signals["target"], num_classes, signals["sample_id"]
         )
-        mem = rec - pred.to(rec.device)
-        return {
-            "score": -mem,
-            "reconstruction_error": rec,
-            "predictability_error": pred,
-            "membership_error": mem,
-        }
+        return membership_error_columns(rec, pred)
 
     def describe(self) -> dict[str, Any]:
         """Backbone, measures and split settings that shaped the scores."""
-        p = self.predictability
-        return {
-            **super().describe(),
-            **self.backbone.describe(),
-            "predictability": p.measure,
-            "fit_fraction": p.fit_fraction,
-            "feature_size": p.feature_size,
-            "seed": p.seed,
-        }
+        return {**super().describe(), **self.backbone.describe(), **self.predictability.describe()}
