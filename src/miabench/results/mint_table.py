@@ -30,6 +30,20 @@ ROWS: dict[tuple[str, ...], str] = {
     ("conv1", "conv2", "conv3", "conv4"): "all_conv_layers",
 }
 ARCH_TITLES = {"mlp": "Vanilla MINT model (MLP), cf. Table 1", "cnn": "CNN MINT model, cf. Table 2"}
+#: columns of :func:`mint_cells` (also when no run gave a cell, so filters need no guard)
+CELL_COLUMNS = (
+    "arch",
+    "auditable_data",
+    "n_train",
+    "accuracy",
+    "auc",
+    "tpr_at_1pct_fpr",
+    "auc_ci_low",
+    "auc_ci_high",
+    "n_test",
+    "n_fit",
+    "victim_key",
+)
 #: the nearest-identity auditor (attacks/identity_proximity.py): a diagnostic row, no paper value
 DIAGNOSTIC = "nearest_identity"
 
@@ -98,7 +112,7 @@ def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                     f"{cell['victim_key']}; narrow table.results or include_victims"
                 )
             rows[key] = cell
-    return pd.DataFrame(list(rows.values()))
+    return pd.DataFrame(list(rows.values()), columns=list(CELL_COLUMNS))
 
 
 def _interval(cells: pd.DataFrame) -> pd.Series:
@@ -127,24 +141,22 @@ def build_mint_table(
     tables = {}
     for arch, published in targets.items():
         frame = published[["auditable_data"]].copy()
-        ours = cells[cells.arch == arch] if len(cells) else cells
+        ours = cells[cells.arch == arch]
         for n, paper_column in sorted(columns.items()):
-            measured = ours[ours.n_train == n].set_index("auditable_data") if len(ours) else None
+            measured = ours[ours.n_train == n].set_index("auditable_data")
             label = f"N={n}" + (
                 "" if paper_column.lower() == f"{n // 1000}k" else f" (for {paper_column.upper()})"
             )
             for metric in ("accuracy", "auc", "tpr_at_1pct_fpr"):
-                values = (
-                    frame.auditable_data.map(measured[metric]) if measured is not None else None
-                )
+                # an architecture without any run keeps empty (text) columns
+                values = frame.auditable_data.map(measured[metric]) if len(ours) else None
                 frame[f"{metric} {label}"] = values
-                if metric == "auc" and measured is not None and measured.auc_ci_low.notna().any():
+                if metric == "auc" and measured.auc_ci_low.notna().any():
                     frame[f"auc 95% CI {label}"] = frame.auditable_data.map(_interval(measured))
             if control is not None:
-                theirs = control[control.arch == arch] if len(control) else control
-                theirs = theirs[theirs.n_train == n] if len(theirs) else theirs
+                theirs = control[(control.arch == arch) & (control.n_train == n)]
                 frame[f"untrained auc {label}"] = frame.auditable_data.map(
-                    theirs.set_index("auditable_data")["auc"] if len(theirs) else {}
+                    theirs.set_index("auditable_data")["auc"]
                 )
             frame[f"paper accuracy {paper_column.upper()}"] = published[
                 f"acc_{paper_column.lower()}"
@@ -162,8 +174,8 @@ def diagnostic_table(
 ) -> pd.DataFrame | None:
     """The nearest-identity diagnostic per N (accuracy at its own decision, AUC, TPR@1%FPR,
     and with ``control`` the never-trained victim's AUC), or None when no run measured it."""
-    ours = cells[cells.arch == DIAGNOSTIC] if len(cells) else cells
-    if not len(ours):
+    ours = cells[cells.arch == DIAGNOSTIC]
+    if ours.empty:
         return None
     rows = []
     for n in sorted(columns):
@@ -174,8 +186,7 @@ def diagnostic_table(
         if cell.auc_ci_low.notna().any():
             row["auc 95% CI"] = _interval(cell.set_index("auditable_data")).iloc[0]
         if control is not None:
-            theirs = control[control.arch == DIAGNOSTIC] if len(control) else control
-            theirs = theirs[theirs.n_train == n] if len(theirs) else theirs
+            theirs = control[(control.arch == DIAGNOSTIC) & (control.n_train == n)]
             row["untrained auc"] = theirs.auc.iloc[0] if len(theirs) else None
         rows.append(row)
     return pd.DataFrame(rows)
