@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from miabench.attacks.base import Attack
+from miabench.attacks.mint import BalancedDraw
 from miabench.data.membership import group_of
 from miabench.victims.base import Signals
 
@@ -61,33 +62,28 @@ class IdentityProximityAuditor(Attack):
 
     def fit(self, batches: Callable[[], Iterator[tuple[Signals, torch.Tensor]]]) -> None:
         """Sum the normalised embeddings of each identity among the first N balanced samples."""
-        quota = {0: self.n_train // 2, 1: self.n_train - self.n_train // 2}
-        taken = {0: 0, 1: 0}
+        draw = BalancedDraw(self.n_train)
         sums: dict[int, dict[str, torch.Tensor]] = {0: {}, 1: {}}
         for signals, labels in batches():
             embedding = F.normalize(signals[self.signal].float(), dim=1).to(self.device)
+            keep = draw.keep(labels).tolist()
             for row, (sample_id, label) in enumerate(
                 zip(signals["sample_id"], labels.long().tolist(), strict=True)
             ):
-                if taken[label] >= quota[label]:
+                if not keep[row]:
                     continue
-                taken[label] += 1
                 group = group_of(sample_id)
                 total = sums[label].get(group)
                 sums[label][group] = embedding[row] if total is None else total + embedding[row]
-            if taken == quota:
+            if draw.full:
                 break
-        if not sums[0] or not sums[1]:
-            raise ValueError(
-                f"attack.{self.name}: the calibration half lacks members or non-members"
-            )
+        draw.check(self.name)
         self.centroids = {
             label: F.normalize(torch.stack(list(groups.values())), dim=1)
             for label, groups in sums.items()
         }
         self.report = {
-            "n_train_members": taken[1],
-            "n_train_nonmembers": taken[0],
+            **draw.report(),
             "member_identities": len(sums[1]),
             "nonmember_identities": len(sums[0]),
         }

@@ -48,6 +48,45 @@ def channel_max(activation: torch.Tensor) -> torch.Tensor:
     return activation.amax(dim=(2, 3)) if activation.ndim == 4 else activation
 
 
+class BalancedDraw:
+    """The first ``n_train`` samples of a calibration stream, half members, half non-members.
+
+    Every auditor trained on "N samples" draws them this way, so all cells of a table with
+    the same N saw the same samples.
+    """
+
+    def __init__(self, n_train: int) -> None:
+        self.quota = {0: n_train // 2, 1: n_train - n_train // 2}
+        self.taken = {0: 0, 1: 0}
+
+    def keep(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B,) bool mask (on the CPU) of this batch's rows still within their class's quota."""
+        labels = labels.long().cpu()
+        keep = torch.zeros(len(labels), dtype=torch.bool)
+        for cls in (0, 1):
+            rows = torch.nonzero(labels == cls).flatten()[: self.quota[cls] - self.taken[cls]]
+            keep[rows] = True
+            self.taken[cls] += len(rows)
+        return keep
+
+    @property
+    def full(self) -> bool:
+        """Both quotas are met (the stream can stop)."""
+        return self.taken == self.quota
+
+    def check(self, name: str) -> None:
+        """Raise when the stream gave no member or no non-member.
+
+        Raises:
+            ValueError: naming the attack.
+        """
+        if min(self.taken.values()) == 0:
+            raise ValueError(f"attack.{name}: the calibration half lacks members or non-members")
+
+    def report(self) -> dict[str, int]:
+        return {"n_train_members": self.taken[1], "n_train_nonmembers": self.taken[0]}
+
+
 class MintMLP(nn.Module):
     """Vanilla MINT model: standardise → Linear(d, hidden) → ReLU → Dropout → Linear(hidden, 1)."""
 
@@ -195,42 +234,32 @@ class MintAuditor(Attack):
 
     def _extract(self, batches: Callable[[], Iterator[tuple[Signals, torch.Tensor]]]) -> Path:
         """Stream the calibration signals once, keep N balanced samples in a chunk store."""
-        per_class = {0: self.n_train // 2, 1: self.n_train - self.n_train // 2}
-        taken = {0: 0, 1: 0}
+        draw = BalancedDraw(self.n_train)
         store = ActivationStore(self.cache_dir, chunk_rows=self.chunk_rows)
         fingerprint = None
         try:
             for signals, labels in batches():
                 fingerprint = signals["victim_fingerprint"]
-                labels = labels.long().cpu()
-                keep = torch.zeros(len(labels), dtype=torch.bool)
-                for cls in (0, 1):
-                    rows = torch.nonzero(labels == cls).flatten()[: per_class[cls] - taken[cls]]
-                    keep[rows] = True
-                    taken[cls] += len(rows)
+                keep = draw.keep(labels)
                 if keep.any():
                     x = self.features(signals)[keep.to(signals[signal_name(self.layers[0])].device)]
                     ids = [s for s, k in zip(signals["sample_id"], keep.tolist(), strict=True) if k]
-                    store.append(x, labels[keep].float(), ids)
-                if taken == per_class:
+                    store.append(x, labels.cpu()[keep].float(), ids)
+                if draw.full:
                     break  # stops the victim's signal stream early
+            draw.check(self.name)
         except BaseException:
             store.abort()
             raise
-        if min(taken.values()) == 0:
-            store.abort()
-            raise ValueError(
-                f"attack.{self.name}: the calibration half lacks members or non-members"
-            )
-        if taken != per_class:
+        if not draw.full:
             log.warning(
                 "%s: asked for n_train=%d, the calibration half gave %d members + %d non-members",
                 self.name,
                 self.n_train,
-                taken[1],
-                taken[0],
+                draw.taken[1],
+                draw.taken[0],
             )
-        self.report = {"n_train_members": taken[1], "n_train_nonmembers": taken[0]}
+        self.report = draw.report()
         return store.finish(str(fingerprint), self._spec())
 
     # -- training -----------------------------------------------------------------------
