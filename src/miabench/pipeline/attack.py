@@ -267,6 +267,14 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
         ids = table.loc[is_cal & (table["role"] == role), "sample_id"].tolist()
         calibration[role] = [ids[i] for i in order.permutation(len(ids))]
 
+    # every attack is judged on the same rows (merging scores keeps the table's row order)
+    labels = table["label"].to_numpy()
+    test = ~is_cal if is_cal.any() else np.ones_like(is_cal)
+    n_boot = int(cfg.evaluation.get("group_bootstrap") or 0)
+    # identity-labelled data: the test AUC's uncertainty is set by how many identities the
+    # test half holds, not how many images (metrics.roc.group_bootstrap_auc)
+    test_groups = table["sample_id"].map(group_of).to_numpy()[test] if n_boot else None
+
     attacks_out: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, spec in cfg.attack.items():
@@ -281,17 +289,10 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
         scores = scores.rename(columns={f"{name}.sample_id": "sample_id"})
         table = table.merge(scores, on="sample_id", how="left", validate="one_to_one")
         score = table[f"{name}.score"].to_numpy()
-        metrics = evaluate_scores(
-            score, table["label"].to_numpy(), is_cal, fprs=tuple(cfg.evaluation.fprs)
-        )
-        n_boot = int(cfg.evaluation.get("group_bootstrap") or 0)
-        if n_boot:
-            # identity-labelled data: the test AUC's uncertainty is set by how many identities
-            # the test half holds, not how many images (metrics.roc.group_bootstrap_auc)
-            rows = ~is_cal if is_cal.any() else np.ones_like(is_cal)
-            test_groups = table["sample_id"].map(group_of).to_numpy()[rows]
+        metrics = evaluate_scores(score, labels, is_cal, fprs=tuple(cfg.evaluation.fprs))
+        if test_groups is not None:
             low, high = group_bootstrap_auc(
-                score[rows], table["label"].to_numpy()[rows], test_groups, n_boot, seed=cfg.seed
+                score[test], labels[test], test_groups, n_boot, seed=cfg.seed
             )
             metrics["auc_ci95_by_group"] = [low, high]
             metrics["n_test_groups"] = int(len(np.unique(test_groups)))
@@ -299,15 +300,11 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
         if decision is not None:
             # attacks with a decision of their own (MINT's 0.5 on a sigmoid) also report its
             # accuracy on the test half, as their papers do
-            rows = ~is_cal if is_cal.any() else np.ones_like(is_cal)
-            predicted = score[rows] >= decision
-            metrics["accuracy_at_decision"] = float(
-                np.mean(predicted == table["label"].to_numpy()[rows].astype(bool))
-            )
+            predicted = score[test] >= decision
+            metrics["accuracy_at_decision"] = float(np.mean(predicted == labels[test].astype(bool)))
         metrics["describe"] = attack.describe()
         attacks_out[name] = metrics
-        test = ~is_cal if is_cal.any() else np.ones_like(is_cal)
-        curves[name] = (score[test], table["label"].to_numpy()[test])
+        curves[name] = (score[test], labels[test])
         log.info("%s: AUC %.4f", name, metrics["auc"])
 
     _write_csv(out / "scores.csv", table)
