@@ -80,3 +80,35 @@ def test_split_key_ignores_how_data_is_batched(aligned_root: Path, tmp_path: Pat
     assert (
         common.split_key(_cfg("train_victim", tiny_overrides(aligned_root, out, "seed=1"))) != base
     )
+
+
+def test_attack_folder_key_follows_attack_and_metrics_code(
+    aligned_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Editing an attack or a metric gives a new attack folder (no stale scores)."""
+    from miabench.pipeline.attack import attack_dir
+
+    cfg = _cfg("run_attack", tiny_overrides(aligned_root, tmp_path))
+    victim = locate_victim(cfg)
+    base = attack_dir(cfg, victim)
+    assert attack_dir(cfg, victim) == base
+    real_source = common._source
+    for module in ("miabench.attacks.reconstruction", "miabench.metrics.roc"):
+        edited = tmp_path / f"{module}.py"
+        edited.write_text(real_source(module).read_text(encoding="utf-8") + "\n# edited\n")
+        monkeypatch.setattr(
+            common,
+            "_source",
+            lambda m, module=module, edited=edited: edited if m == module else real_source(m),
+        )
+        assert attack_dir(cfg, victim) != base, module
+        monkeypatch.setattr(common, "_source", real_source)
+    # an attack that is not run does not shape the folder
+    edited = tmp_path / "detection.py"
+    edited.write_text("# another attack\n")
+    monkeypatch.setattr(
+        common,
+        "_source",
+        lambda m: edited if m == "miabench.attacks.detection" else real_source(m),
+    )
+    assert attack_dir(cfg, victim) == base

@@ -34,10 +34,34 @@ def test_benchmark_app_writes_table_and_plots(aligned_root: Path, tmp_path: Path
     overrides = _fast(aligned_root, tmp_path)
     _run(["miabench.benchmark", *overrides, f"table.out_dir={tmp_path}/table"], tmp_path)
     table = tmp_path / "table"
-    for name in ("embedded_pix2pix.md", "embedded_pix2pix.csv", "roc_linear.png", "roc_loglog.png"):
-        assert (table / name).stat().st_size > 0, name
-    results = json.loads((table / "results.json").read_text())
+    (run,) = (table / "runs").iterdir()
+    assert run.name == "pix2pix-facades-none-s0"
+    for path in (table / "embedded_pix2pix.md", table / "embedded_pix2pix.csv"):
+        assert path.stat().st_size > 0, path
+    for name in ("roc_linear.png", "roc_loglog.png", "scores.csv"):
+        assert (run / name).stat().st_size > 0, name
+    results = json.loads((run / "results.json").read_text())
     assert results["run"]["victim"] == "pix2pix" and "reconstruction" in results["attacks"]
+    provenance = results["run"]["provenance"]
+    assert provenance["packages"]["torch"] and provenance["overrides"]
+    assert provenance["stages"]["train"]["wall_time_s"] > 0
+
+
+@pytest.mark.slow
+def test_a_seed_sweep_writes_one_table_when_it_ends(aligned_root: Path, tmp_path: Path) -> None:
+    overrides = _fast(aligned_root, tmp_path)
+    table = tmp_path / "table"
+    proc = _run(
+        ["miabench.benchmark", "-m", "seed=0,1", *overrides, f"table.out_dir={table}"], tmp_path
+    )
+    # the jobs only record their results; the callback writes the table once, at the end
+    logs = proc.stdout + proc.stderr
+    assert logs.count("sweep table (2 results)") == 1, logs[-3000:]
+    assert sorted(p.name for p in (table / "runs").iterdir()) == [
+        "pix2pix-facades-none-s0",
+        "pix2pix-facades-none-s1",
+    ]
+    assert "Result files: 2" in (table / "embedded_pix2pix.md").read_text()
 
 
 @pytest.mark.slow

@@ -18,11 +18,12 @@ from miabench.data.faces import stratum_of
 from miabench.data.membership import group_of, grouped_calibration_split
 from miabench.metrics.roc import calibration_split, evaluate_scores, group_bootstrap_auc
 from miabench.metrics.utility import summarize
-from miabench.pipeline.common import resolve_device, to_container
+from miabench.pipeline.common import attack_code_version, resolve_device, to_container
 from miabench.pipeline.train import TrainedVictim, locate_victim
 from miabench.results.plots import plot_roc
 from miabench.utils.hashing import stable_hash
 from miabench.utils.io import atomic_write, atomic_write_json, read_json
+from miabench.utils.provenance import StageClock, environment, now_iso
 from miabench.victims.base import Victim
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,16 @@ BENCHMARK = "benchmark"
 
 
 def attack_dir(cfg: DictConfig, victim: TrainedVictim) -> Path:
-    """Output folder of one victim's attacks: readable prefix + hash of what shaped them."""
+    """Output folder of one victim's attacks: readable prefix + hash of what shaped them.
+
+    The hash covers the victim's key, the attack and evaluation settings, and the code of
+    the attacks and metrics (:func:`~miabench.pipeline.common.attack_code_version`), so a
+    change in ``attacks/`` or ``metrics/`` never returns scores computed by older code.
+    """
     parts = {
         "victim": victim.key["key"],
         "attack": to_container(cfg.attack),
+        "code": attack_code_version(cfg),
         "evaluation": {k: v for k, v in to_container(cfg.evaluation).items() if k != "device"},
     }
     verification = cfg.data.get("verification")
@@ -232,10 +239,13 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
         log.info("attack results exist: %s", results_path)
         return results_path
     out.mkdir(parents=True, exist_ok=True)
+    clock = StageClock()
+    started = now_iso()
     device = resolve_device(cfg.evaluation.device)
     model = victim.load(cfg).to(device)
 
-    utility, utility_dataset = _utility(model, victim, device, out)
+    with clock.stage("utility"):
+        utility, utility_dataset = _utility(model, victim, device, out)
     view = _attacker_view(cfg)
 
     table = utility[["sample_id", "role"]].copy()
@@ -326,6 +336,7 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
     }
     run = _describe_run(cfg, victim)
     run["victim_info"] = model.describe()
+    run["provenance"] = _provenance(victim, device, clock, started)
     if view is not None:
         run["attacker_view"] = to_container(cfg.defense.attacker_view)
     results = {
@@ -340,6 +351,20 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
     atomic_write_json(results_path, results)
     log.info("results → %s", results_path)
     return results_path
+
+
+def _provenance(
+    victim: TrainedVictim, device: torch.device, clock: StageClock, started: str
+) -> dict[str, Any]:
+    """Commit, packages, overrides, device and stage times behind this results.json.
+
+    The training stage's times come from ``victim.json`` (written when the victim was
+    trained, possibly by an earlier process); the attack stage's from this process.
+    """
+    meta = victim.meta()
+    stages = {"train": meta.get("timing"), **clock.stages}
+    stages["attack"] = {"started": started, "finished": now_iso()}
+    return {**environment(device), "stages": stages, "train_environment": meta.get("environment")}
 
 
 def _describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:

@@ -142,20 +142,30 @@ def code_sources(cfg: DictConfig | None = None) -> dict[str, str]:
             f"miabench.victims.{p.relative_to(root).with_suffix('')}" for p in root.rglob("*.py")
         }
         modules = {m.replace("/", ".").removesuffix(".__init__") for m in modules}
-    else:
-        # A post-hoc defense's attacker_view does not shape the victim (see victim_key).
-        defense = {
-            k: v
-            for k, v in (to_container(cfg.get("defense") or {}) or {}).items()
-            if k not in _POST_HOC_DEFENSE_KEYS
-        }
-        targets = _targets(to_container(cfg.victim)) + _targets(defense)
-        modules = set()
-        for target in targets:
-            # a target names a module's attribute (class or function), or a module itself
-            for candidate in (target.rsplit(".", 1)[0], target):
-                if _source(candidate) is not None:
-                    modules.add(candidate)
+        return module_closure(modules)
+    # A post-hoc defense's attacker_view does not shape the victim (see victim_key).
+    defense = {
+        k: v
+        for k, v in (to_container(cfg.get("defense") or {}) or {}).items()
+        if k not in _POST_HOC_DEFENSE_KEYS
+    }
+    return module_closure(target_modules(to_container(cfg.victim)) | target_modules(defense))
+
+
+def target_modules(node: Any) -> set[str]:
+    """``miabench`` modules named by the ``_target_`` keys anywhere under ``node``."""
+    modules: set[str] = set()
+    for target in _targets(node):
+        # a target names a module's attribute (class or function), or a module itself
+        for candidate in (target.rsplit(".", 1)[0], target):
+            if _source(candidate) is not None:
+                modules.add(candidate)
+    return modules
+
+
+def module_closure(modules: set[str]) -> dict[str, str]:
+    """Module name → source of ``modules`` and every ``miabench`` module they import,
+    transitively (static imports)."""
     seen: dict[str, str] = {}
     todo = sorted(modules)
     while todo:
@@ -166,6 +176,36 @@ def code_sources(cfg: DictConfig | None = None) -> dict[str, str]:
         seen[module] = path.read_text(encoding="utf-8")
         todo.extend(sorted(_own_imports(path) - set(seen)))
     return seen
+
+
+#: Modules whose code decides an attack folder's metrics besides the attacks themselves:
+#: the metric functions and the stage that splits, scores and evaluates. Only their own
+#: source counts (not what they import: the victim's code is already in the victim key).
+ATTACK_STAGE_MODULES = ("miabench.pipeline.attack",)
+METRICS_PACKAGE = "miabench.metrics"
+
+
+def attack_code_version(cfg: DictConfig) -> str:
+    """Hash of the code that shaped an attack folder's scores and metrics.
+
+    The modules named by ``cfg.attack``'s ``_target_``s and the defense's ``attacker_view``
+    (with their ``miabench`` imports, transitively), every module of :mod:`miabench.metrics`
+    (and its imports), and the attack stage's own source. Editing an attack or a metric
+    therefore gives a new attack folder instead of returning the old scores.
+    """
+    attack_modules = target_modules(to_container(cfg.attack))
+    view = (to_container(cfg.get("defense") or {}) or {}).get("attacker_view")
+    if view is not None:
+        attack_modules |= target_modules({"view": view})
+    metrics_root = Path(importlib.util.find_spec(METRICS_PACKAGE).origin).parent
+    metrics = {f"{METRICS_PACKAGE}.{p.stem}" for p in metrics_root.glob("*.py")}
+    metrics = {m.removesuffix(".__init__") for m in metrics}
+    sources = module_closure(attack_modules | metrics)
+    for module in ATTACK_STAGE_MODULES:
+        path = _source(module)
+        if path is not None:
+            sources[module] = path.read_text(encoding="utf-8")
+    return stable_hash({"version": miabench.__version__, "sources": sources})
 
 
 def victim_key(cfg: DictConfig, manifest_sha256: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from miabench.defenses.base import build_defense
 from miabench.pipeline.common import build_datamodule, to_container, victim_dir, victim_key
 from miabench.utils.io import atomic_write, atomic_write_json, read_json
+from miabench.utils.provenance import StageClock, environment
 from miabench.victims.base import Victim
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,10 @@ def train_victim(cfg: DictConfig) -> TrainedVictim:
     ckpt_path = str(last) if last.exists() else None
     if ckpt_path:
         log.info("resuming victim training from %s", last)
-    # weights_only: a checkpoint is unpickled with tensors and plain containers only.
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    clock = StageClock()
+    with clock.stage("train"):
+        # weights_only: a checkpoint is unpickled with tensors and plain containers only.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.interrupted:
         raise RuntimeError(f"training of {directory} was interrupted; rerun to resume")
 
@@ -138,6 +141,9 @@ def train_victim(cfg: DictConfig) -> TrainedVictim:
                 "config": to_container(cfg.victim),
                 # what the defense did or measured (DP ε at δ, ...), → run.defense_report
                 "defense": defense.report(),
+                # when and where this process trained (a resumed run times its last part)
+                "timing": {**clock.stages["train"], "resumed": ckpt_path is not None},
+                "environment": environment(module.device),
             },
         )
         # The resumable checkpoint is no longer needed once the final weights exist.

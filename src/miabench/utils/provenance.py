@@ -1,0 +1,126 @@
+"""Provenance of a result: which code, packages, overrides, device and time produced it.
+
+Every ``results.json`` carries this block so a table row can be traced to the commit (and
+whether the tree had uncommitted changes), the versions of the libraries that computed it,
+the Hydra overrides that composed its config, the device, and when and how long each stage
+ran.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: Distributions whose versions shape results (model code, training loop, configs, metrics, DP).
+TRACKED_PACKAGES = (
+    "torch",
+    "torchvision",
+    "lightning",
+    "hydra-core",
+    "segmentation-models-pytorch",
+    "timm",
+    "torchmetrics",
+    "opacus",
+    "scikit-learn",
+    "numpy",
+)
+
+
+def now_iso() -> str:
+    """The current UTC time as an ISO-8601 string (seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution (None when it is not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state(path: str | Path | None = None) -> dict[str, Any]:
+    """Commit of the checkout that holds ``path`` (default: this package's source) and
+    whether its tree differs from that commit.
+
+    Returns ``{"commit": None, "dirty": None}`` outside a git checkout (an installed wheel):
+    the package version then identifies the code.
+    """
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    commit = _git(["rev-parse", "HEAD"], where)
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = _git(["status", "--porcelain", "--untracked-files=no"], where)
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def hydra_overrides() -> list[str]:
+    """The command-line overrides of the running Hydra job ([] outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return []
+        return list(HydraConfig.get().overrides.task)
+    except Exception:  # noqa: BLE001 - provenance must never break a run
+        return []
+
+
+def environment(device: Any = None) -> dict[str, Any]:
+    """Code, packages, overrides and machine of the current process."""
+    info: dict[str, Any] = {
+        "git": git_state(),
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "overrides": hydra_overrides(),
+    }
+    if device is not None:
+        info["device"] = str(device)
+        try:
+            import torch
+
+            if str(device).startswith("cuda") and torch.cuda.is_available():
+                info["device_name"] = torch.cuda.get_device_name(torch.device(device))
+        except Exception:  # noqa: BLE001
+            pass
+    return info
+
+
+class StageClock:
+    """Start/end times and wall time of named stages, e.g. ``{"attack": {...}}``."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict[str, Any]] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Any:
+        """Time the body as stage ``name`` (recorded even when it raises)."""
+        started, t0 = now_iso(), time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = {
+                "started": started,
+                "finished": now_iso(),
+                "wall_time_s": round(time.perf_counter() - t0, 3),
+            }
