@@ -150,7 +150,7 @@ class Manifest:
         writer.writerow(COLUMNS)
         for row in self.rows:
             writer.writerow([row.sample_id, row.path, row.sha256, row.role])
-        return atomic_write_text(path, buffer.getvalue())
+        return atomic_write_text(path, buffer.getvalue(), checksum=True)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike) -> Manifest:

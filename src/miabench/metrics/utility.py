@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -10,6 +11,9 @@ from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
     structural_similarity_index_measure,
 )
+
+#: Grey levels of the 8-bit images PSNR is capped against (see :func:`psnr_cap`).
+LEVELS = 255
 
 # Standard SSIM window (Wang et al. 2004): Gaussian, sigma 1.5, 11 pixels wide.
 SSIM_SIGMA = 1.5
@@ -33,6 +37,19 @@ def _ssim_sigma(height: int, width: int) -> float:
     return SSIM_SIGMA * window / SSIM_WINDOW
 
 
+def psnr_cap(n_values: int) -> float:
+    """Finite PSNR (dB, ``data_range=1``) given to an exact copy of ``n_values`` values.
+
+    An exact copy has MSE 0 and an infinite PSNR, which JSON cannot store and a mean turns
+    into ``inf``. PSNR is therefore computed with its MSE floored at half the smallest MSE an
+    imperfect 8-bit image can have (one value off by one grey level):
+    ``1 / (2 · 255² · n_values)``. An exact copy then scores above every 8-bit output that is
+    not one, and the cap is ``10·log10(2 · 255² · n)``: 92.0 dB for 3×64×64, 104.1 dB for
+    3×256×256.
+    """
+    return 10.0 * math.log10(2.0 * LEVELS**2 * n_values)
+
+
 @torch.no_grad()
 def image_utility(output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample L1, PSNR and SSIM of ``output`` against ``target``.
@@ -43,8 +60,8 @@ def image_utility(output: torch.Tensor, target: torch.Tensor) -> dict[str, torch
 
     Returns:
         ``{"l1", "psnr", "ssim"}``, each a (B,) float tensor on the inputs' device. L1 is the
-        mean absolute error; PSNR and SSIM use ``data_range=1``. PSNR of an exact copy is
-        ``inf``. SSIM uses the standard 11-pixel Gaussian window, shrunk for images smaller
+        mean absolute error; PSNR and SSIM use ``data_range=1``. PSNR is capped at
+        :func:`psnr_cap` (an exact copy gets that finite value, not ``inf``). SSIM uses the standard 11-pixel Gaussian window, shrunk for images smaller
         than 11 pixels (see :func:`_ssim_sigma`).
     """
     if output.shape != target.shape or output.ndim != 4:
@@ -55,6 +72,7 @@ def image_utility(output: torch.Tensor, target: torch.Tensor) -> dict[str, torch
     output, target = output.float(), target.float()
     l1 = (output - target).abs().flatten(1).mean(dim=1)
     psnr = peak_signal_noise_ratio(output, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    psnr = psnr.clamp(max=psnr_cap(output[0].numel()))
     ssim = structural_similarity_index_measure(
         output,
         target,

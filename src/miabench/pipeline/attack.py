@@ -22,7 +22,8 @@ from miabench.pipeline.common import attack_code_version, resolve_device, to_con
 from miabench.pipeline.train import TrainedVictim, locate_victim
 from miabench.results.plots import plot_roc
 from miabench.utils.hashing import stable_hash
-from miabench.utils.io import atomic_write, atomic_write_json, read_json
+from miabench.utils.io import atomic_write, atomic_write_json, read_json, verified_exists
+from miabench.utils.locks import cache_lock_dir, locked
 from miabench.utils.provenance import StageClock, environment, now_iso
 from miabench.victims.base import Victim
 
@@ -62,7 +63,7 @@ def _loaders(victim: TrainedVictim) -> dict[str, Any]:
 
 
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write(path, lambda p: frame.to_csv(p, index=False))
+    atomic_write(path, lambda p: frame.to_csv(p, index=False), checksum=True)
 
 
 def _collect(
@@ -113,7 +114,7 @@ def _utility(
     a non-empty result is stored under ``BENCHMARK`` beside the roles.
     """
     per_sample_path, dataset_path = out / "utility.csv", out / "utility_dataset.json"
-    if per_sample_path.exists() and dataset_path.exists():
+    if verified_exists(per_sample_path) and verified_exists(dataset_path):
         return pd.read_csv(per_sample_path), read_json(dataset_path)
     computed: dict[str, dict[str, Any]] = {}
 
@@ -132,7 +133,7 @@ def _utility(
         if benchmark:
             computed[BENCHMARK] = benchmark
     _write_csv(per_sample_path, frame)
-    atomic_write_json(dataset_path, computed)
+    atomic_write_json(dataset_path, computed, checksum=True)
     return frame, computed
 
 
@@ -194,7 +195,7 @@ def _attack_scores(
     and the metrics use the test half only.
     """
     path = out / f"scores_{name}.csv"
-    if path.exists():
+    if verified_exists(path):
         log.info("reusing scores of %s from %s", name, path)
         return pd.read_csv(path)
     attack.check_signals(model.provides)
@@ -234,8 +235,15 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
             "`python -m miabench.train_victim` with the same overrides first"
         )
     out = attack_dir(cfg, victim)
+    # one job scores a given attack folder; jobs started with it wait, then reuse its results
+    with locked(out, "attack folder", cache_lock_dir(cfg)):
+        return _run_attack_locked(cfg, victim, out)
+
+
+def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Path:
+    """The body of :func:`run_attack`, run under the attack folder's lock."""
     results_path = out / "results.json"
-    if results_path.exists():
+    if verified_exists(results_path):
         log.info("attack results exist: %s", results_path)
         return results_path
     out.mkdir(parents=True, exist_ok=True)
@@ -348,7 +356,7 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
     if utility_dataset.get(BENCHMARK):
         # beside "utility", whose keys are roles (the gap and the tables read those)
         results["utility_benchmark"] = utility_dataset[BENCHMARK]
-    atomic_write_json(results_path, results)
+    atomic_write_json(results_path, results, checksum=True)
     log.info("results → %s", results_path)
     return results_path
 
