@@ -166,8 +166,8 @@ def _fit_side(values: np.ndarray, mask: np.ndarray, center: Center) -> _Fit:
 
 @dataclass(frozen=True)
 class _Gaussians:
-    mu_in: np.ndarray
-    sd_in: np.ndarray
+    mu_in: np.ndarray | None  # None when no reference is IN for any sample (offline only)
+    sd_in: np.ndarray | None
     mu_out: np.ndarray
     sd_out: np.ndarray
 
@@ -190,9 +190,12 @@ def _fit_in_out(
     mask = membership[:, None, :]
     fin = _fit_side(values, mask, center)
     fout = _fit_side(values, ~mask, center)
-    # Last resort for a side with fewer than two entries in all: the other side's global std,
-    # then the spread of every reference entry (only reachable with a handful of entries).
-    any_std = values.transpose(1, 0, 2).reshape(values.shape[1], -1).std(axis=1)
+
+    def any_std() -> np.ndarray:
+        # Last resort for a side with fewer than two entries in all (after the other side's
+        # global std): the spread of every reference entry. Only a handful of entries gets here.
+        return values.transpose(1, 0, 2).reshape(values.shape[1], -1).std(axis=1)
+
     if fout.n_entries == 0:
         raise ValueError(
             "no reference model is OUT for any sample: every reference trained on every "
@@ -204,12 +207,15 @@ def _fit_in_out(
                 "no reference model is IN for any sample: online LiRA needs IN references; "
                 "use lira_offline (or pixel_lira_offline) instead"
             )
-        sd_out_g = np.where(np.isnan(fout.global_std), any_std, fout.global_std)
+        sd_out_g = fout.global_std
+        if np.isnan(sd_out_g).any():
+            sd_out_g = np.where(np.isnan(sd_out_g), any_std(), sd_out_g)
         sd_out = sd_out_g if fix_variance else np.where(np.isnan(fout.std), sd_out_g, fout.std)
-        return _Gaussians(None, None, fout.center, np.broadcast_to(sd_out, fout.center.shape))  # type: ignore[arg-type]
+        return _Gaussians(None, None, fout.center, np.broadcast_to(sd_out, fout.center.shape))
     delta = fin.entry_mean - fout.entry_mean  # (G,)
     sd_in_g = np.where(np.isnan(fin.global_std), fout.global_std, fin.global_std)
-    sd_in_g = np.where(np.isnan(sd_in_g), any_std, sd_in_g)
+    if np.isnan(sd_in_g).any():
+        sd_in_g = np.where(np.isnan(sd_in_g), any_std(), sd_in_g)
     sd_out_g = np.where(np.isnan(fout.global_std), sd_in_g, fout.global_std)
     mu_in = np.where(fin.count > 0, fin.center, fout.center + delta)
     mu_out = np.where(fout.count > 0, fout.center, fin.center - delta)
