@@ -19,6 +19,7 @@ from miabench.attacks.reference import (
     reference_subsets,
     rmia,
     rmia_marginal,
+    tune_rmia_a,
 )
 
 
@@ -246,6 +247,19 @@ def test_rmia_beats_chance_with_one_reference_and_online_with_many() -> None:
     assert roc_auc_score(y, one) > 0.6 and roc_auc_score(y, one_offline) > 0.6
     many = roc_auc_score(y, rmia(target_p, ref_p, mem))
     assert many > roc_auc_score(y, one) and many > roc_auc_score(y, target_p) + 0.1
+
+
+def test_tuned_a_transfers_from_a_reference_to_the_target() -> None:
+    target_p, ref_p, mem, y = _likelihoods(4000, 5, seed=16)
+    best, aucs = tune_rmia_a(ref_p, mem)
+    assert set(aucs) == {round(0.1 * i, 1) for i in range(11)}
+    assert aucs[best] == max(aucs.values())
+    refs, ref_mem = ref_p[:, 1:], mem[:, 1:]  # what tuning attacked the pseudo-target with
+    on_target = {a: roc_auc_score(y, rmia(target_p, refs, ref_mem, a=a)) for a in aucs}
+    assert on_target[best] > max(on_target.values()) - 0.01
+    assert on_target[best] > min(on_target.values()) + 0.01  # the choice of a matters here
+    with pytest.raises(ValueError, match="at least 2"):
+        tune_rmia_a(ref_p[:, :1], mem[:, :1])
 
 
 # --------------------------------------------------------------------------- dense LiRA

@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import log_ndtr
 from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
 
 __all__ = [
     "lira_online",
@@ -41,6 +42,7 @@ __all__ = [
     "pixel_lira_offline",
     "rmia",
     "rmia_marginal",
+    "tune_rmia_a",
     "logit_from_loss",
     "log_error",
     "likelihood_from_loss",
@@ -188,8 +190,9 @@ def _fit_in_out(
     such samples' scores on the same log-likelihood-ratio scale as the rest.
     """
     mask = membership[:, None, :]
-    fin = _fit_side(values, mask, center)
     fout = _fit_side(values, ~mask, center)
+    # Offline, IN references only matter for samples without an OUT one: skip their fit else.
+    fin = _fit_side(values, mask, center) if need_in or (fout.count == 0).any() else None
 
     def any_std() -> np.ndarray:
         # Last resort for a side with fewer than two entries in all (after the other side's
@@ -201,7 +204,7 @@ def _fit_in_out(
             "no reference model is OUT for any sample: every reference trained on every "
             "sample, so the OUT distribution cannot be estimated"
         )
-    if fin.n_entries == 0:
+    if fin is None or fin.n_entries == 0:
         if need_in:
             raise ValueError(
                 "no reference model is IN for any sample: online LiRA needs IN references; "
@@ -556,6 +559,51 @@ def rmia(
     if np.any(size == 0):
         raise ValueError("RMIA population leaves some sample with no other sample to compare to")
     return counts / size
+
+
+def tune_rmia_a(
+    reference_p: ArrayLike,
+    membership: ArrayLike,
+    grid: Sequence[float] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2)),
+    pseudo_target: int = 0,
+    gamma: float = 1.0,
+) -> tuple[float, dict[float, float]]:
+    """Choose RMIA's offline ``a`` by attacking one reference model with the others.
+
+    As the RMIA authors do (a pair of reference models), reference ``pseudo_target`` plays the
+    target, its membership column is the ground truth, and the remaining references attack
+    it offline for every ``a`` in ``grid``; the ``a`` with the highest AUC is returned. Only
+    reference models are used, so nothing about the real target leaks into ``a``.
+
+    Args:
+        reference_p: (N, M) likelihoods under M >= 2 reference models.
+        membership: (N, M) bool.
+        grid: candidate values of ``a`` in [0, 1].
+        pseudo_target: column used as the pseudo-target.
+        gamma: RMIA's γ during tuning.
+
+    Returns:
+        ``(best_a, {a: AUC})``; ties go to the first ``a`` of the grid.
+    """
+    ref = _positive("reference_p", reference_p, 2)
+    n, m = ref.shape
+    mem = _membership(membership, n, m, f"reference_p {ref.shape}")
+    if m < 2:
+        raise ValueError("tuning a needs at least 2 reference models (a pseudo-target and one)")
+    labels = mem[:, pseudo_target]
+    if labels.all() or not labels.any():
+        raise ValueError(f"reference {pseudo_target} has no members or no non-members to tune on")
+    rest = np.r_[0:pseudo_target, pseudo_target + 1 : m]
+    aucs = {
+        float(a): float(
+            roc_auc_score(
+                labels, rmia(ref[:, pseudo_target], ref[:, rest], mem[:, rest], gamma=gamma, a=a)
+            )
+        )
+        for a in grid
+    }
+    best = max(aucs, key=aucs.__getitem__)
+    return best, aucs
 
 
 # --------------------------------------------------------------------------- transforms
