@@ -63,25 +63,33 @@ def test_online_lira_fixed_variance_is_near_bayes_with_64_references() -> None:
     assert abs(roc_auc_score(y, score) - roc_auc_score(y, true_llr)) < 0.01
 
 
-def test_online_lira_matches_a_per_sample_loop() -> None:
+def _first(idx: np.ndarray, keep: int | None) -> np.ndarray:
+    return idx if keep is None else idx[:keep]
+
+
+@pytest.mark.parametrize("balance", [False, True])
+def test_online_lira_matches_a_per_sample_loop(balance: bool) -> None:
     rng = np.random.default_rng(2)
     t, ref = rng.normal(size=20), rng.normal(size=(20, 9))
     mem = rng.random((20, 9)) < 0.5
     mem[:, :4] = [True, False, True, False]  # at least two references of each side
-    expected = []
+    expected, means = [], []
     for i in range(20):
-        ins, outs = ref[i, mem[i]], ref[i, ~mem[i]]
+        ins, outs = np.flatnonzero(mem[i]), np.flatnonzero(~mem[i])
+        keep = min(ins.size, outs.size) if balance else None  # the first c of each side
+        ins, outs = ref[i, _first(ins, keep)], ref[i, _first(outs, keep)]
         expected.append(
             norm.logpdf(t[i], np.median(ins), ins.std(ddof=1))
             - norm.logpdf(t[i], np.median(outs), outs.std(ddof=1))
         )
-    np.testing.assert_allclose(lira_online(t, ref, mem), expected, rtol=1e-10, atol=1e-12)
-    means = [
-        norm.logpdf(t[i], ref[i, mem[i]].mean(), ref[i, mem[i]].std(ddof=1))
-        - norm.logpdf(t[i], ref[i, ~mem[i]].mean(), ref[i, ~mem[i]].std(ddof=1))
-        for i in range(20)
-    ]
-    np.testing.assert_allclose(lira_online(t, ref, mem, center="mean"), means, rtol=1e-10)
+        means.append(
+            norm.logpdf(t[i], ins.mean(), ins.std(ddof=1))
+            - norm.logpdf(t[i], outs.mean(), outs.std(ddof=1))
+        )
+    got = lira_online(t, ref, mem, balance=balance)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+    got = lira_online(t, ref, mem, center="mean", balance=balance)
+    np.testing.assert_allclose(got, means, rtol=1e-10)
 
 
 def test_fixed_variance_pools_within_sample_spread() -> None:
@@ -132,7 +140,7 @@ def test_samples_without_in_or_out_references_get_finite_scores() -> None:
             assert np.all(np.isfinite(s))
     # The no-IN fallback puts μ_in at μ_out + δ (mean IN entry minus mean OUT entry).
     delta = ref[mem].mean() - ref[~mem].mean()
-    s = lira_online(t, ref, mem, fix_variance=True)
+    s = lira_online(t, ref, mem, fix_variance=True, balance=False)
     dev = [(ref[i, mem[i]] - ref[i, mem[i]].mean()) for i in range(400) if mem[i].sum() >= 2]
     sd_in = np.sqrt(sum((d**2).sum() for d in dev) / sum(d.size - 1 for d in dev))
     dev = [(ref[i, ~mem[i]] - ref[i, ~mem[i]].mean()) for i in range(400) if (~mem[i]).sum() >= 2]
@@ -213,18 +221,28 @@ def test_rmia_marginal_formulas() -> None:
     mem = np.zeros((40, 6), dtype=bool)
     mem[:, :2] = True
     mean_in, mean_out = ref[:, :2].mean(axis=1), ref[:, 2:].mean(axis=1)
-    np.testing.assert_allclose(rmia_marginal(ref, mem), 0.5 * (mean_in + mean_out))
-    np.testing.assert_allclose(rmia_marginal(ref, mem, a=1.0), mean_out)  # a = 1: plain OUT mean
-    np.testing.assert_allclose(rmia_marginal(ref, mem, a=0.0), 0.5 * (mean_out + 1.0))
+    balanced_out = ref[:, 2:4].mean(axis=1)  # balance: as many OUT as IN, the first ones
+    np.testing.assert_allclose(rmia_marginal(ref, mem, balance=False), 0.5 * (mean_in + mean_out))
+    np.testing.assert_allclose(rmia_marginal(ref, mem), 0.5 * (mean_in + balanced_out))
+    np.testing.assert_allclose(rmia_marginal(ref, mem, a=1.0), balanced_out)  # a = 1: OUT mean
+    np.testing.assert_allclose(rmia_marginal(ref, mem, a=1.0, balance=False), mean_out)
+    np.testing.assert_allclose(rmia_marginal(ref, mem, a=0.0), 0.5 * (balanced_out + 1.0))
     np.testing.assert_allclose(rmia_marginal(ref, None, a=1.0), ref.mean(axis=1))
     np.testing.assert_allclose(
-        rmia_marginal(ref, mem, a=0.4), 0.5 * (1.4 * mean_out + 0.6), rtol=1e-12
+        rmia_marginal(ref, mem, a=0.4, balance=False), 0.5 * (1.4 * mean_out + 0.6), rtol=1e-12
     )
-    # A sample whose references are all IN: invert RMIA's line 1 - P_in = a (1 - P_out).
-    mem[0] = True
-    got = rmia_marginal(ref, mem, a=0.5)[0]
-    p_out = 1.0 - (1.0 - ref[0].mean()) / 0.5
-    assert got == pytest.approx(0.5 * (1.5 * max(p_out, ref.min()) + 0.5))
+    # Samples with one side only fill the other from RMIA's line 1 - P_in = a (1 - P_out),
+    # with a fitted on the data as the ratio of the mean gaps to 1.
+    mem[0] = True  # only IN
+    mem[1] = False  # only OUT
+    use_in = mem & (np.cumsum(mem, axis=1) <= np.where(mem.all(1) | ~mem.any(1), 6, 2)[:, None])
+    use_out = ~mem & (np.cumsum(~mem, 1) <= np.where(mem.all(1) | ~mem.any(1), 6, 2)[:, None])
+    a_fit = (1 - ref[use_in]).mean() / (1 - ref[use_out]).mean()
+    p_out = max(1.0 - (1.0 - ref[0].mean()) / a_fit, ref.min())
+    assert rmia_marginal(ref, mem, a=0.5)[0] == pytest.approx(0.5 * (1.5 * p_out + 0.5))
+    assert rmia_marginal(ref, mem)[0] == pytest.approx(0.5 * (ref[0].mean() + p_out))
+    p_in = 1.0 - a_fit * (1.0 - ref[1].mean())
+    assert rmia_marginal(ref, mem)[1] == pytest.approx(0.5 * (p_in + ref[1].mean()))
 
 
 def test_rmia_gamma_only_moves_the_threshold() -> None:
@@ -328,6 +346,34 @@ def test_leave_one_out_on_maps() -> None:
     )
     with pytest.raises(ValueError, match="membership has shape"):
         leave_one_out(pixel_lira, maps, mem[:, :4])
+
+
+@pytest.mark.parametrize("k", [4, 8])
+def test_balanced_leave_one_out_without_signal_is_at_chance(k: int) -> None:
+    # Every sample IN for exactly half of the K models, statistics blind to membership. In
+    # leave-one-out the remaining references hold K/2 - 1 IN exactly when the target is IN,
+    # so any fit whose noise depends on the counts would separate members from non-members.
+    rng = np.random.default_rng(17)
+    n = 2000
+    mem = np.argsort(rng.random((n, k)), axis=1) < k // 2
+    stats = rng.normal(0.0, 2.0, (n, 1)) + rng.normal(size=(n, k))
+    maps = rng.normal(0.0, 2.0, (n, 3, 1)) + rng.normal(size=(n, 3, k))
+    prob = 1.0 / (1.0 + np.exp(-stats))
+    runs = [
+        (lira_online, stats, {}),
+        (lira_online, stats, {"fix_variance": True}),
+        (lira_offline, stats, {}),
+        (rmia, prob, {}),
+        (rmia, prob, {"a": 0.3}),
+        (pixel_lira, maps, {}),
+        (pixel_lira_offline, maps, {}),
+    ]
+    for attack, x, kwargs in runs:
+        auc = roc_auc_score(mem.ravel(), leave_one_out(attack, x, mem, **kwargs).ravel())
+        assert abs(auc - 0.5) < 0.03, (attack.__name__, kwargs, auc)
+    if k == 4:  # the same fits on unequal counts do separate them: what balance prevents
+        leaky = leave_one_out(lira_online, stats, mem, balance=False)
+        assert abs(roc_auc_score(mem.ravel(), leaky.ravel()) - 0.5) > 0.08
 
 
 def test_reference_subsets_are_seeded_distinct_and_in_range() -> None:
