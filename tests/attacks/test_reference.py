@@ -7,6 +7,7 @@ import pytest
 from scipy.stats import norm, spearmanr
 from sklearn.metrics import roc_auc_score
 
+from miabench.attacks import reference
 from miabench.attacks.reference import (
     leave_one_out,
     likelihood_from_loss,
@@ -313,6 +314,17 @@ def test_pixel_lira_finds_signal_confined_to_a_few_pixels() -> None:
     scalar = roc_auc_score(y, lira_online(t.mean(axis=1), ref.mean(axis=1), mem, True))
     assert dense > scalar + 0.1
     assert roc_auc_score(y, pixel_lira_offline(t, ref, mem)) > 0.6
+
+
+def test_pixel_lira_in_pixel_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(18)
+    maps = rng.normal(size=(50, 7, 6)).astype(np.float32)  # float32, as a signal cache may hold
+    mem = rng.random((50, 6)) < 0.5
+    mem[:3] = True  # samples without OUT references take the fallback in every block
+    whole = [f(maps[..., 0], maps[..., 1:], mem[:, 1:]) for f in (pixel_lira, pixel_lira_offline)]
+    monkeypatch.setattr(reference, "_DENSE_BLOCK", 1)  # one pixel per block
+    for f, expected in zip((pixel_lira, pixel_lira_offline), whole, strict=True):
+        np.testing.assert_allclose(f(maps[..., 0], maps[..., 1:], mem[:, 1:]), expected, rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- helpers
