@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.table import make_table
 from miabench.pipeline.train import locate_victim, train_victim
+from miabench.victims.pix2pix import Pix2PixVictim
 from tests.conftest import CONF_DIR
 
 
@@ -67,10 +68,19 @@ def _cfg(name: str, overrides: list[str]):
 
 
 @pytest.mark.slow
-def test_overfit_victim_is_detected_and_stages_resume(aligned_root: Path, tmp_path: Path) -> None:
+def test_overfit_victim_is_detected_and_stages_resume(
+    aligned_root: Path, tmp_path: Path, monkeypatch
+) -> None:
     out = tmp_path / "run"
     cfg = _cfg("run_attack", tiny_overrides(aligned_root, out))
     victim = train_victim(cfg)
+    batches: list[int] = []
+    signal_step = Pix2PixVictim.signal_step
+    monkeypatch.setattr(
+        Pix2PixVictim,
+        "signal_step",
+        lambda self, batch: batches.append(len(batch["sample_id"])) or signal_step(self, batch),
+    )
     assert victim.weights.exists()
     manifest = pd.read_csv(victim.directory / "manifest.csv")
     assert set(manifest.role) == {"member", "nonmember"}
@@ -79,6 +89,8 @@ def test_overfit_victim_is_detected_and_stages_resume(aligned_root: Path, tmp_pa
     )
 
     results_path = run_attack(cfg)
+    # one victim pass for utility and one shared by both attacks (not one per attack)
+    assert sum(batches) == 2 * 32, batches
     results = json.loads(results_path.read_text())
     rec = results["attacks"]["reconstruction"]
     # 8 memorised members vs 24 unseen images: the reconstruction error separates them.

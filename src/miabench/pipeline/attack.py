@@ -221,6 +221,64 @@ def _attack_scores(
     return frame
 
 
+def _instantiate_attacks(cfg: DictConfig) -> dict[str, Attack]:
+    """The attacks ``cfg.attack`` selects, by name (entries without ``_target_`` skipped)."""
+    attacks: dict[str, Attack] = {}
+    for name, spec in cfg.attack.items():
+        if spec is None or "_target_" not in spec:
+            # e.g. an experiment tunes membership_error while `attack=reconstruction` selects
+            # only the other one: the leftover settings name no attack to run.
+            log.warning("attack.%s has no _target_ (not selected); skipped", name)
+            continue
+        attacks[name] = instantiate(spec, name=name)
+    return attacks
+
+
+def _score_in_one_pass(
+    attacks: dict[str, Attack],
+    model: Victim,
+    victim: TrainedVictim,
+    device: torch.device,
+    out: Path,
+    view: Any = None,
+) -> None:
+    """Score every non-trainable attack without cached scores in ONE pass of the victim.
+
+    Each batch of victim signals (the expensive part: a detector's or generator's forward)
+    feeds all of them, instead of one victim pass per attack; each attack's columns are then
+    written to its own ``scores_<name>.csv``, as :func:`_attack_scores` would, so a rerun
+    reuses them. Trainable attacks (fitted on the calibration half first) are left to
+    :func:`_attack_scores`.
+    """
+    pending = {
+        name: attack
+        for name, attack in attacks.items()
+        if not attack.trainable and not verified_exists(out / f"scores_{name}.csv")
+    }
+    if len(pending) < 2:
+        return  # nothing to share: _attack_scores does the single pass
+    for attack in pending.values():
+        attack.check_signals(model.provides)
+        attack.setup(device)
+    select = getattr(model, "select_signals", None)
+    if select is not None:
+        select(tuple({s for attack in pending.values() for s in attack.requires}))
+
+    def score(signals: Any) -> dict[str, Any]:
+        seen = view(signals) if view is not None else signals
+        columns: dict[str, Any] = {}
+        for name, attack in pending.items():
+            columns.update({f"{name}\t{k}": v for k, v in attack.score(seen).items()})
+        return columns
+
+    frame = _collect(model, victim, device, score, desc="+".join(pending))
+    for name in pending:
+        own = {c: c.split("\t", 1)[1] for c in frame.columns if c.startswith(f"{name}\t")}
+        _write_csv(
+            out / f"scores_{name}.csv", frame[["sample_id", "role", *own]].rename(columns=own)
+        )
+
+
 def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
     """Attack the cached victim of ``cfg`` with every attack in ``cfg.attack``.
 
@@ -293,15 +351,12 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
     # test half holds, not how many images (metrics.roc.group_bootstrap_auc)
     test_groups = table["sample_id"].map(group_of).to_numpy()[test] if n_boot else None
 
+    attacks = _instantiate_attacks(cfg)
+    with clock.stage("shared_pass"):
+        _score_in_one_pass(attacks, model, victim, device, out, view)
     attacks_out: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, spec in cfg.attack.items():
-        if spec is None or "_target_" not in spec:
-            # e.g. an experiment tunes membership_error while `attack=reconstruction` selects
-            # only the other one: the leftover settings name no attack to run.
-            log.warning("attack.%s has no _target_ (not selected); skipped", name)
-            continue
-        attack: Attack = instantiate(spec, name=name)
+    for name, attack in attacks.items():
         scores = _attack_scores(name, attack, model, victim, device, out, view, calibration)
         scores = scores.drop(columns="role").add_prefix(f"{name}.")
         scores = scores.rename(columns={f"{name}.sample_id": "sample_id"})
