@@ -11,13 +11,15 @@ metrics are in :mod:`miabench.metrics.bootstrap`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
 from sklearn import metrics as skm
 
-ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
+if TYPE_CHECKING:  # torch is not imported to read results (make_table starts faster)
+    import torch
+
+ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence[float]]
 
 DEFAULT_FPRS: tuple[float, ...] = (0.001, 0.01)
 
@@ -54,7 +56,7 @@ def unobservable_note(fpr: float, n_nonmembers: int) -> str:
 
 
 def _scores(scores: ArrayLike) -> np.ndarray:
-    if isinstance(scores, torch.Tensor):
+    if hasattr(scores, "detach"):  # a torch tensor
         scores = scores.detach().cpu().double().numpy()
     arr = np.asarray(scores, dtype=np.float64).reshape(-1)
     if np.isnan(arr).any():
@@ -63,7 +65,7 @@ def _scores(scores: ArrayLike) -> np.ndarray:
 
 
 def _labels(labels: ArrayLike, n: int | None = None) -> np.ndarray:
-    if isinstance(labels, torch.Tensor):
+    if hasattr(labels, "detach"):  # a torch tensor
         labels = labels.detach().cpu().numpy()
     arr = np.asarray(labels).reshape(-1)
     if not np.isin(arr, (0, 1)).all():
@@ -281,7 +283,7 @@ def evaluate_scores(
     """
     s = _scores(scores)
     y = _labels(labels, len(s))
-    if isinstance(is_calibration, torch.Tensor):
+    if hasattr(is_calibration, "detach"):  # a torch tensor
         is_calibration = is_calibration.detach().cpu().numpy()
     cal = np.asarray(is_calibration, dtype=bool).reshape(-1)
     if cal.shape[0] != len(s):
