@@ -261,14 +261,20 @@ def run_file(result: Mapping[str, Any], name: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    return _CSV_CACHE.setdefault(str(path), pd.read_csv(path))
+def read_run_csv(path: Path) -> pd.DataFrame:
+    """A run's CSV, read once per process and version of the file (a table reads each
+    scores.csv for every attack and metric)."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _CSV_CACHE:
+        _CSV_CACHE[key] = pd.read_csv(path)
+    return _CSV_CACHE[key]
 
 
-_CSV_CACHE: dict[str, pd.DataFrame] = {}
+_CSV_CACHE: dict[tuple[str, int, int], pd.DataFrame] = {}
 
 
-def test_scores(
+def held_out_scores(
     result: Mapping[str, Any], attacks: Sequence[str]
 ) -> tuple[pd.DataFrame, np.ndarray | None] | None:
     """Test rows of a run's ``scores.csv``: sample_id, label and ``<attack>.score`` columns,
@@ -277,7 +283,7 @@ def test_scores(
     path = run_file(result, "scores.csv")
     if path is None:
         return None
-    frame = _read_csv(path)
+    frame = read_run_csv(path)
     columns = [f"{a}.score" for a in attacks]
     if any(c not in frame for c in columns) or not {"label", "split"} <= set(frame):
         return None
@@ -299,7 +305,7 @@ def bootstrap_settings(runs: Sequence[Mapping[str, Any]]) -> tuple[int, float]:
     return n_boot, level
 
 
-def _fpr_of(metric: str) -> float | None:
+def fpr_of(metric: str) -> float | None:
     match = re.fullmatch(r"tpr_at_(.+)pct_fpr", metric)
     return float(match.group(1)) / 100 if match else None
 
@@ -325,8 +331,8 @@ def seed_estimate(runs: Sequence[Mapping[str, Any]], attack: str, metric: str) -
         ci = infos[0].get(ci_key(metric, level)) or [None, None]
         return Estimate(values[0], ci[0], ci[1], None, 1)
     std = float(np.std(values, ddof=1))
-    fpr = _fpr_of(metric)
-    rows = [test_scores(r, [attack]) for r in runs]
+    fpr = fpr_of(metric)
+    rows = [held_out_scores(r, [attack]) for r in runs]
     if (metric != "auc" and fpr is None) or any(r is None for r in rows):
         return Estimate(float(np.mean(values)), None, None, std, len(runs))
     scored = [
@@ -531,16 +537,16 @@ def interval_cell(
 
 
 def markdown_view(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every value with ``_lo``/``_hi`` siblings (:func:`estimate_columns`) as one
-    :func:`interval_cell` column; the siblings (and ``_sig`` flags) are dropped."""
+    """Every value with ``_lo``/``_hi`` or ``_std`` siblings (:func:`estimate_columns`) as
+    one :func:`interval_cell` column; the siblings (and ``_note``, ``_sig``) are dropped."""
     out = frame.copy()
-    for name in [c for c in frame.columns if f"{c}_lo" in frame and f"{c}_hi" in frame]:
+    for name in [c for c in frame.columns if f"{c}_lo" in frame or f"{c}_std" in frame]:
         parts = {s: frame.get(f"{name}{s}") for s in ("_std", "_note", "_sig")}
         out[name] = [
             interval_cell(
                 frame[name].iloc[i],
-                frame[f"{name}_lo"].iloc[i],
-                frame[f"{name}_hi"].iloc[i],
+                frame[f"{name}_lo"].iloc[i] if f"{name}_lo" in frame else None,
+                frame[f"{name}_hi"].iloc[i] if f"{name}_hi" in frame else None,
                 None if parts["_std"] is None else parts["_std"].iloc[i],
                 None if parts["_note"] is None else parts["_note"].iloc[i],
                 False if parts["_sig"] is None else parts["_sig"].iloc[i],
