@@ -67,6 +67,21 @@ def test_tpr_at_fpr_applies_row_wise() -> None:
     np.testing.assert_array_equal(both, [one, one])
 
 
+def test_infinite_scores_keep_their_order_and_thresholds() -> None:
+    # scikit-learn refuses infinities; the metrics depend only on the order of the scores
+    scores, labels = _tied(300, 13)
+    scores[:5], scores[5:8] = np.inf, -np.inf
+    finite = np.where(np.isinf(scores), np.sign(scores) * 1e9, scores)
+    assert roc_metrics(scores, labels, FPRS) == roc_metrics(finite, labels, FPRS)
+    fpr, tpr, thresholds = roc_curve(scores, labels)
+    ref = skm.roc_curve(labels, finite, drop_intermediate=False)
+    np.testing.assert_array_equal(fpr, ref[0])
+    np.testing.assert_array_equal(tpr, ref[1])
+    assert thresholds[0] == thresholds[1] == np.inf and thresholds[-1] == -np.inf
+    np.testing.assert_array_equal(thresholds[2:-1], ref[2][2:-1])
+    assert np.isfinite(choose_threshold(scores, labels))
+
+
 def test_separable_scores_give_perfect_metrics() -> None:
     scores, labels = _separable(400, 2)
     out = roc_metrics(scores, labels)

@@ -184,7 +184,8 @@ def roc_replicates(
     order = np.argsort(-scores, kind="stable")
     s, y, w = scores[order], labels[order].astype(bool), weights[:, order]
     # the last row of every run of equal scores: the curve's points (score >= threshold)
-    ends = np.append(np.flatnonzero(np.diff(s) != 0), len(s) - 1)
+    # (compared, not differenced: inf - inf is NaN, and equal infinite scores are one point)
+    ends = np.append(np.flatnonzero(s[1:] != s[:-1]), len(s) - 1)
     tp = np.cumsum(np.where(y, w, 0.0), axis=1)[:, ends]
     fp = np.cumsum(np.where(y, 0.0, w), axis=1)[:, ends]
     zero = np.zeros((len(w), 1))

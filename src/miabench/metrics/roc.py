@@ -84,6 +84,19 @@ def _inputs(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarra
     return s, y
 
 
+def _orderable(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scores scikit-learn accepts, and the distinct scores to map thresholds back through.
+
+    scikit-learn refuses infinite scores (e.g. the log of a zero likelihood), but ROC metrics
+    depend only on the order and ties of the scores: infinite scores are replaced by their
+    dense ranks, which keep both.
+    """
+    if np.isfinite(scores).all():
+        return scores, None
+    uniques, inverse = np.unique(scores, return_inverse=True)
+    return inverse.astype(np.float64), uniques
+
+
 def roc_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve of ``score >= threshold`` over every distinct score.
 
@@ -100,9 +113,14 @@ def roc_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
         ValueError: NaN scores, labels other than 0/1, or only one class present.
     """
     s, y = _inputs(scores, labels)
+    ranked, uniques = _orderable(s)
     # drop_intermediate=False: a dropped collinear point could hold the best TPR under a
     # target FPR, and choose_threshold needs every distinct score as a candidate cut.
-    return skm.roc_curve(y, s, drop_intermediate=False)
+    fpr, tpr, thresholds = skm.roc_curve(y, ranked, drop_intermediate=False)
+    if uniques is not None:
+        # the first threshold is scikit-learn's "predict nobody" +inf; the rest are ranks
+        thresholds = np.append(np.inf, uniques[thresholds[1:].astype(np.int64)])
+    return fpr, tpr, thresholds
 
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> np.ndarray | float:
@@ -142,6 +160,7 @@ def roc_metrics(
         ValueError: NaN scores, labels other than 0/1, or only one class present.
     """
     s, y = _inputs(scores, labels)
+    s, _ = _orderable(s)
     out = {"auc": float(skm.roc_auc_score(y, s))}
     fpr, tpr, _ = skm.roc_curve(y, s, drop_intermediate=False)
     for f in fprs:
