@@ -238,3 +238,5 @@ def test_interval_cells() -> None:
     assert interval_cell(-0.1, -0.2, -0.05, significant=True) == "-0.100 [-0.200, -0.050]*"
     assert interval_cell(float("nan"), note="not observable: 50 < 100") == "n/o"
     assert interval_cell(None) == "—"
+    assert interval_cell(-0.0, 0.0, 0.0) == "0.000 [0.000, 0.000]"
+    assert interval_cell(2e-5, 1e-5, 3e-5, significant=True) == "2.0e-05 [1.0e-05, 3.0e-05]*"

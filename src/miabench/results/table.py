@@ -509,6 +509,17 @@ def build_table(
 # -- Markdown ----------------------------------------------------------------------------------
 
 
+def _number(value: Any) -> str:
+    """Three decimals; a nonzero value that would round to zero (a tiny but systematic paired
+    difference) in scientific notation, so a significant difference never reads 0.000."""
+    value = float(value)
+    if value == 0:
+        return f"{0.0:.{DECIMALS}f}"
+    if abs(value) < 0.5 * 10**-DECIMALS:
+        return f"{value:.1e}"
+    return f"{value:.{DECIMALS}f}"
+
+
 def interval_cell(
     value: Any,
     low: Any = None,
@@ -526,11 +537,11 @@ def interval_cell(
 
     if not given(value):
         return NOT_OBSERVABLE if given(note) and str(note) else MISSING
-    text = f"{float(value):.{DECIMALS}f}"
+    text = _number(value)
     if given(std):
-        text += f" ± {float(std):.{DECIMALS}f}"
+        text += f" ± {_number(std)}"
     if given(low) and given(high):
-        text += f" [{float(low):.{DECIMALS}f}, {float(high):.{DECIMALS}f}]"
+        text += f" [{_number(low)}, {_number(high)}]"
     if given(significant) and bool(significant):
         text += SIGNIFICANT
     return text
