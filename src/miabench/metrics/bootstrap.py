@@ -32,7 +32,6 @@ from miabench.metrics.roc import (
     ArrayLike,
     _inputs,
     ci_key,
-    note_key,
     observable,
     roc_metrics,
     tpr_at_fpr,
@@ -434,12 +433,3 @@ def paired_mean(
     points = np.asarray([float(r.scores[0].mean()) for r in rows])
     reps = replicate_means(rows, mean, n_boot, seed) if n_boot > 0 else None
     return _estimates({"delta": points}, reps, level, {})["delta"]
-
-
-def estimate_keys(name: str, estimate: Estimate, level: float = 0.95) -> dict[str, Any]:
-    """Flat results/CSV keys of an estimate: ``name``, ``name_std``, ``name_ci95``, note."""
-    out: dict[str, Any] = {name: estimate.value, f"{name}_std": estimate.std}
-    out[ci_key(name, level)] = None if estimate.low is None else [estimate.low, estimate.high]
-    if estimate.note:
-        out[note_key(name)] = estimate.note
-    return out
