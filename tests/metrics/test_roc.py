@@ -14,6 +14,7 @@ from miabench.metrics.roc import (
     roc_curve,
     roc_metrics,
     threshold_metrics,
+    tpr_at_fpr,
     tpr_key,
 )
 
@@ -55,6 +56,30 @@ def test_roc_curve_matches_sklearn_and_accepts_tensors() -> None:
     theirs = skm.roc_curve(labels, scores, drop_intermediate=False)
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_tpr_at_fpr_applies_row_wise() -> None:
+    scores, labels = _tied(400, 12)
+    fpr, tpr, _ = roc_curve(scores, labels)
+    one = tpr_at_fpr(fpr, tpr, 0.05)
+    both = tpr_at_fpr(np.stack([fpr, fpr]), np.stack([tpr, tpr]), 0.05)
+    assert isinstance(one, float) and one == _sklearn_tpr_at(labels, scores, 0.05)
+    np.testing.assert_array_equal(both, [one, one])
+
+
+def test_infinite_scores_keep_their_order_and_thresholds() -> None:
+    # scikit-learn refuses infinities; the metrics depend only on the order of the scores
+    scores, labels = _tied(300, 13)
+    scores[:5], scores[5:8] = np.inf, -np.inf
+    finite = np.where(np.isinf(scores), np.sign(scores) * 1e9, scores)
+    assert roc_metrics(scores, labels, FPRS) == roc_metrics(finite, labels, FPRS)
+    fpr, tpr, thresholds = roc_curve(scores, labels)
+    ref = skm.roc_curve(labels, finite, drop_intermediate=False)
+    np.testing.assert_array_equal(fpr, ref[0])
+    np.testing.assert_array_equal(tpr, ref[1])
+    assert thresholds[0] == thresholds[1] == np.inf and thresholds[-1] == -np.inf
+    np.testing.assert_array_equal(thresholds[2:-1], ref[2][2:-1])
+    assert np.isfinite(choose_threshold(scores, labels))
 
 
 def test_separable_scores_give_perfect_metrics() -> None:
@@ -155,34 +180,18 @@ def test_no_calibration_rows_reports_auc_on_all() -> None:
     assert out["auc"] == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-6)
 
 
-def mann_whitney_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    from scipy.stats import mannwhitneyu
-
-    positives = labels.astype(bool)
-    u = mannwhitneyu(scores[positives], scores[~positives]).statistic
-    return u / (positives.sum() * (~positives).sum())
-
-
-def test_group_bootstrap_auc_covers_chance_when_groups_carry_the_noise() -> None:
-    # null data where every identity shifts all its images: members and non-members are
-    # exchangeable, but the test AUC moves with which identities were drawn
-    from miabench.metrics.roc import group_bootstrap_auc
-
-    rng = np.random.default_rng(0)
-    groups = np.repeat(np.arange(40), 10)
-    labels = (groups < 20).astype(int)
-    covered, naive_covered = 0, 0
-    trials = 60
-    for _ in range(trials):
-        scores = rng.normal(size=len(groups)) + 2 * rng.normal(size=40)[groups]
-        low, high = group_bootstrap_auc(scores, labels, groups, n_boot=200, seed=1)
-        assert low <= skm.roc_auc_score(labels, scores) <= high
-        covered += low <= 0.5 <= high
-        # resampling images as if independent: far too narrow
-        rows = [rng.integers(0, len(groups), len(groups)) for _ in range(200)]
-        boot = [mann_whitney_auc(scores[r], labels[r]) for r in rows]
-        naive_covered += np.quantile(boot, 0.025) <= 0.5 <= np.quantile(boot, 0.975)
-    assert covered / trials >= 0.85
-    assert naive_covered / trials < 0.6
-    with pytest.raises(ValueError, match="both members and non-members"):
-        group_bootstrap_auc([0.1, 0.2, 0.3, 0.4], [1, 0, 1, 0], ["a", "a", "b", "b"])
+def test_unobservable_tpr_is_null_with_a_note() -> None:
+    # 100 test non-members resolve FPR 1 % (one false positive) but not 0.1 %
+    rng = np.random.default_rng(11)
+    labels = np.array([1] * 60 + [0] * 100)
+    scores = rng.normal(size=160) + labels
+    out = evaluate_scores(scores, labels, np.zeros(160, dtype=bool))
+    assert out["tpr_at_0.1pct_fpr"] is None
+    assert out["tpr_at_0.1pct_fpr_note"] == "not observable: 100 test non-members < 1000"
+    assert out["tpr_at_1pct_fpr"] == pytest.approx(_sklearn_tpr_at(labels, scores, 0.01))
+    assert "tpr_at_1pct_fpr_note" not in out
+    assert out["n_test_members"] == 60 and out["n_test_nonmembers"] == 100
+    # with a calibration half, the counts are the test half's
+    cal = calibration_split(labels, 0.5, seed=0)
+    half = evaluate_scores(scores, labels, cal)
+    assert half["n_test_nonmembers"] == 50 and half["tpr_at_1pct_fpr"] is None

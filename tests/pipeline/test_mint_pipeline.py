@@ -66,7 +66,8 @@ def _cfg(root: Path, out: Path, *extra: str):
         "mint.l1=0.001",
         "trainer.enable_progress_bar=false",
         "evaluation.device=cpu",
-        "+evaluation.group_bootstrap=200",
+        "evaluation.bootstrap=200",
+        "evaluation.bootstrap_by_group=true",
         f"paths.root_dir={out}",
         *extra,
     ]
@@ -119,7 +120,8 @@ def test_mint_detects_an_overfit_victim_and_not_an_untrained_one(tmp_path: Path)
         )
     assert t["accuracy_at_decision"] > 0.65 and t["auc"] > 0.7
     # identity-bootstrap CI around the test AUC: above chance for the overfit victim
-    low, high = t["auc_ci95_by_group"]
+    low, high = t["auc_ci95"]
+    assert t["bootstrap_unit"] == "group"
     assert 0.5 < low <= t["auc"] <= high and 30 <= t["n_test_groups"] <= 35
     assert abs(u["accuracy_at_decision"] - 0.5) < 0.12 and abs(u["auc"] - 0.5) < 0.15
     # the diagnostic saw the same N balanced calibration samples as the MINT auditors

@@ -98,14 +98,16 @@ def test_mint_table_layout_and_published_numbers(tmp_path: Path) -> None:
     cols = _row(text, "all_conv_layers")
     assert float(cols["accuracy N=1000"]) == pytest.approx(0.62)
     assert float(cols["accuracy N=15000 (for 50K)"]) == pytest.approx(0.72)
-    assert cols["auc 95% CI N=15000 (for 50K)"] == "0.65–0.85"  # identity-bootstrap CI
+    # the AUC with its (identity-bootstrap) interval in one cell
+    assert cols["auc N=15000 (for 50K)"] == "0.750 [0.650, 0.850]"
+    assert cols["tpr_at_1pct_fpr N=1000"] == "0.020"
     assert cols["untrained auc N=1000"] == cols["untrained auc N=15000 (for 50K)"] == "—"
     row_published = published.set_index("auditable_data").loc["all_conv_layers"]
     assert float(cols["paper accuracy 1K"]) == row_published.acc_1k
     assert float(cols["paper accuracy 50K"]) == row_published.acc_50k
     assert "N=15000 (for 50K)" in text and "PROXY" in text
     assert "| conv_layer_2 |" in text and "—" in text  # rows without a run stay visible
-    assert "nearest-identity" in text and "0.5000" in text  # diagnostic at N=15000: 0.7 - 0.2
+    assert "nearest-identity" in text and "| 0.500 |" in text  # diagnostic at N=15000: 0.7 - 0.2
 
     # the never-trained control (victim_epochs 0) fills the "untrained auc" columns, not cells
     _result(

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from miabench.results.table import build_table, collect_results, load_targets, write_table
+from miabench.metrics.bootstrap import roc_intervals
+from miabench.metrics.roc import evaluate_scores
+from miabench.results.table import (
+    build_table,
+    collect_results,
+    interval_cell,
+    load_targets,
+    no_targets,
+    write_table,
+)
 
 COLUMNS = {
     "reconstruction_error_auc": {"attack": "reconstruction", "metric": "auc"},
@@ -115,7 +126,7 @@ def test_write_table(result_files: list[Path], tmp_path: Path) -> None:
     )
     text = md.read_text(encoding="utf-8")
     assert text.startswith("# Table 1\n")
-    assert "| pix2pix | facades | 0.9000 | 0.9362 | -0.0362 |" in text
+    assert "| pix2pix | facades | 0.900 | 0.9362 | -0.0362 |" in text
     assert "—" in text and "Regenerate: `python -m miabench.make_table`" in text
     assert "| 48 |" in text  # counts stay integers despite rows without a run
     back = pd.read_csv(csv)
@@ -145,3 +156,87 @@ def test_unknown_target_column_is_refused(result_files: list[Path]) -> None:
             load_targets("shafran2021_table1"),
             {"typo_auc": {"attack": "reconstruction", "metric": "auc"}},
         )
+
+
+def write_seed_run(folder: Path, seed: int, shift: float, defense: str = "none") -> dict:
+    """A results.json of real metrics and the scores.csv beside it: 40 + 50 test rows."""
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(80, dtype=int), np.zeros(100, dtype=int)]
+    split = np.where(np.arange(180) % 2 == 0, "calibration", "test")
+    frame = pd.DataFrame(
+        {
+            "sample_id": [f"img{i:03d}.png" for i in range(180)],
+            "role": np.where(labels == 1, "member", "nonmember"),
+            "label": labels,
+            "split": split,
+            "reconstruction.score": rng.normal(size=180) + shift * labels,
+        }
+    )
+    score, test = frame["reconstruction.score"].to_numpy(), split == "test"
+    metrics = evaluate_scores(score, labels, split == "calibration")
+    metrics.update(roc_intervals(score[test], labels[test], n_boot=200, seed=seed))
+    result = _results("pix2pix", "facades", 0.0, 0.0)
+    result["run"].update(seed=seed, defense=defense)
+    result["attacks"] = {"reconstruction": {**metrics, "describe": {"seed": seed}}}
+    folder.mkdir(parents=True)
+    frame.to_csv(folder / "scores.csv", index=False)
+    (folder / "results.json").write_text(json.dumps(result))
+    return metrics
+
+
+def test_a_seed_sweep_aggregates_into_one_row(tmp_path: Path) -> None:
+    runs = [write_seed_run(tmp_path / f"s{seed}", seed, 1.0) for seed in range(3)]
+    write_seed_run(tmp_path / "other", 0, 1.0, defense="dropout")
+    paths = sorted(tmp_path.glob("*/results.json"))
+    columns = {"rec_auc": {"attack": "reconstruction", "metric": "auc"}}
+    targets = no_targets(columns)
+    table = build_table(collect_results(paths), targets, columns)
+    assert list(table.defense) == ["dropout", "none"]
+    row = table.set_index("defense").loc["none"]
+    aucs = [r["auc"] for r in runs]
+    assert row["n_seeds"] == 3 and row["seeds"] == "0,1,2"
+    assert row["rec_auc_measured"] == pytest.approx(np.mean(aucs))
+    assert row["rec_auc_measured_std"] == pytest.approx(np.std(aucs, ddof=1))
+    assert row["rec_auc_measured_lo"] < row["rec_auc_measured"] < row["rec_auc_measured_hi"]
+    # the pooled interval is narrower than any one seed's
+    widths = [r["auc_ci95"][1] - r["auc_ci95"][0] for r in runs]
+    assert row["rec_auc_measured_hi"] - row["rec_auc_measured_lo"] < min(widths)
+    assert row["n_test_members"] == 40 and row["n_test_nonmembers"] == 50
+    # 50 test non-members cannot resolve 1 % FPR
+    assert pd.isna(row["reconstruction_tpr_at_1pct_fpr"])
+    assert row["reconstruction_tpr_at_1pct_fpr_note"] == "not observable: 50 test non-members < 100"
+
+    per_seed = build_table(collect_results(paths), targets, columns, per_seed=True)
+    ours = per_seed[per_seed.defense == "none"]
+    assert list(ours.seeds) == ["0", "1", "2"] and (ours.n_seeds == 1).all()
+    assert list(ours.rec_auc_measured) == pytest.approx(aucs)
+    assert list(ours.rec_auc_measured_lo) == [r["auc_ci95"][0] for r in runs]
+
+    md, csv = write_table(table, tmp_path / "out", "t", "T", per_seed=per_seed)
+    text = md.read_text(encoding="utf-8")
+    mean, std = row["rec_auc_measured"], row["rec_auc_measured_std"]
+    lo, hi = row["rec_auc_measured_lo"], row["rec_auc_measured_hi"]
+    assert f"| {mean:.3f} ± {std:.3f} [{lo:.3f}, {hi:.3f}] |" in text
+    assert "| n/o |" in text and "not observable" in text
+    assert "rec_auc_measured_lo" in pd.read_csv(csv).columns
+    assert (tmp_path / "out" / "t_per_seed.md").is_file()
+
+
+def test_a_rerun_of_the_same_seed_replaces_the_older_result(tmp_path: Path) -> None:
+    write_seed_run(tmp_path / "old", 0, 0.0)
+    newer = write_seed_run(tmp_path / "new", 0, 2.0)
+    paths = [tmp_path / "new" / "results.json", tmp_path / "old" / "results.json"]
+    os.utime(paths[1], (1, 1))
+    columns = {"rec_auc": {"attack": "reconstruction", "metric": "auc"}}
+    table = build_table(collect_results(paths), no_targets(columns), columns)
+    assert len(table) == 1 and table.rec_auc_measured.iloc[0] == newer["auc"]
+
+
+def test_interval_cells() -> None:
+    assert interval_cell(0.9623, 0.931, 0.9871) == "0.962 [0.931, 0.987]"
+    assert interval_cell(0.9623, 0.931, 0.9871, std=0.004) == "0.962 ± 0.004 [0.931, 0.987]"
+    assert interval_cell(-0.1, -0.2, -0.05, significant=True) == "-0.100 [-0.200, -0.050]*"
+    assert interval_cell(float("nan"), note="not observable: 50 < 100") == "n/o"
+    assert interval_cell(None) == "—"
+    assert interval_cell(-0.0, 0.0, 0.0) == "0.000 [0.000, 0.000]"
+    assert interval_cell(2e-5, 1e-5, 3e-5, significant=True) == "2.0e-05 [1.0e-05, 3.0e-05]*"

@@ -3,30 +3,23 @@
 Conventions: ``labels`` are 1 for members and 0 for non-members, and a *higher score means
 more likely a member*. A threshold ``t`` predicts "member" for ``score >= t``.
 
-The ROC and AUC come from torchmetrics, but the scores are first replaced by their dense
-ranks scaled to [0, 1]: torchmetrics applies a sigmoid to any input outside [0, 1], and in
-float32 the sigmoid saturates (``sigmoid(20) == sigmoid(30) == 1``), which would merge
-distinct large scores into false ties. Ranks keep the order and the ties exactly, and the
-thresholds are mapped back to the original score values.
+The ROC curve and AUC are scikit-learn's (``roc_curve(drop_intermediate=False)``, which keeps
+every distinct score as a threshold, and ``roc_auc_score``); bootstrap intervals of these
+metrics are in :mod:`miabench.metrics.bootstrap`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
-from scipy.stats import rankdata
-from torchmetrics.functional.classification import (
-    binary_accuracy,
-    binary_auroc,
-    binary_precision,
-    binary_recall,
-    binary_roc,
-)
+from sklearn import metrics as skm
 
-ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
+if TYPE_CHECKING:  # torch is not imported to read results (make_table starts faster)
+    import torch
+
+ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence[float]]
 
 DEFAULT_FPRS: tuple[float, ...] = (0.001, 0.01)
 
@@ -37,8 +30,33 @@ def tpr_key(fpr: float) -> str:
     return f"tpr_at_{fpr * 100:g}pct_fpr"
 
 
+def ci_key(metric: str, level: float = 0.95) -> str:
+    """Result key of a metric's interval, e.g. ``("auc", 0.95) -> "auc_ci95"``."""
+    return f"{metric}_ci{level * 100:g}"
+
+
+def note_key(metric: str) -> str:
+    """Result key saying why a metric is null, e.g. ``"tpr_at_0.1pct_fpr_note"``."""
+    return f"{metric}_note"
+
+
+def observable(fpr: float, n_nonmembers: int) -> bool:
+    """Whether ``n_nonmembers`` can resolve a false positive rate of ``fpr``.
+
+    With fewer than ``1 / fpr`` non-members a single false positive already exceeds ``fpr``,
+    so "TPR at ``fpr``" is really TPR at zero false positives.
+    """
+    # the tolerance absorbs float noise such as 1000 * 0.001 = 0.9999999999999999
+    return n_nonmembers * fpr >= 1.0 - 1e-9
+
+
+def unobservable_note(fpr: float, n_nonmembers: int) -> str:
+    """Why TPR at ``fpr`` is not reported on ``n_nonmembers`` test non-members."""
+    return f"not observable: {n_nonmembers} test non-members < {1.0 / fpr:g}"
+
+
 def _scores(scores: ArrayLike) -> np.ndarray:
-    if isinstance(scores, torch.Tensor):
+    if hasattr(scores, "detach"):  # a torch tensor
         scores = scores.detach().cpu().double().numpy()
     arr = np.asarray(scores, dtype=np.float64).reshape(-1)
     if np.isnan(arr).any():
@@ -47,7 +65,7 @@ def _scores(scores: ArrayLike) -> np.ndarray:
 
 
 def _labels(labels: ArrayLike, n: int | None = None) -> np.ndarray:
-    if isinstance(labels, torch.Tensor):
+    if hasattr(labels, "detach"):  # a torch tensor
         labels = labels.detach().cpu().numpy()
     arr = np.asarray(labels).reshape(-1)
     if not np.isin(arr, (0, 1)).all():
@@ -66,24 +84,17 @@ def _inputs(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarra
     return s, y
 
 
-def _ranked(scores: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """Dense ranks of ``scores`` scaled to [0, 1] (see the module docstring) and the uniques."""
+def _orderable(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scores scikit-learn accepts, and the distinct scores to map thresholds back through.
+
+    scikit-learn refuses infinite scores (e.g. the log of a zero likelihood), but ROC metrics
+    depend only on the order and ties of the scores: infinite scores are replaced by their
+    dense ranks, which keep both.
+    """
+    if np.isfinite(scores).all():
+        return scores, None
     uniques, inverse = np.unique(scores, return_inverse=True)
-    denom = max(len(uniques) - 1, 1)
-    return torch.from_numpy(inverse.astype(np.float64) / denom), uniques
-
-
-def _curve(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ranked, uniques = _ranked(s)
-    fpr, tpr, thr = binary_roc(ranked, torch.from_numpy(y))
-    # torchmetrics divides in float32, where k/n can land just above a target FPR such as
-    # 3/3000 vs 0.001; recover the exact counts and divide in float64 as scikit-learn does.
-    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
-    fpr = np.rint(fpr.double().numpy() * n_neg) / n_neg
-    tpr = np.rint(tpr.double().numpy() * n_pos) / n_pos
-    # The first threshold is torchmetrics' "predict nobody" sentinel; the rest are ranks.
-    idx = np.rint(thr[1:].double().numpy() * max(len(uniques) - 1, 1)).astype(np.int64)
-    return fpr, tpr, np.concatenate([[np.inf], uniques[idx]])
+    return inverse.astype(np.float64), uniques
 
 
 def roc_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,19 +106,40 @@ def roc_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
 
     Returns:
         ``(fpr, tpr, thresholds)`` as float64 numpy arrays, thresholds in decreasing order.
-        The first point is ``(0, 0)`` with threshold ``+inf``, as in scikit-learn's
+        The first point is ``(0, 0)`` with threshold ``+inf``: scikit-learn's
         ``roc_curve(..., drop_intermediate=False)``.
 
     Raises:
         ValueError: NaN scores, labels other than 0/1, or only one class present.
     """
-    return _curve(*_inputs(scores, labels))
+    s, y = _inputs(scores, labels)
+    ranked, uniques = _orderable(s)
+    # drop_intermediate=False: a dropped collinear point could hold the best TPR under a
+    # target FPR, and choose_threshold needs every distinct score as a candidate cut.
+    fpr, tpr, thresholds = skm.roc_curve(y, ranked, drop_intermediate=False)
+    if uniques is not None:
+        # the first threshold is scikit-learn's "predict nobody" +inf; the rest are ranks
+        thresholds = np.append(np.inf, uniques[thresholds[1:].astype(np.int64)])
+    return fpr, tpr, thresholds
 
 
-def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
-    """Largest TPR on the ROC curve among points with FPR <= ``target`` (as in LiRA)."""
-    ok = fpr <= target
-    return float(tpr[ok].max()) if ok.any() else 0.0
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> np.ndarray | float:
+    """Largest TPR on a ROC curve among points with FPR <= ``target`` (as in LiRA).
+
+    The one TPR-at-FPR rule of the package: also applied row-wise to bootstrap replicates.
+
+    Args:
+        fpr: (..., K) false positive rates, nondecreasing along the last axis, starting at 0.
+        tpr: (..., K) true positive rates of the same points.
+        target: the FPR budget.
+
+    Returns:
+        A Python float for one curve, else an array of the leading shape. Curves starting at
+        ``(0, 0)`` (as :func:`roc_curve`'s) always have a point within the budget.
+    """
+    best = np.where(fpr <= target, tpr, -np.inf).max(axis=-1)
+    best = np.maximum(best, 0.0)
+    return float(best) if np.ndim(best) == 0 else best
 
 
 def roc_metrics(
@@ -128,9 +160,9 @@ def roc_metrics(
         ValueError: NaN scores, labels other than 0/1, or only one class present.
     """
     s, y = _inputs(scores, labels)
-    ranked, _ = _ranked(s)
-    out = {"auc": float(binary_auroc(ranked, torch.from_numpy(y)))}
-    fpr, tpr, _ = _curve(s, y)
+    s, _ = _orderable(s)
+    out = {"auc": float(skm.roc_auc_score(y, s))}
+    fpr, tpr, _ = skm.roc_curve(y, s, drop_intermediate=False)
     for f in fprs:
         out[tpr_key(f)] = tpr_at_fpr(fpr, tpr, f)
     return out
@@ -196,17 +228,15 @@ def threshold_metrics(
         ``zero_division=0``); balanced accuracy is None when a class is absent.
     """
     s = _scores(scores)
-    y = torch.from_numpy(_labels(labels, len(s)))
-    # Hard 0/1 predictions with threshold 0.5 keep torchmetrics from applying its sigmoid
-    # and from using its own ``>`` versus our ``>=``.
-    pred = torch.from_numpy((s >= threshold).astype(np.float64))
-    recall = float(binary_recall(pred, y))
-    n_neg = int((y == 0).sum())
-    specificity = float(((pred == 0) & (y == 0)).sum()) / n_neg if n_neg else None
-    balanced = 0.5 * (recall + specificity) if specificity is not None and y.any() else None
+    y = _labels(labels, len(s))
+    pred = (s >= threshold).astype(np.int64)
+    tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y, pred, labels=[0, 1]).ravel())
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    specificity = tn / (tn + fp) if tn + fp else None
+    balanced = 0.5 * (recall + specificity) if specificity is not None and tp + fn else None
     return {
-        "accuracy": float(binary_accuracy(pred, y)),
-        "precision": float(binary_precision(pred, y)),
+        "accuracy": (tp + tn) / len(y) if len(y) else 0.0,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
         "recall": recall,
         "balanced_accuracy": balanced,
     }
@@ -261,95 +291,37 @@ def evaluate_scores(
 
     Returns:
         ``auc``, one ``tpr_at_*pct_fpr`` per FPR, ``accuracy``, ``precision``, ``recall``,
-        ``balanced_accuracy``, ``threshold``, ``n_calibration``, ``n_test``. Without
-        calibration rows the threshold metrics are None and the ROC metrics use every row.
+        ``balanced_accuracy``, ``threshold``, ``n_calibration``, ``n_test``,
+        ``n_test_members``, ``n_test_nonmembers``. Without calibration rows the threshold
+        metrics are None and the ROC metrics use every row. A TPR at an FPR the test rows
+        cannot resolve (fewer than ``1 / fpr`` non-members, :func:`observable`) is None, and
+        ``tpr_at_*pct_fpr_note`` says why.
 
     Raises:
         ValueError: NaN scores, mismatched lengths, or a split lacking a class.
     """
     s = _scores(scores)
     y = _labels(labels, len(s))
-    if isinstance(is_calibration, torch.Tensor):
+    if hasattr(is_calibration, "detach"):  # a torch tensor
         is_calibration = is_calibration.detach().cpu().numpy()
     cal = np.asarray(is_calibration, dtype=bool).reshape(-1)
     if cal.shape[0] != len(s):
         raise ValueError(f"{len(s)} scores but {cal.shape[0]} calibration flags")
-    if not cal.any():
-        out: dict[str, Any] = roc_metrics(s, y, fprs)
-        out.update(accuracy=None, precision=None, recall=None, balanced_accuracy=None)
-        out.update(threshold=None, n_calibration=0, n_test=len(s))
-        return out
-    test = ~cal
+    test = ~cal if cal.any() else np.ones_like(cal)
     if not test.any():
         raise ValueError("every row is a calibration row; nothing left to test on")
-    threshold = choose_threshold(s[cal], y[cal])
-    out = roc_metrics(s[test], y[test], fprs)
-    out.update(threshold_metrics(s[test], y[test], threshold))
+    out: dict[str, Any] = roc_metrics(s[test], y[test], fprs)
+    n_pos, n_neg = int(y[test].sum()), int(test.sum() - y[test].sum())
+    for f in fprs:
+        if not observable(f, n_neg):
+            out[tpr_key(f)] = None
+            out[note_key(tpr_key(f))] = unobservable_note(f, n_neg)
+    if cal.any():
+        threshold = choose_threshold(s[cal], y[cal])
+        out.update(threshold_metrics(s[test], y[test], threshold))
+    else:
+        threshold = None
+        out.update(accuracy=None, precision=None, recall=None, balanced_accuracy=None)
     out.update(threshold=threshold, n_calibration=int(cal.sum()), n_test=int(test.sum()))
+    out.update(n_test_members=n_pos, n_test_nonmembers=n_neg)
     return out
-
-
-def _rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mann-Whitney AUC (ties count one half) from average ranks."""
-    ranks = rankdata(scores)
-    positives = labels.astype(bool)
-    n1, n0 = int(positives.sum()), int((~positives).sum())
-    return float((ranks[positives].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def group_bootstrap_auc(
-    scores: ArrayLike,
-    labels: ArrayLike,
-    groups: Sequence[str] | np.ndarray,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile confidence interval of the AUC when samples come in groups (identities).
-
-    Images of one identity are not independent evidence: on identity-disjoint test sets the
-    AUC moves with which identities were drawn, so its uncertainty is governed by the number
-    of identities, not of images (on the MINT proxy, ~120 test identities for ~5 000
-    images). Whole groups are resampled with replacement, members' and non-members'
-    separately (each group holds one class), and the AUC recomputed. Written by hand:
-    scikit-learn and torchmetrics bootstrap samples, not clusters of samples.
-
-    Args:
-        scores: (N,) scores, higher = more likely member.
-        labels: (N,) 1 member / 0 non-member.
-        groups: (N,) group of every row.
-        n_boot: bootstrap replicates.
-        level: coverage of the interval.
-        seed: seed of the resampling.
-
-    Returns:
-        ``(low, high)`` AUC bounds.
-
-    Raises:
-        ValueError: see :func:`roc_metrics`; or a group holding both classes.
-    """
-    s, y = _inputs(scores, labels)
-    groups = np.asarray(groups).reshape(-1)
-    if groups.shape[0] != len(s):
-        raise ValueError(f"{len(s)} scores but {groups.shape[0]} groups")
-    rng = np.random.default_rng(seed)
-    members: dict[int, list[np.ndarray]] = {}
-    for cls in (0, 1):
-        names, inverse = np.unique(groups[y == cls], return_inverse=True)
-        rows = np.flatnonzero(y == cls)
-        members[cls] = [rows[inverse == i] for i in range(len(names))]
-    if set(groups[y == 1]) & set(groups[y == 0]):
-        raise ValueError("a group holds both members and non-members; resample rows instead")
-    aucs = np.empty(n_boot)
-    for b in range(n_boot):
-        rows = np.concatenate(
-            [
-                members[cls][i]
-                for cls in (0, 1)
-                for i in rng.integers(0, len(members[cls]), len(members[cls]))
-            ]
-        )
-        aucs[b] = _rank_auc(s[rows], y[rows])
-    tail = (1 - level) / 2
-    low, high = np.quantile(aucs, [tail, 1 - tail])
-    return float(low), float(high)

@@ -16,7 +16,8 @@ import miabench
 from miabench.attacks.base import Attack
 from miabench.data.faces import stratum_of
 from miabench.data.membership import group_of, grouped_calibration_split
-from miabench.metrics.roc import calibration_split, evaluate_scores, group_bootstrap_auc
+from miabench.metrics.bootstrap import roc_intervals
+from miabench.metrics.roc import calibration_split, evaluate_scores
 from miabench.metrics.utility import summarize
 from miabench.pipeline.common import attack_code_version, resolve_device, to_container
 from miabench.pipeline.train import TrainedVictim, locate_victim
@@ -346,10 +347,11 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
     # every attack is judged on the same rows (merging scores keeps the table's row order)
     labels = table["label"].to_numpy()
     test = ~is_cal if is_cal.any() else np.ones_like(is_cal)
-    n_boot = int(cfg.evaluation.get("group_bootstrap") or 0)
-    # identity-labelled data: the test AUC's uncertainty is set by how many identities the
-    # test half holds, not how many images (metrics.roc.group_bootstrap_auc)
-    test_groups = table["sample_id"].map(group_of).to_numpy()[test] if n_boot else None
+    evaluation = cfg.evaluation
+    # identity-labelled data: the test metrics' uncertainty is set by how many identities the
+    # test half holds, not how many images (metrics.bootstrap.resample_weights)
+    by_group = bool(evaluation.bootstrap_by_group)
+    test_groups = table["sample_id"].map(group_of).to_numpy()[test] if by_group else None
 
     attacks = _instantiate_attacks(cfg)
     with clock.stage("shared_pass"):
@@ -362,13 +364,20 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
         scores = scores.rename(columns={f"{name}.sample_id": "sample_id"})
         table = table.merge(scores, on="sample_id", how="left", validate="one_to_one")
         score = table[f"{name}.score"].to_numpy()
-        metrics = evaluate_scores(score, labels, is_cal, fprs=tuple(cfg.evaluation.fprs))
-        if test_groups is not None:
-            low, high = group_bootstrap_auc(
-                score[test], labels[test], test_groups, n_boot, seed=cfg.seed
+        fprs = tuple(evaluation.fprs)
+        metrics = evaluate_scores(score, labels, is_cal, fprs=fprs)
+        # seeded by the run's seed: a rerun gives the same intervals
+        metrics.update(
+            roc_intervals(
+                score[test],
+                labels[test],
+                test_groups,
+                fprs=fprs,
+                n_boot=int(evaluation.bootstrap),
+                level=float(evaluation.ci_level),
+                seed=cfg.seed,
             )
-            metrics["auc_ci95_by_group"] = [low, high]
-            metrics["n_test_groups"] = int(len(np.unique(test_groups)))
+        )
         decision = getattr(attack, "decision_threshold", None)
         if decision is not None:
             # attacks with a decision of their own (MINT's 0.5 on a sigmoid) also report its

@@ -14,6 +14,7 @@ from miabench.results.table import (
     UTILITY_METRICS,
     build_table,
     collect_results,
+    group_seeds,
     load_targets,
     no_targets,
     write_table,
@@ -51,15 +52,26 @@ def make_table(cfg: DictConfig) -> tuple[Path, Path]:
         targets = no_targets(table.columns)
     if table.get("include_victims"):
         targets = targets[targets["victim"].isin(list(table.include_victims))]
-    frame = build_table(
-        results,
-        targets,
-        to_container(table.columns),
-        include_missing=table.include_missing,
-        utility_metrics=list(table.get("utility") or UTILITY_METRICS),
-    )
+    frames = [
+        build_table(
+            results,
+            targets,
+            to_container(table.columns),
+            include_missing=table.include_missing,
+            utility_metrics=list(table.get("utility") or UTILITY_METRICS),
+            per_seed=per_seed,
+        )
+        for per_seed in (False, True)
+    ]
     if not table.get("targets"):
         # nothing published: the published/delta columns would only hold dashes
-        frame = frame.drop(columns=[c for c in frame if c.endswith(("_published", "_delta"))])
+        frames = [
+            f.drop(columns=[c for c in f if c.endswith(("_published", "_delta"))]) for f in frames
+        ]
     notes = [f"Regenerate: `{table.command}`", f"Result files: {len(paths)}"]
-    return write_table(frame, Path(table.out_dir), table.name, table.title, notes)
+    superseded = group_seeds(results)[1]
+    if superseded:
+        notes.append(f"{len(superseded)} older result(s) of the same setting and seed left out")
+    return write_table(
+        frames[0], Path(table.out_dir), table.name, table.title, notes, per_seed=frames[1]
+    )

@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from miabench.results.table import collect_results, to_markdown
+from miabench.metrics.roc import ci_key, note_key
+from miabench.results.table import NOT_OBSERVABLE, collect_results, interval_cell, to_markdown
 from miabench.utils.io import atomic_write, atomic_write_text
 
 #: layer set → the paper's row name
@@ -40,10 +41,17 @@ CELL_COLUMNS = (
     "tpr_at_1pct_fpr",
     "auc_ci_low",
     "auc_ci_high",
+    "tpr_ci_low",
+    "tpr_ci_high",
+    "tpr_note",
+    "ci_unit",
     "n_test",
+    "n_test_members",
+    "n_test_nonmembers",
     "n_fit",
     "victim_key",
 )
+TPR = "tpr_at_1pct_fpr"
 #: the nearest-identity auditor (attacks/identity_proximity.py): a diagnostic row, no paper value
 DIAGNOSTIC = "nearest_identity"
 
@@ -91,17 +99,23 @@ def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                 key = (describe["arch"], ROWS[layers], int(describe["n_train"]))
             else:
                 continue
+            auc_ci, tpr_ci, unit = _intervals(metrics)
             cell = {
                 "arch": key[0],
                 "auditable_data": key[1],
                 "n_train": key[2],
                 "accuracy": metrics.get("accuracy_at_decision"),
                 "auc": metrics.get("auc"),
-                "tpr_at_1pct_fpr": metrics.get("tpr_at_1pct_fpr"),
-                # identity-bootstrap 95 % CI of the AUC (evaluation.group_bootstrap), if run
-                "auc_ci_low": (metrics.get("auc_ci95_by_group") or [None, None])[0],
-                "auc_ci_high": (metrics.get("auc_ci95_by_group") or [None, None])[1],
+                TPR: metrics.get(TPR),
+                "auc_ci_low": auc_ci[0],
+                "auc_ci_high": auc_ci[1],
+                "tpr_ci_low": tpr_ci[0],
+                "tpr_ci_high": tpr_ci[1],
+                "tpr_note": metrics.get(note_key(TPR)),
+                "ci_unit": unit,
                 "n_test": metrics.get("n_test"),
+                "n_test_members": metrics.get("n_test_members"),
+                "n_test_nonmembers": metrics.get("n_test_nonmembers"),
                 "n_fit": (describe.get("n_train_members") or 0)
                 + (describe.get("n_train_nonmembers") or 0),
                 "victim_key": result["run"].get("victim_key"),
@@ -115,11 +129,25 @@ def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()), columns=list(CELL_COLUMNS))
 
 
-def _interval(cells: pd.DataFrame) -> pd.Series:
-    """``low–high`` of the AUC's identity-bootstrap CI per row ("—" without one)."""
+def _intervals(metrics: Mapping[str, Any]) -> tuple[list[Any], list[Any], str | None]:
+    """The AUC's and TPR@1%FPR's intervals of a results.json attack entry, and how they were
+    resampled (``group``/``sample``). Results written before evaluation.bootstrap have the
+    AUC's identity-bootstrap interval as ``auc_ci95_by_group``."""
+    level = float(metrics.get("ci_level") or 0.95)
+    auc = metrics.get(ci_key("auc", level))
+    tpr = metrics.get(ci_key(TPR, level)) or [None, None]
+    unit = metrics.get("bootstrap_unit")
+    if auc is None and metrics.get("auc_ci95_by_group"):
+        auc, unit = metrics["auc_ci95_by_group"], "group"
+    return list(auc or [None, None]), list(tpr), unit
+
+
+def _cell_text(cells: pd.DataFrame, metric: str) -> pd.Series:
+    """Per row, the metric with its interval (``0.43 [0.35, 0.51]``) as one cell."""
+    if metric == "auc":
+        return cells.apply(lambda c: interval_cell(c.auc, c.auc_ci_low, c.auc_ci_high), axis=1)
     return cells.apply(
-        lambda c: "—" if pd.isna(c.auc_ci_low) else f"{c.auc_ci_low:.2f}–{c.auc_ci_high:.2f}",
-        axis=1,
+        lambda c: interval_cell(c[TPR], c.tpr_ci_low, c.tpr_ci_high, note=c.tpr_note), axis=1
     )
 
 
@@ -147,12 +175,13 @@ def build_mint_table(
             label = f"N={n}" + (
                 "" if paper_column.lower() == f"{n // 1000}k" else f" (for {paper_column.upper()})"
             )
-            for metric in ("accuracy", "auc", "tpr_at_1pct_fpr"):
-                # an architecture without any run keeps empty (text) columns
-                values = frame.auditable_data.map(measured[metric]) if len(ours) else None
-                frame[f"{metric} {label}"] = values
-                if metric == "auc" and measured.auc_ci_low.notna().any():
-                    frame[f"auc 95% CI {label}"] = frame.auditable_data.map(_interval(measured))
+            # an architecture without any run keeps empty (text) columns
+            values = frame.auditable_data.map(measured["accuracy"]) if len(ours) else None
+            frame[f"accuracy {label}"] = values
+            for metric in ("auc", TPR):
+                # the value with its interval in one cell, "—" where no run measured it
+                text = _cell_text(measured, metric) if len(measured) else pd.Series(dtype=str)
+                frame[f"{metric} {label}"] = frame.auditable_data.map(text).fillna("—")
             if control is not None:
                 theirs = control[(control.arch == arch) & (control.n_train == n)]
                 frame[f"untrained auc {label}"] = frame.auditable_data.map(
@@ -182,14 +211,40 @@ def diagnostic_table(
         cell = ours[ours.n_train == n]
         if not len(cell):
             continue
-        row = {"N": n, **cell.iloc[0][["accuracy", "auc", "tpr_at_1pct_fpr"]].to_dict()}
-        if cell.auc_ci_low.notna().any():
-            row["auc 95% CI"] = _interval(cell.set_index("auditable_data")).iloc[0]
+        row = {
+            "N": n,
+            "accuracy": cell.accuracy.iloc[0],
+            "auc": _cell_text(cell, "auc").iloc[0],
+            TPR: _cell_text(cell, TPR).iloc[0],
+        }
         if control is not None:
             theirs = control[(control.arch == DIAGNOSTIC) & (control.n_train == n)]
             row["untrained auc"] = theirs.auc.iloc[0] if len(theirs) else None
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _test_counts(cells: pd.DataFrame) -> str:
+    if not len(cells):
+        return "0 samples"
+    if cells.n_test_members.notna().any():
+        return (
+            f"{int(cells.n_test_members.max())} members + "
+            f"{int(cells.n_test_nonmembers.max())} non-members"
+        )
+    return f"{int(cells.n_test.max())} samples"
+
+
+def _unit_text(cells: pd.DataFrame) -> str:
+    units = set(cells.ci_unit.dropna()) if len(cells) else set()
+    if units == {"group"}:
+        return (
+            "from resampling whole test identities (members' and non-members' separately; "
+            "metrics/bootstrap.py), since images of one identity are not independent evidence"
+        )
+    if units == {"sample"}:
+        return "from resampling test samples (members and non-members separately)"
+    return "(by identity or by sample, per results.json bootstrap_unit)"
 
 
 def is_untrained(result: Mapping[str, Any]) -> bool:
@@ -251,11 +306,10 @@ def write_mint_table(table: Any, paths: Sequence[Path]) -> tuple[Path, Path]:
             f"- victim `{run.get('victim')}` on `{run.get('dataset')}`, victim key "
             f"`{run.get('victim_key')}`, {run.get('n_members')} members / "
             f"{run.get('n_nonmembers')} non-members (disjoint by identity and content)",
-            f"- auditors' test set: {int(cells.n_test.max()) if len(cells) else 0} samples "
-            "(balanced, the same for every cell); accuracy = the auditor's own 0.5 decision; "
-            "auc 95% CI: percentile interval from resampling whole test identities "
-            "(metrics.roc.group_bootstrap_auc), since images of one identity are not "
-            "independent evidence",
+            f"- auditors' test set: {_test_counts(cells)} (balanced, the same for every "
+            "cell); accuracy = the auditor's own 0.5 decision",
+            f"- auc and {TPR}: value [95 % bootstrap interval] {_unit_text(cells)}; "
+            f"{NOT_OBSERVABLE} = not observable (fewer than 100 test non-members for 1 % FPR)",
         ]
         for role in ("member", "nonmember"):
             u: dict[str, Any] = {}

@@ -1,8 +1,12 @@
 """Privacy–utility comparison of defenses: one row per defense, and a utility-vs-AUC plot.
 
-Each row is one results.json of a comparison in which only ``defense=`` changed: the
+The results are runs of a comparison in which only ``defense=`` (and the seed) changed: the
 victim's utility (on raw outputs), every attack's AUC and TPR at 1 % FPR, and DP's ε at δ
-where the defense reports one.
+where the defense reports one. Every seed is kept: a row is a defense's mean ± std over
+seeds with the pooled interval (``<name>_per_seed`` has one row per seed). Defenses share
+the membership split and the test samples of a seed, so each is compared with the
+undefended victim (``none``) on the same samples: a paired bootstrap of the difference in
+AUC, in TPR at 1 % FPR and in every utility metric (:mod:`miabench.metrics.bootstrap`).
 """
 
 from __future__ import annotations
@@ -12,16 +16,148 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from miabench.results.table import collect_results, to_markdown
+from miabench.data.membership import group_of
+from miabench.metrics.bootstrap import Estimate, ScoredRows, paired_mean, paired_roc
+from miabench.results.table import (
+    INTERVAL_LEGEND,
+    bootstrap_settings,
+    collect_results,
+    estimate_columns,
+    fpr_of,
+    group_seeds,
+    held_out_scores,
+    markdown_view,
+    read_run_csv,
+    run_file,
+    seed_estimate,
+    seeds_label,
+    to_markdown,
+)
 from miabench.utils.io import atomic_write, atomic_write_text
 
 #: metrics where a lower value is better utility (the plot says which way is better)
 LOWER_IS_BETTER = {"l1", "loss"}
+#: the defense every other one is compared with
+REFERENCE = "none"
+#: the seed of the tables' paired bootstraps (a table rebuilt from the same runs is the same)
+TABLE_SEED = 0
+
+
+def _paired_columns(name: str, estimate: Estimate) -> dict[str, Any]:
+    """``<name>`` (difference, mean over seeds) with ``_std``, ``_lo``, ``_hi``, ``_note`` and
+    ``_sig`` (the interval excludes 0)."""
+    return {**estimate_columns(name, estimate), f"{name}_sig": estimate.significant}
+
+
+def _by_seed(runs: Sequence[Mapping[str, Any]]) -> dict[Any, Mapping[str, Any]]:
+    return {r["run"].get("seed"): r for r in runs}
+
+
+def _pairs(
+    runs: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]]
+) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """(defended run, reference run) of every seed both have."""
+    theirs = _by_seed(reference)
+    return [(r, theirs[seed]) for seed, r in _by_seed(runs).items() if seed in theirs]
+
+
+def paired_attack(
+    pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    attack: str,
+    metric: str,
+    n_boot: int,
+    level: float,
+) -> Estimate:
+    """Paired bootstrap of ``metric`` (``auc`` or a TPR@FPR) of a defended run minus the
+    reference run, over the seeds of ``pairs``, on the test samples the two share.
+
+    Returns an empty estimate with a note when a run lacks scores.csv or the attack.
+
+    Raises:
+        ValueError: naming both files, when a pair's test samples or labels differ (the runs
+            do not share the membership split, so they cannot be paired).
+    """
+    fpr = fpr_of(metric)
+    runs = []
+    for ours, theirs in pairs:
+        a, b = held_out_scores(ours, [attack]), held_out_scores(theirs, [attack])
+        if a is None or b is None:
+            return Estimate(None, None, None, note="no scores.csv with this attack")
+        (a, groups), (b, _) = a, b
+        joined = a.merge(b, on="sample_id", suffixes=("", "_ref"), validate="one_to_one")
+        if (
+            len(joined) != len(a)
+            or len(joined) != len(b)
+            or (joined["label"] != joined["label_ref"]).any()
+        ):
+            raise ValueError(
+                f"{ours.get('_path')} and {theirs.get('_path')}: different test samples or "
+                "labels; a paired comparison needs the same membership split and seed"
+            )
+        if groups is not None:
+            groups = joined["sample_id"].map(group_of).to_numpy()
+        runs.append(
+            ScoredRows.of(
+                joined["label"],
+                joined[f"{attack}.score"],
+                joined[f"{attack}.score_ref"],
+                groups=groups,
+            )
+        )
+    if not runs:
+        return Estimate(None, None, None, note=f"no {REFERENCE} run of the same seed")
+    fprs = () if fpr is None else (fpr,)
+    delta = paired_roc(runs, fprs=fprs, n_boot=n_boot, level=level, seed=TABLE_SEED)
+    return delta["auc" if fpr is None else metric]
+
+
+def paired_utility(
+    pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    role: str,
+    metric: str,
+    n_boot: int,
+    level: float,
+) -> Estimate:
+    """Paired bootstrap of the mean per-sample utility ``metric`` of ``role`` samples
+    (``utility.csv``), defended minus reference, over the seeds of ``pairs``."""
+    runs = []
+    for ours, theirs in pairs:
+        a, b = run_file(ours, "utility.csv"), run_file(theirs, "utility.csv")
+        if a is None or b is None:
+            return Estimate(None, None, None, note="no utility.csv")
+        a, b = read_run_csv(a), read_run_csv(b)
+        if metric not in a or metric not in b:
+            return Estimate(None, None, None, note=f"no per-sample {metric}")
+        a, b = a[a["role"] == role], b[b["role"] == role]
+        joined = a.merge(b, on="sample_id", suffixes=("", "_ref"), validate="one_to_one")
+        if len(joined) != len(a) or len(joined) != len(b):
+            raise ValueError(
+                f"{ours.get('_path')} and {theirs.get('_path')}: different {role} samples; "
+                "a paired comparison needs the same membership split and seed"
+            )
+        grouped = any((i or {}).get("bootstrap_unit") == "group" for i in ours["attacks"].values())
+        groups = joined["sample_id"].map(group_of).to_numpy() if grouped else None
+        runs.append((joined[metric].to_numpy(), joined[f"{metric}_ref"].to_numpy(), groups))
+    if not runs:
+        return Estimate(None, None, None, note=f"no {REFERENCE} run of the same seed")
+    try:
+        return paired_mean(runs, n_boot=n_boot, level=level, seed=TABLE_SEED)
+    except ValueError as err:  # e.g. an infinite PSNR of an exact copy
+        return Estimate(None, None, None, note=str(err))
+
+
+def _unique(values: Iterable[Any]) -> Any:
+    """One value when all seeds agree, else all of them (``"30/32/34"``)."""
+    found = list(dict.fromkeys(v for v in values if v is not None))
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else "/".join(map(str, found))
 
 
 def privacy_utility_frame(
@@ -29,52 +165,86 @@ def privacy_utility_frame(
     role: str = "nonmember",
     utility: Sequence[str] = ("l1", "psnr", "ssim"),
     tpr_key: str = "tpr_at_1pct_fpr",
+    per_seed: bool = False,
 ) -> pd.DataFrame:
-    """One row per defense (the newest result of each name), undefended first.
+    """One row per defense (its seeds aggregated; or per defense and seed), undefended first.
 
     Args:
         results: results.json contents (see :func:`miabench.results.table.collect_results`).
         role: whose utility to report (``nonmember``: how well the victim generalises).
         utility: utility metrics to include (missing ones are left empty).
         tpr_key: the attack metric reported beside the AUC.
+        per_seed: one row per run instead of one per defense.
+
+    Returns:
+        Columns ``defense``, ``n_seeds``, ``seeds``, ``epsilon``, ``delta``,
+        ``noise_multiplier``, ``epochs``, ``n_test_members``, ``n_test_nonmembers``; per
+        utility metric ``<role>_<metric>`` (mean over seeds, ``_std``) and
+        ``<role>_<metric>_vs_none``; per attack ``<attack>_auc`` and ``<attack>_<tpr_key>``
+        (mean, ``_std``, pooled ``_lo``/``_hi``, ``_note``) and their ``_vs_none``
+        differences (paired bootstrap on the same seeds and samples: mean over seeds of
+        defended − none, ``_std``, ``_lo``, ``_hi``, ``_note``, ``_sig``). The newest result
+        per defense and seed is kept.
 
     Raises:
-        ValueError: naming the file, when a result has no ``run.defense``.
+        ValueError: naming the file, when a result has no ``run.defense``; naming both files,
+            when a defense and ``none`` of one seed do not share their test samples.
     """
-    newest: dict[str, Mapping[str, Any]] = {}
     for result in results:
-        defense = result["run"].get("defense")
-        if defense is None:
+        if result["run"].get("defense") is None:
             raise ValueError(f"{result.get('_path', 'a result')}: no run.defense")
-        previous = newest.get(defense)
-        mtime = os.path.getmtime(result["_path"]) if "_path" in result else 0.0
-        if previous is None or mtime >= previous["_mtime"]:
-            newest[defense] = {**result, "_mtime": mtime}
-    attacks = sorted({a for r in newest.values() for a in r["attacks"]})
+    settings, _ = group_seeds(results)
+    if per_seed:
+        settings = [[run] for runs in settings for run in runs]
+    reference = [r for runs in settings for r in runs if r["run"]["defense"] == REFERENCE]
+    attacks = sorted({a for runs in settings for r in runs for a in r["attacks"]})
+    n_boot, level = bootstrap_settings(results)
     rows = []
-    for defense, result in newest.items():
-        report = result["run"].get("defense_report") or {}
+    for runs in settings:
+        run = runs[0]["run"]
+        defense = run["defense"]
+        reports = [r["run"].get("defense_report") or {} for r in runs]
+        report = reports[0]
         row: dict[str, Any] = {
             "defense": defense,
-            "epsilon": report.get("epsilon"),
+            "n_seeds": len(runs),
+            "seeds": seeds_label(runs),
+            "epsilon": _unique(rep.get("epsilon") for rep in reports),
             # as text: δ is far below the table's 4 decimals
             "delta": f"{report['delta']:g}" if "epsilon" in report else None,
             "noise_multiplier": report.get("noise_multiplier"),
-            "epochs": result["run"].get("victim_epochs"),
+            "epochs": _unique(r["run"].get("victim_epochs") for r in runs),
+            "n_test_members": _unique(
+                (i or {}).get("n_test_members") for r in runs for i in r["attacks"].values()
+            ),
+            "n_test_nonmembers": _unique(
+                (i or {}).get("n_test_nonmembers") for r in runs for i in r["attacks"].values()
+            ),
         }
-        values = (result.get("utility") or {}).get(role) or {}
+        pairs = [] if defense == REFERENCE else _pairs(runs, reference)
         for metric in utility:
-            row[f"{role}_{metric}"] = values.get(metric)
+            values = [((r.get("utility") or {}).get(role) or {}).get(metric) for r in runs]
+            values = [float(v) for v in values if v is not None]
+            name = f"{role}_{metric}"
+            row[name] = float(np.mean(values)) if values else None
+            row[f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            if defense != REFERENCE:
+                estimate = paired_utility(pairs, role, metric, n_boot, level)
+                row.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
         for attack in attacks:
-            scores = result["attacks"].get(attack) or {}
-            row[f"{attack}_auc"] = scores.get("auc")
-            row[f"{attack}_{tpr_key}"] = scores.get(tpr_key)
+            for metric in ("auc", tpr_key):
+                name = f"{attack}_{metric}"
+                row.update(estimate_columns(name, seed_estimate(runs, attack, metric)))
+                if defense != REFERENCE:
+                    estimate = paired_attack(pairs, attack, metric, n_boot, level)
+                    row.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    order = frame["defense"].map(lambda d: (d != "none", d))
-    return frame.iloc[order.argsort(kind="stable")].reset_index(drop=True)
+    keys = [(d != REFERENCE, d, s) for d, s in zip(frame["defense"], frame["seeds"], strict=True)]
+    order = sorted(range(len(frame)), key=keys.__getitem__)
+    return frame.iloc[order].reset_index(drop=True)
 
 
 def plot_privacy_utility(
@@ -87,10 +257,17 @@ def plot_privacy_utility(
     auc_columns = [c for c in frame.columns if c.endswith("_auc")]
     markers = "osD^v<>"
     for i, column in enumerate(auc_columns):
-        ax.scatter(
-            frame[utility_column],
-            frame[column],
-            marker=markers[i % len(markers)],
+        y = frame[column].astype(float)
+        # the pooled bootstrap interval of the AUC, where the table has one
+        low = frame.get(f"{column}_lo", pd.Series(np.nan, index=frame.index)).astype(float)
+        high = frame.get(f"{column}_hi", pd.Series(np.nan, index=frame.index)).astype(float)
+        yerr = np.vstack([(y - low).fillna(0).clip(lower=0), (high - y).fillna(0).clip(lower=0)])
+        ax.errorbar(
+            frame[utility_column].astype(float),
+            y,
+            yerr=yerr,
+            fmt=markers[i % len(markers)],
+            capsize=2,
             label=column.removesuffix("_auc"),
         )
     for _, row in frame.iterrows():
@@ -141,19 +318,32 @@ def write_privacy_utility(
     role = spec.get("role", "nonmember")
     metrics = list(spec.get("metrics", ["l1", "psnr", "ssim"]))
     frame = privacy_utility_frame(results, role=role, utility=metrics)
+    per_seed = privacy_utility_frame(results, role=role, utility=metrics, per_seed=True)
     out_dir = Path(table["out_dir"])
     name = table["name"]
-    csv_path = atomic_write(out_dir / f"{name}.csv", lambda p: frame.to_csv(p, index=False))
     plot_column = f"{role}_{spec.get('plot', metrics[0])}"
     plot_privacy_utility(frame, out_dir / f"{name}.png", plot_column, table["title"])
+    superseded = group_seeds(results)[1]
     notes = [
         f"Regenerate: `{table.get('command', '')}`",
-        f"Result files: {len(paths)} (newest per defense kept)",
-        f"Utility on {role}s, measured on the victim's raw outputs; AUC and TPR at 1 % FPR "
-        "on the test half of members and non-members.",
+        f"Result files: {len(paths)} ({len(superseded)} older result(s) of the same defense "
+        "and seed left out); every seed kept",
+        f"Utility on {role}s, measured on the victim's raw outputs (mean ± std over seeds); "
+        "AUC and TPR at 1 % FPR on the test half of members and non-members.",
+        f"_vs_{REFERENCE}: difference from the undefended victim on the same seed and samples "
+        "(defense − none), paired bootstrap (one resample of the test samples, or of the "
+        f"{role}s for utility, applied to both; averaged over seeds within each replicate); "
+        "* = its interval excludes 0 (significant at 5 % for 95 % intervals).",
         "epsilon: DP-SGD's ε at the given δ (Opacus RDP accountant), empty for non-DP defenses.",
-        f"Plot: `{name}.png` ({plot_column} vs AUC).",
+        f"Plot: `{name}.png` ({plot_column} vs AUC, bars: pooled interval).",
+        f"One row per seed: `{name}_per_seed.md` / `.csv`.",
+        INTERVAL_LEGEND,
     ]
-    lines = [f"# {table['title']}", "", to_markdown(frame), "", *(f"- {n}" for n in notes)]
-    md_path = atomic_write_text(out_dir / f"{name}.md", "\n".join(lines) + "\n")
+    for rows, stem, title in (
+        (per_seed, f"{name}_per_seed", f"{table['title']} (one row per seed)"),
+        (frame, name, table["title"]),
+    ):
+        csv_path = atomic_write(out_dir / f"{stem}.csv", lambda p, f=rows: f.to_csv(p, index=False))
+        lines = [f"# {title}", "", to_markdown(markdown_view(rows)), "", *(f"- {n}" for n in notes)]
+        md_path = atomic_write_text(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
     return md_path, csv_path

@@ -7,16 +7,22 @@ column it shows the measured value, the published one and their difference.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from miabench.metrics.roc import tpr_key
+from miabench.data.membership import group_of
+from miabench.metrics.bootstrap import Estimate, ScoredRows, pooled_roc
+from miabench.metrics.roc import ci_key, note_key, tpr_key
 from miabench.utils.io import atomic_write, atomic_write_text, read_json
 
 KEY = ("victim", "dataset")
@@ -24,6 +30,32 @@ KEY = ("victim", "dataset")
 TPR_COLUMN = tpr_key(0.01)
 UTILITY_METRICS = ("psnr", "ssim", "l1")
 MISSING = "—"
+#: cell of a metric the test half cannot resolve (a TPR at FPR x with < 1/x non-members)
+NOT_OBSERVABLE = "n/o"
+#: appended to a difference whose interval excludes 0
+SIGNIFICANT = "*"
+DECIMALS = 3
+#: run fields that make a setting (with the attacks' settings); everything but the seed
+SETTING_KEYS = (
+    "victim",
+    "dataset",
+    "data_name",
+    "data_root",
+    "image_size",
+    "direction",
+    "defense",
+    "calibration_by_group",
+    "n_members",
+    "n_nonmembers",
+)
+INTERVAL_LEGEND = (
+    "Cells: value [lo, hi] = bootstrap interval at the runs' ci_level, 95 % by default (test samples resampled, members and "
+    "non-members separately; by identity where results say bootstrap_unit group); over "
+    "several seeds: mean ± std over seeds [pooled interval: the across-seed mean with each "
+    "seed's test samples resampled independently]. "
+    f"{NOT_OBSERVABLE} = not observable: TPR at FPR x needs at least 1/x test non-members "
+    "(the CSV's _note column says how many there were)."
+)
 
 ColumnSpec = Mapping[str, Any] | Sequence[str]
 
@@ -152,14 +184,205 @@ def _utility(result: Mapping[str, Any]) -> Mapping[str, Any]:
     return utility.get("nonmember") or utility.get("nonmembers") or {}
 
 
+# -- seeds -------------------------------------------------------------------------------------
+
+
+def _is_seed(name: str) -> bool:
+    return name == "seed" or name.endswith(".seed")
+
+
+def _without_seeds(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_seeds(v) for k, v in value.items() if not _is_seed(str(k))}
+    return value
+
+
+def setting_key(result: Mapping[str, Any]) -> str:
+    """What a run measured, without its seed: runs with equal keys are seeds of one setting.
+
+    The key is the run's victim, data (name, root, image size, direction), defense, split
+    sizes, calibration grouping, every attack's ``describe()`` and, when results.json records
+    them, the run's overrides, each without any ``seed`` entry.
+    """
+    run = result["run"]
+    parts: dict[str, Any] = {k: run.get(k) for k in SETTING_KEYS}
+    parts["attacks"] = {
+        name: _without_seeds((info or {}).get("describe") or {})
+        for name, info in (result.get("attacks") or {}).items()
+    }
+    overrides = run.get("overrides")
+    if isinstance(overrides, (list, tuple)):
+        parts["overrides"] = sorted(
+            str(o) for o in overrides if not _is_seed(str(o).split("=", 1)[0].lstrip("+~"))
+        )
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def group_seeds(
+    results: Sequence[Mapping[str, Any]],
+) -> tuple[list[list[Mapping[str, Any]]], list[str]]:
+    """Results grouped by :func:`setting_key`, one result per seed, settings in input order.
+
+    Two results of the same setting and seed (e.g. an old attack folder beside a rerun with a
+    new folder key) keep the newer file (by modification time).
+
+    Returns:
+        The groups (each sorted by seed) and the paths of the superseded results.
+    """
+    groups: dict[str, dict[Any, Mapping[str, Any]]] = {}
+    superseded: list[str] = []
+    for result in results:
+        seeds = groups.setdefault(setting_key(result), {})
+        seed = result["run"].get("seed")
+        previous = seeds.get(seed)
+        if previous is not None:
+            older, newer = sorted((previous, result), key=_mtime)
+            superseded.append(str(older.get("_path")))
+            result = newer
+        seeds[seed] = result
+    ordered = [
+        [seeds[k] for k in sorted(seeds, key=lambda s: (s is None, str(s).zfill(12)))]
+        for seeds in groups.values()
+    ]
+    return ordered, superseded
+
+
+def _mtime(result: Mapping[str, Any]) -> float:
+    path = result.get("_path")
+    return os.path.getmtime(path) if path and os.path.exists(path) else 0.0
+
+
+def run_file(result: Mapping[str, Any], name: str) -> Path | None:
+    """A file written beside a run's results.json (``scores.csv``, ``utility.csv``), if any."""
+    path = result.get("_path")
+    if not path:
+        return None
+    candidate = Path(path).parent / name
+    return candidate if candidate.is_file() else None
+
+
+def read_run_csv(path: Path) -> pd.DataFrame:
+    """A run's CSV, read once per process and version of the file (a table reads each
+    scores.csv for every attack and metric)."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _CSV_CACHE:
+        _CSV_CACHE[key] = pd.read_csv(path)
+    return _CSV_CACHE[key]
+
+
+_CSV_CACHE: dict[tuple[str, int, int], pd.DataFrame] = {}
+
+
+def held_out_scores(
+    result: Mapping[str, Any], attacks: Sequence[str]
+) -> tuple[pd.DataFrame, np.ndarray | None] | None:
+    """Test rows of a run's ``scores.csv``: sample_id, label and ``<attack>.score`` columns,
+    with the groups its intervals were resampled by (None when by sample), or None when the
+    run has no scores.csv or lacks an attack's scores."""
+    path = run_file(result, "scores.csv")
+    if path is None:
+        return None
+    frame = read_run_csv(path)
+    columns = [f"{a}.score" for a in attacks]
+    if any(c not in frame for c in columns) or not {"label", "split"} <= set(frame):
+        return None
+    test = frame[frame["split"] == "test"] if (frame["split"] == "test").any() else frame
+    test = test[["sample_id", "label", *columns]].reset_index(drop=True)
+    return test, _groups(result, test)
+
+
+def _groups(result: Mapping[str, Any], test: pd.DataFrame) -> np.ndarray | None:
+    units = {info.get("bootstrap_unit") for info in result["attacks"].values() if info}
+    return test["sample_id"].map(group_of).to_numpy() if "group" in units else None
+
+
+def bootstrap_settings(runs: Sequence[Mapping[str, Any]]) -> tuple[int, float]:
+    """Replicates and level of the runs' own intervals (1000 and 0.95 for older results)."""
+    infos = [i for r in runs for i in r["attacks"].values() if isinstance(i, Mapping)]
+    n_boot = max((int(i.get("n_bootstrap") or 0) for i in infos), default=0) or 1000
+    level = next((float(i["ci_level"]) for i in infos if i.get("ci_level")), 0.95)
+    return n_boot, level
+
+
+def fpr_of(metric: str) -> float | None:
+    match = re.fullmatch(r"tpr_at_(.+)pct_fpr", metric)
+    return float(match.group(1)) / 100 if match else None
+
+
+def seed_estimate(runs: Sequence[Mapping[str, Any]], attack: str, metric: str) -> Estimate:
+    """One attack metric over the seeds of a setting (see :func:`pooled_roc`).
+
+    One run: its value and interval from results.json. Several: mean ± std over seeds and
+    the pooled interval, recomputed from each run's ``scores.csv`` (without one, no
+    interval). A metric null in any run (a TPR at an FPR too low for the test half) is null,
+    with that run's note.
+    """
+    infos = [(r["attacks"].get(attack) or {}) for r in runs]
+    if not any(metric in info for info in infos):
+        return Estimate(None, None, None, None, len(runs))
+    n_boot, level = bootstrap_settings(runs)
+    notes = [info.get(note_key(metric)) for info in infos if info.get(metric) is None]
+    if notes:
+        note = next((n for n in notes if n), None)
+        return Estimate(None, None, None, None, len(runs), note)
+    values = [_float(info.get(metric)) for info in infos]
+    if len(runs) == 1:
+        ci = infos[0].get(ci_key(metric, level)) or [None, None]
+        return Estimate(values[0], ci[0], ci[1], None, 1)
+    std = float(np.std(values, ddof=1))
+    fpr = fpr_of(metric)
+    rows = [held_out_scores(r, [attack]) for r in runs]
+    if (metric != "auc" and fpr is None) or any(r is None for r in rows):
+        return Estimate(float(np.mean(values)), None, None, std, len(runs))
+    scored = [
+        ScoredRows.of(test["label"], test[f"{attack}.score"], groups=groups)
+        for test, groups in rows
+    ]
+    pooled = pooled_roc(scored, fprs=() if fpr is None else (fpr,), n_boot=n_boot, level=level)
+    return replace(pooled["auc" if fpr is None else metric], std=std)
+
+
+def estimate_columns(name: str, estimate: Estimate) -> dict[str, Any]:
+    """CSV columns of an estimate: ``name`` (value, the mean over seeds), ``name_std`` (over
+    seeds; empty for one seed), ``name_lo``/``name_hi`` (interval), ``name_note``."""
+    return {
+        name: _float(estimate.value),
+        f"{name}_std": _float(estimate.std),
+        f"{name}_lo": _float(estimate.low),
+        f"{name}_hi": _float(estimate.high),
+        f"{name}_note": estimate.note,
+    }
+
+
+def _count(runs: Sequence[Mapping[str, Any]], attacks: Sequence[str], key: str) -> Any:
+    """A per-attack count (``n_test_members``) of a setting: one value, or all seeds' values."""
+    values = []
+    for run in runs:
+        found = [(run["attacks"].get(a) or {}).get(key) for a in attacks]
+        found = [v for v in found if v is not None]
+        if found:
+            values.append(int(found[0]))
+    unique = sorted(set(values))
+    if not unique:
+        return None
+    return unique[0] if len(unique) == 1 else "/".join(map(str, unique))
+
+
+def seeds_label(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The seeds of a setting, e.g. ``"0,1,2"``."""
+    return ",".join(str(r["run"].get("seed")) for r in runs)
+
+
 def build_table(
     results: Sequence[Mapping[str, Any]],
     targets: pd.DataFrame,
     columns: Mapping[str, ColumnSpec],
     include_missing: bool = True,
     utility_metrics: Sequence[str] = UTILITY_METRICS,
+    per_seed: bool = False,
 ) -> pd.DataFrame:
-    """Join runs with published numbers.
+    """Join runs with published numbers, one row per setting (its seeds aggregated).
 
     Args:
         results: results.json dicts (see :func:`collect_results`).
@@ -170,15 +393,19 @@ def build_table(
         include_missing: also list published rows that no run reproduces (measured = NaN).
         utility_metrics: non-member utility values shown as ``nonmember_<metric>`` (e.g.
             ``map_50`` for a detector); pix2pix's PSNR, SSIM and L1 by default.
+        per_seed: one row per run instead of one per setting.
 
     Returns:
-        One row per run (sorted by the targets' row order, then victim, dataset, defense,
-        seed; runs without a published row last) and, when ``include_missing``, one per
-        unreproduced published row. Columns: ``victim``, ``dataset``; per target column
-        ``<col>_measured``, ``<col>_published``, ``<col>_delta`` (measured − published, NaN
-        when either is missing); ``<attack>_tpr_at_1pct_fpr`` per attack;
-        ``nonmember_psnr``/``_ssim``/``_l1``; then ``data``, ``image_size``, ``weights``,
-        ``n_members``, ``n_nonmembers``, ``defense``, ``seed``.
+        One row per setting (runs equal but for their seed, :func:`setting_key`; the newest
+        result per setting and seed), sorted by the targets' row order, then victim, dataset,
+        defense; settings without a published row last; and, when ``include_missing``, one
+        per unreproduced published row. Columns: ``victim``, ``dataset``; per target column
+        ``<col>_measured`` (mean over seeds) with ``_std``, ``_lo``, ``_hi``, ``_note``
+        (:func:`estimate_columns`), ``<col>_published``, ``<col>_delta`` (mean −
+        published); ``<attack>_tpr_at_1pct_fpr`` per attack with the same siblings;
+        ``nonmember_<metric>`` (mean over seeds); then ``data``, ``image_size``,
+        ``weights``, ``n_members``, ``n_nonmembers``, ``n_test_members``,
+        ``n_test_nonmembers``, ``defense``, ``n_seeds``, ``seeds``.
 
     Raises:
         ValueError: a target column is not in ``targets``.
@@ -194,37 +421,44 @@ def build_table(
         (_norm(row["victim"]), _norm(row["dataset"])): (order, row)
         for order, (_, row) in enumerate(targets.iterrows())
     }
+    settings, _ = group_seeds(results)
+    if per_seed:
+        settings = [[run] for runs in settings for run in runs]
 
     rows: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     reproduced: set[tuple[str, str]] = set()
-    for result in results:
-        run = result["run"]
+    for runs in settings:
+        run = runs[0]["run"]
         key = (_norm(run["victim"]), _norm(run["dataset"]))
         order, target = published.get(key, (len(published), None))
         reproduced.add(key)
-        measured = result.get("attacks") or {}
-        utility = _utility(result)
         row: dict[str, Any] = {"victim": run["victim"], "dataset": run["dataset"]}
         for col, (attack, metric) in specs.items():
-            value = _float((measured.get(attack) or {}).get(metric))
+            estimate = seed_estimate(runs, attack, metric)
             reference = _float(target[col]) if target is not None else math.nan
-            row[f"{col}_measured"] = value
+            row.update(estimate_columns(f"{col}_measured", estimate))
             row[f"{col}_published"] = reference
-            row[f"{col}_delta"] = value - reference
+            row[f"{col}_delta"] = _float(estimate.value) - reference
         for attack in attacks:
-            row[f"{attack}_{TPR_COLUMN}"] = _float((measured.get(attack) or {}).get(TPR_COLUMN))
+            row.update(
+                estimate_columns(f"{attack}_{TPR_COLUMN}", seed_estimate(runs, attack, TPR_COLUMN))
+            )
         for metric in utility_metrics:
-            row[f"nonmember_{metric}"] = _float(utility.get(metric))
+            values = [_float(_utility(r).get(metric)) for r in runs]
+            row[f"nonmember_{metric}"] = float(np.mean(values))
         row.update(
             data=_data_label(run),
             image_size=run.get("image_size"),
-            weights=_weights(measured),
+            weights=_weights(runs[0].get("attacks") or {}),
             n_members=run.get("n_members"),
             n_nonmembers=run.get("n_nonmembers"),
+            n_test_members=_count(runs, attacks, "n_test_members"),
+            n_test_nonmembers=_count(runs, attacks, "n_test_nonmembers"),
             defense=run.get("defense"),
-            seed=run.get("seed"),
+            n_seeds=len(runs),
+            seeds=seeds_label(runs),
         )
-        sort_key = (order, *key, str(run.get("defense")), str(run.get("seed")))
+        sort_key = (order, *key, str(run.get("defense")), row["seeds"])
         rows.append((sort_key, row))
 
     if include_missing:
@@ -236,25 +470,104 @@ def build_table(
                 row[f"{col}_published"] = _float(target[col])
             rows.append(((order, *key, "", ""), row))
 
+    siblings = ("", "_std", "_lo", "_hi", "_note")
     ordered = [
         "victim",
         "dataset",
-        *(f"{col}_{part}" for col in specs for part in ("measured", "published", "delta")),
-        *(f"{attack}_{TPR_COLUMN}" for attack in attacks),
+        *(
+            name
+            for col in specs
+            for name in (
+                *(f"{col}_measured{s}" for s in siblings),
+                f"{col}_published",
+                f"{col}_delta",
+            )
+        ),
+        *(f"{attack}_{TPR_COLUMN}{s}" for attack in attacks for s in siblings),
         *(f"nonmember_{metric}" for metric in utility_metrics),
         "data",
         "image_size",
         "weights",
         "n_members",
         "n_nonmembers",
+        "n_test_members",
+        "n_test_nonmembers",
         "defense",
-        "seed",
+        "n_seeds",
+        "seeds",
     ]
     frame = pd.DataFrame([row for _, row in sorted(rows, key=lambda r: r[0])], columns=ordered)
     # Nullable integers keep counts as "48" rather than "48.0" when a row has no run.
-    for col in ("image_size", "n_members", "n_nonmembers", "seed"):
+    for col in ("image_size", "n_members", "n_nonmembers", "n_seeds"):
         frame[col] = pd.to_numeric(frame[col]).astype("Int64")
+    for col in ("n_test_members", "n_test_nonmembers"):
+        if frame[col].map(lambda v: v is None or isinstance(v, (int, float))).all():
+            frame[col] = pd.to_numeric(frame[col]).astype("Int64")
     return frame
+
+
+# -- Markdown ----------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> str:
+    """Three decimals; a nonzero value that would round to zero (a tiny but systematic paired
+    difference) in scientific notation, so a significant difference never reads 0.000."""
+    value = float(value)
+    if value == 0:
+        return f"{0.0:.{DECIMALS}f}"
+    if abs(value) < 0.5 * 10**-DECIMALS:
+        return f"{value:.1e}"
+    return f"{value:.{DECIMALS}f}"
+
+
+def interval_cell(
+    value: Any,
+    low: Any = None,
+    high: Any = None,
+    std: Any = None,
+    note: Any = None,
+    significant: Any = False,
+) -> str:
+    """One Markdown cell: ``0.962 [0.931, 0.987]``, ``0.962 ± 0.004 [0.931, 0.987]`` over
+    seeds, a trailing ``*`` where a difference is significant, :data:`NOT_OBSERVABLE` where
+    a note says why there is no value, :data:`MISSING` where there is nothing."""
+
+    def given(x: Any) -> bool:
+        return x is not None and not (isinstance(x, float) and math.isnan(x)) and x is not pd.NA
+
+    if not given(value):
+        return NOT_OBSERVABLE if given(note) and str(note) else MISSING
+    text = _number(value)
+    if given(std):
+        text += f" ± {_number(std)}"
+    if given(low) and given(high):
+        text += f" [{_number(low)}, {_number(high)}]"
+    if given(significant) and bool(significant):
+        text += SIGNIFICANT
+    return text
+
+
+def markdown_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every value with ``_lo``/``_hi`` or ``_std`` siblings (:func:`estimate_columns`) as
+    one :func:`interval_cell` column; the siblings (and ``_note``, ``_sig``) are dropped."""
+    out = frame.copy()
+    for name in [c for c in frame.columns if f"{c}_lo" in frame or f"{c}_std" in frame]:
+        parts = {s: frame.get(f"{name}{s}") for s in ("_std", "_note", "_sig")}
+        out[name] = [
+            interval_cell(
+                frame[name].iloc[i],
+                frame[f"{name}_lo"].iloc[i] if f"{name}_lo" in frame else None,
+                frame[f"{name}_hi"].iloc[i] if f"{name}_hi" in frame else None,
+                None if parts["_std"] is None else parts["_std"].iloc[i],
+                None if parts["_note"] is None else parts["_note"].iloc[i],
+                False if parts["_sig"] is None else parts["_sig"].iloc[i],
+            )
+            for i in range(len(frame))
+        ]
+        out = out.drop(
+            columns=[f"{name}{s}" for s in ("_lo", "_hi", *parts) if f"{name}{s}" in out]
+        )
+    return out
 
 
 def _cell(value: Any) -> str:
@@ -265,13 +578,24 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _right_aligned(column: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    # interval cells ("0.962 [0.931, 0.987]", "n/o", "—") are numbers too
+    cells = [v for v in column if isinstance(v, str)]
+    return bool(cells) and len(cells) == len(column) and all(_NUMBER.match(v) for v in cells)
+
+
+_NUMBER = re.compile(rf"^(-?\d|{MISSING}$|{NOT_OBSERVABLE}$)")
+
+
 def to_markdown(frame: pd.DataFrame) -> str:
     """GitHub Markdown table: floats to 4 decimals, missing values as "—", numbers right.
 
     Written here rather than with ``DataFrame.to_markdown`` because that needs the
     ``tabulate`` package, which is not a dependency and is not worth adding for one table.
     """
-    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+    numeric = [_right_aligned(frame[c]) for c in frame.columns]
     header = "| " + " | ".join(_cell(str(c)) for c in frame.columns) + " |"
     rule = "|" + "|".join("---:" if num else "---" for num in numeric) + "|"
     body = [
@@ -287,8 +611,12 @@ def write_table(
     name: str,
     title: str,
     notes: Sequence[str] = (),
+    per_seed: pd.DataFrame | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<name>.md`` (title, table, notes) and ``<name>.csv`` atomically.
+
+    The CSV keeps every value, interval end and note in its own column; the Markdown shows
+    each value with its interval in one cell (:func:`markdown_view`).
 
     Args:
         frame: the table (see :func:`build_table`).
@@ -296,16 +624,31 @@ def write_table(
         name: file stem.
         title: Markdown heading.
         notes: lines listed under the table, e.g. the command that regenerates it.
+        per_seed: the same table with one row per run (``build_table(..., per_seed=True)``),
+            written as ``<name>_per_seed.md`` / ``.csv``.
 
     Returns:
         ``(markdown_path, csv_path)``.
     """
     out_dir = Path(out_dir)
-    csv_path = atomic_write(out_dir / f"{name}.csv", lambda p: frame.to_csv(p, index=False))
     legend = (
         f"{MISSING} = no value (no run, no published number, or not measured); "
         "delta = measured − published."
     )
-    lines = [f"# {title}", "", to_markdown(frame), "", *(f"- {n}" for n in [*notes, legend])]
+    if per_seed is not None:
+        title_per_seed = f"{title} (one row per seed)"
+        _write(
+            per_seed, out_dir, f"{name}_per_seed", title_per_seed, [*notes, INTERVAL_LEGEND, legend]
+        )
+        notes = [*notes, f"One row per seed: `{name}_per_seed.md` / `.csv`."]
+    return _write(frame, out_dir, name, title, [*notes, INTERVAL_LEGEND, legend])
+
+
+def _write(
+    frame: pd.DataFrame, out_dir: Path, name: str, title: str, notes: Sequence[str]
+) -> tuple[Path, Path]:
+    csv_path = atomic_write(out_dir / f"{name}.csv", lambda p: frame.to_csv(p, index=False))
+    table = to_markdown(markdown_view(frame))
+    lines = [f"# {title}", "", table, "", *(f"- {n}" for n in notes)]
     md_path = atomic_write_text(out_dir / f"{name}.md", "\n".join(lines) + "\n")
     return md_path, csv_path
