@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sklearn
 import torch
 import torchvision
 from PIL import Image
@@ -19,12 +22,14 @@ from miabench.attacks.predictability import (
     MembershipError,
     batched_min_norm_lstsq_predict,
     interpolation_matrix,
+    linear_predictions,
     pixel_split,
     predictability_errors_from_features,
     reduced_features,
     reference_predictability_error,
     resize_ground_truth,
     split_sizes,
+    strict_float32,
 )
 
 #: wide_resnet50_2's layer1..layer4 maps for a 224x224 input.
@@ -66,6 +71,10 @@ def test_solver_matches_sklearn(n: int, d: int) -> None:
     np.testing.assert_allclose(ours, _sklearn_predict(X[:, :n], Y[:, :n], X[:, n:]), atol=1e-4)
 
 
+@pytest.mark.skipif(
+    tuple(int(v) for v in sklearn.__version__.split(".")[:2]) < (1, 9),
+    reason="sklearn < 1.9 truncates at the dtype's epsilon, not at tol=1e-6",
+)
 def test_solver_rank_deficient_and_near_singular() -> None:
     """Exact dependencies, dead and constant columns, and a direction sklearn truncates."""
     rng = np.random.default_rng(7)
@@ -133,6 +142,23 @@ def test_reduced_features_match_sklearn_on_full_features() -> None:
     )
     assert abs(ours.item() - ref) < 1e-4
     assert abs(ours.item() - ref) < 1e-8  # in fact exact up to rounding
+
+
+def test_blockwise_fit_equals_sklearn_on_any_fit_mask() -> None:
+    """The native-resolution normal equations give sklearn's predictions at every pixel,
+    for fit sets of different sizes per image (e.g. unlabelled pixels left out)."""
+    rng = np.random.default_rng(4)
+    shapes = [(24, 56), (40, 28), (200, 14), (300, 7)]  # the last two take the factor path
+    maps = [np.maximum(rng.standard_normal((2, c, s, s)), 0) for c, s in shapes]
+    maps[1][0, 5] = 0.0  # a dead channel
+    y = rng.random((2, 3136, 3))
+    fit = torch.from_numpy(rng.random((2, 3136)) < np.array([[0.7], [0.4]]))
+    ours = linear_predictions([torch.from_numpy(m) for m in maps], torch.from_numpy(y), fit)
+    X = reduced_features([torch.from_numpy(m) for m in maps]).numpy()
+    for i in range(2):
+        rows = fit[i].numpy()
+        expected = LinearRegression().fit(X[i, rows], y[i, rows]).predict(X[i])
+        np.testing.assert_allclose(ours[i].numpy(), expected, atol=1e-8)
 
 
 # ----------------------------------------------------------- split and ground truth
@@ -222,6 +248,58 @@ def test_backbone_stays_frozen_in_eval(tiny_backbone: FeatureBackbone) -> None:
     tiny_backbone.train()
     assert not tiny_backbone.training and not any(m.training for m in tiny_backbone.modules())
     assert not any(p.requires_grad for p in tiny_backbone.parameters())
+
+
+def test_backbone_copies_stay_in_eval(tiny_backbone: FeatureBackbone) -> None:
+    """torch.fx rebuilds the extractor on deepcopy / pickle, in training mode by default."""
+    x = torch.rand(2, 3, 40, 40)
+    for clone in (copy.deepcopy(tiny_backbone), pickle.loads(pickle.dumps(tiny_backbone))):
+        assert not any(m.training for m in clone.modules())
+        for a, b in zip(clone(x), tiny_backbone(x), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_strict_float32_sets_and_restores_tf32(before: bool) -> None:
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = [f.allow_tf32 for f in flags]
+    try:
+        for f in flags:
+            f.allow_tf32 = before
+        with pytest.raises(RuntimeError, match="inside"), strict_float32():
+            assert [f.allow_tf32 for f in flags] == [False, False]
+            raise RuntimeError("inside")
+        assert [f.allow_tf32 for f in flags] == [before, before]
+    finally:
+        for f, value in zip(flags, saved, strict=True):
+            f.allow_tf32 = value
+
+
+def _tf32_flags() -> tuple[bool, bool]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def test_attack_runs_backbone_and_solve_without_tf32(monkeypatch: pytest.MonkeyPatch) -> None:
+    from miabench.attacks import predictability
+
+    seen = []
+    solve = predictability.linear_predictions
+
+    def spy_solve(*args, **kwargs):
+        seen.append(("solve", _tf32_flags()))
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(predictability, "linear_predictions", spy_solve)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    attack = MembershipError("mem", weights="none", arch="resnet18")
+    attack.backbone.extractor.register_forward_pre_hook(
+        lambda module, inputs: seen.append(("forward", _tf32_flags()))
+    )
+    x = torch.rand(1, 3, 32, 32)
+    attack.score({"sample_id": ["a"], "input": x, "target": x, "output": x})
+    assert seen == [("forward", (False, False)), ("solve", (False, False))]
+    assert _tf32_flags()[1]  # restored
+    assert attack.describe()["cuda_tf32"] is False
 
 
 def test_missing_weights_path_is_named(tmp_path: Path) -> None:

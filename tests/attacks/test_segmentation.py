@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from skimage.transform import resize
 from sklearn.linear_model import LinearRegression
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, brier_score_loss
 
 from miabench.attacks.predictability import pixel_split, reference_predictability_error
 from miabench.attacks.segmentation import (
@@ -16,8 +17,10 @@ from miabench.attacks.segmentation import (
     SegmentationPredictability,
     SegmentationReconstructionError,
     one_hot_ground_truth,
+    prediction_error,
     segmentation_error,
 )
+from miabench.victims.segmentation import EPS
 
 
 def _probs(b: int = 3, k: int = 5, h: int = 12, w: int = 10, seed: int = 0) -> torch.Tensor:
@@ -98,15 +101,64 @@ def test_l1_predictability_matches_the_sklearn_reference() -> None:
     pixel = SegmentationPredictability(FixedMaps(maps), "pixel_error", seed=3)(
         torch.zeros(b, 3, 60, 60), target, k, ids
     )
-    from skimage.transform import resize
-
     for i in range(b):
-        feats = [resize(m[i].numpy()[None], (1, m.shape[1], 56, 56), order=1) for m in maps]
-        X = np.concatenate(feats, axis=1).squeeze(0).reshape(-1, 56 * 56).T
+        X = _full_features(maps, i)
         Y = y[i].numpy()
         model = LinearRegression().fit(X[fit[i]], Y[fit[i]])
         wrong = model.predict(X[held[i]]).argmax(1) != Y[held[i]].argmax(1)
         assert pixel[i].item() == pytest.approx(wrong.mean())
+
+
+def _full_features(maps: list[torch.Tensor], i: int) -> np.ndarray:
+    """The reference's (3136, sum C_k) design matrix of image ``i`` (skimage resize)."""
+    feats = [resize(m[i].numpy()[None], (1, m.shape[1], 56, 56), order=1) for m in maps]
+    return np.concatenate(feats, axis=1).squeeze(0).reshape(-1, 56 * 56).T
+
+
+def test_unlabelled_pixels_stay_out_of_the_fit_unless_legacy() -> None:
+    """Against sklearn on the full features: the regression fits the labelled fit pixels
+    only (legacy: all fit pixels, unlabelled ones as all-zero rows); both score the held-out
+    labelled pixels, here by the Brier score."""
+    b, k = 2, 3
+    maps = _maps(b, seed=2)
+    g = torch.Generator().manual_seed(7)
+    target = torch.randint(0, k, (b, 7, 7), generator=g).repeat_interleave(8, 1)
+    target = target.repeat_interleave(8, 2)  # (b, 56, 56)
+    target[0, :20] = 255  # a large void band in the first image
+    target[1, :, :6] = 255
+    ids = ["s/1", "s/2"]
+    y, valid = one_hot_ground_truth(target, k, 56)
+    fit, held = pixel_split(ids, 56 * 56, 0.7, 0)
+    for legacy in (False, True):
+        pred = SegmentationPredictability(FixedMaps(maps), "brier", fit_unlabelled=legacy)
+        errors = pred(torch.zeros(b, 3, 56, 56), target, k, ids)
+        for i in range(b):
+            X, Y, ok = _full_features(maps, i), y[i].numpy(), valid[i].numpy()
+            rows = fit[i].numpy() if legacy else fit[i].numpy()[ok[fit[i].numpy()]]
+            model = LinearRegression().fit(X[rows], Y[rows])
+            scored = held[i].numpy()[ok[held[i].numpy()]]
+            brier = ((model.predict(X[scored]) - Y[scored]) ** 2).sum(1).mean()
+            assert errors[i].item() == pytest.approx(brier, rel=1e-6, abs=1e-9)
+
+
+def test_brier_and_cross_entropy_measures() -> None:
+    # a binary victim's per-pixel Brier score counts both classes: 2 (p - y)^2
+    p = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(8))
+    target = (torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(9)) > 0.5).long()
+    brier = segmentation_error(p, target, "brier")
+    for i in range(2):
+        expected = 2 * brier_score_loss(target[i].flatten().numpy(), p[i, 0].flatten().numpy())
+        assert brier[i].item() == pytest.approx(expected)
+    # the linear prediction's cross-entropy: clipped to [EPS, 1] and renormalised
+    truth = torch.tensor([[[1.0, 0, 0], [0, 1, 0], [0, 0, 1]]], dtype=torch.float64)
+    pred = torch.tensor(
+        [[[1.2, -0.2, 0.0], [0.5, 0.5, 0.0], [0.6, 0.6, -0.2]]], dtype=torch.float64
+    )
+    ce = prediction_error(pred, truth, "cross_entropy")[0]
+    assert ce[0].item() == pytest.approx(np.log1p(2 * EPS), abs=1e-12)
+    assert ce[1].item() == pytest.approx(np.log(2), rel=1e-6)
+    assert ce[2].item() == pytest.approx(-np.log(EPS / (1.2 + EPS)), rel=1e-9)
+    assert torch.allclose(prediction_error(pred, truth, "brier")[0, 1], torch.tensor(0.5).double())
 
 
 def test_ignored_pixels_are_left_out_of_the_predictability_error() -> None:
@@ -139,9 +191,33 @@ def test_membership_error_is_the_difference() -> None:
     torch.testing.assert_close(out["score"], -out["membership_error"])
     assert (out["predictability_error"] > 0).all()
     info = attack.describe()
-    assert info["weights"] == "none" and info["error"] == "loss" and info["predictability"] == "l1"
+    assert info["weights"] == "none" and info["scale"] == "brier"
+    assert info["error"] == "brier" and info["predictability"] == "brier"
+    assert not info["fit_unlabelled"]
+    torch.testing.assert_close(
+        out["reconstruction_error"], segmentation_error(signals["output"], target, "brier")
+    )
+    legacy = SegmentationMembershipError(arch="resnet18", weights="none", scale="legacy")
+    legacy.setup("cpu")
+    info = legacy.describe()
+    assert (info["error"], info["predictability"], info["fit_unlabelled"]) == ("loss", "l1", True)
+    torch.testing.assert_close(
+        legacy.score(signals)["reconstruction_error"],
+        segmentation_error(signals["output"], target, "loss"),
+    )
     # a binary victim's truth is {background, foreground}
     binary = attack.score(
         {**signals, "output": _probs(2, 2, 32, 32)[:, :1], "target": target.clamp(max=1)}
     )
     assert torch.isfinite(binary["score"]).all()
+
+
+def test_scale_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="scale must be one of"):
+        SegmentationMembershipError(weights="none", arch="resnet18", scale="nats")
+    with pytest.raises(ValueError, match="only apply with scale=legacy"):
+        SegmentationMembershipError(weights="none", arch="resnet18", error="loss")
+    with pytest.raises(ValueError, match="predictability must be"):
+        SegmentationMembershipError(
+            weights="none", arch="resnet18", scale="legacy", predictability="brier"
+        )

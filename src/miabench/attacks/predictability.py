@@ -21,15 +21,31 @@ attack's device:
   256 + 512 + 195 + 48 = 1011 instead of 3840 columns. Removing the constant also removes
   the two exact dependencies that centering creates in the full matrix (both the layer3
   and the layer4 blocks span the constant vector), so the reduced problem is full rank.
-* sklearn's ``LinearRegression`` (scipy ``lstsq``, gelsd, ``cond=tol=1e-6``) returns the
-  minimum-norm solution; :func:`batched_min_norm_lstsq_predict` returns that solution too,
-  through a Cholesky fast path and an eigendecomposition fallback.
+* sklearn's ``LinearRegression`` (scipy ``lstsq``, gelsd) returns the minimum-norm solution
+  with singular values below ``cond`` times the largest dropped; this module returns that
+  solution too, through a Cholesky fast path and an eigendecomposition fallback, with
+  ``cond = 1e-6``. That is sklearn's cutoff from version 1.9 on, which passes its ``tol``
+  (default 1e-6) to lstsq as ``cond``; before 1.9 sklearn called lstsq without ``cond``, so
+  scipy's default applied, the machine epsilon of the solve's dtype (1.2e-7 for the float32
+  features the reference passes, 2.2e-16 in float64). The authors' 2021 code therefore ran
+  with the float32 epsilon; on well-conditioned features (ImageNet weights) the two cutoffs
+  give the same answer, on nearly degenerate ones (a randomly initialised backbone) they
+  differ at the 1e-4 level, as float32 and float64 solves do.
+* The 3136 x 3840 design matrix is never built: with ``U_k`` the upsampling of block ``k``
+  and ``S`` the fit-pixel mask, the normal-equation blocks ``F_k^T U_k^T S U_l F_l`` are
+  products at the coarser block's resolution (:func:`_blockwise_fit_predict`).
 
 Where this differs from the reference on purpose:
 
 * The input is preprocessed on tensors (torchvision's antialiased bilinear resize to 256,
   centre crop 224), which approximates but does not bit-match PIL's 8-bit ``Resize(256)``;
   the ground truth, on the other hand, is resized with PIL exactly as the reference does.
+
+What this copies from the reference although it looks like a slip: the features see the
+centre 224x224 crop of the input resized to 256 (the middle 87.5% of each side), while the
+ground truth is the *whole* image resized to 56x56, so feature pixel ``(i, j)`` and target
+pixel ``(i, j)`` cover slightly different parts of the scene. miabench keeps this
+misalignment, because the published numbers were measured with it.
 * The pixel split is a permutation seeded by ``(seed, sample_id)``, with sklearn's sizes;
   the reference's ``train_test_split`` is unseeded, so it is not reproducible anyway.
 * The solve runs in float64 by default. The reference hands sklearn float32 features, and
@@ -40,9 +56,10 @@ Where this differs from the reference on purpose:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,7 +79,8 @@ from miabench.victims.base import Signals
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
-#: sklearn's LinearRegression default ``tol``, passed to scipy's lstsq as ``cond``:
+#: sklearn's LinearRegression default ``tol``, passed to scipy's lstsq as ``cond`` from
+#: sklearn 1.9 on (earlier versions left scipy's default, the dtype's machine epsilon):
 #: singular values below ``tol * largest`` count as zero.
 SKLEARN_RCOND = 1e-6
 #: Largest estimated condition number of the normal-equation matrix accepted on the
@@ -79,6 +97,26 @@ _RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
 # --------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def strict_float32() -> Iterator[None]:
+    """Switch off TF32 for CUDA matmuls and cuDNN convolutions; restore the previous flags.
+
+    cuDNN allows TF32 by default, so on Ampere and newer GPUs the backbone's convolutions
+    would round their inputs to 10-bit mantissas and a GPU attack would not agree with a CPU
+    one to the stated tolerance. The attacks run their backbone forward and their solve
+    inside this context (recorded as ``cuda_tf32: false`` in ``describe()``). On CPU the flags
+    have no effect.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
 
 
 class FeatureBackbone(nn.Module):
@@ -132,6 +170,15 @@ class FeatureBackbone(nn.Module):
     def train(self, mode: bool = True) -> FeatureBackbone:
         """Stay in eval mode: batch-norm statistics of a frozen backbone must not move."""
         return super().train(False)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Back in eval mode after ``copy.deepcopy`` or unpickling.
+
+        torch.fx's ``GraphModule`` rebuilds its submodules on copy and pickle, and they come
+        back in training mode (batch norm would then use batch statistics); both paths end here.
+        """
+        super().__setstate__(state)
+        self.eval()
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Tensor version of the reference transform (Resize(256), CenterCrop(224), Normalize).
@@ -247,18 +294,70 @@ def _eigh_pinv(A: torch.Tensor, R: torch.Tensor, rcond: float) -> torch.Tensor:
     return V @ (inv.unsqueeze(-1) * (V.mT @ R))
 
 
-def _solve_psd(A: torch.Tensor, R: torch.Tensor, rcond: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _solve_psd(
+    A: torch.Tensor, R: torch.Tensor, rcond: float, live: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``pinv(A) @ R``: Cholesky where trusted, else (float64 only) the eigh pseudo-inverse.
+
+    Args:
+        A: (B, d, d) symmetric PSD, upper triangle read.
+        R: (B, d, k) right-hand sides.
+        rcond: lstsq-like relative singular-value cutoff of the fallback.
+        live: optional (B, d) bool; rows and columns outside it are decoupled (zero
+            right-hand side, zero weight), so the fallback decomposes the live block only.
 
     Returns:
         ``(W, ok)``; in lower precision, elements with ``ok`` false are left to the caller.
     """
-    W, ok = _checked_cholesky_solve(A, R, FAST_PATH_MAX_COND.get(A.dtype, 0.0))
+    max_cond = FAST_PATH_MAX_COND.get(A.dtype, 0.0)
+    diag = A.diagonal(dim1=-2, dim2=-1)
+    shown = diag if live is None else torch.where(live, diag, torch.inf)
+    # cond(A) >= max / min diagonal entry: such elements would only fail the fast path's
+    # check after paying for the factorisation (every one does, with untrained features)
+    tried = diag.amax(-1) <= max_cond * shown.amin(-1)
+    W = torch.zeros_like(R)
+    ok = torch.zeros_like(tried)
+    if tried.all():
+        W, ok = _checked_cholesky_solve(A, R, max_cond)
+    elif tried.any():
+        W[tried], ok[tried] = _checked_cholesky_solve(A[tried], R[tried], max_cond)
     if A.dtype == torch.float64 and not ok.all():
         bad = ~ok
-        W[bad] = _eigh_pinv(A[bad], R[bad], rcond)
+        if live is None:
+            W[bad] = _eigh_pinv(A[bad], R[bad], rcond)
+        else:
+            # one element at a time, each on its live block: ~70 of 1011 columns of an
+            # untrained backbone's features are dead, and eigh costs d^3
+            for i in bad.nonzero()[:, 0].tolist():
+                idx = live[i].nonzero()[:, 0]
+                W[i] = 0.0
+                W[i, idx] = _eigh_pinv(A[i][idx][:, idx], R[i, idx], rcond)
         ok = torch.ones_like(ok)
     return W, ok
+
+
+def _solve_primal(
+    G: torch.Tensor, R: torch.Tensor, rcond: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pinv(G) @ R`` for the centred Gram matrix ``G`` (upper triangle read; modified in place).
+
+    Columns that are (numerically) zero after centering -- a dead or constant channel -- get
+    zero weight in the minimum-norm solution: they are decoupled (zero row and column, a
+    diagonal entry on the matrix's own scale, zero right-hand side) so that they do not push
+    an otherwise healthy system off the fast path, and the fallback leaves them out. The
+    threshold (squared norm 2e-16 of the largest) is far below sklearn's cutoff (singular
+    values 1e-6 of the largest) in every dtype.
+    """
+    diag = G.diagonal(dim1=-2, dim2=-1)
+    top = diag.amax(-1, keepdim=True)
+    dead = diag <= torch.finfo(torch.float64).eps * top
+    if not dead.any():
+        return _solve_psd(G, R, rcond)
+    keep = (~dead).to(G.dtype)
+    # in place: a second (B, d, d) copy costs more than the products on a busy CPU
+    G.mul_(keep.unsqueeze(-1)).mul_(keep.unsqueeze(-2))
+    diag.add_(dead * top)
+    return _solve_psd(G, R * keep.unsqueeze(-1), rcond, live=~dead)
 
 
 def _predict(
@@ -273,21 +372,7 @@ def _predict(
         # Primal: w = pinv(Xc^T Xc) Xc^T Yc.
         G = _gram_upper(Xc)
         R = Xc.mT @ Yc
-        # Columns that are (numerically) zero after centering -- a dead or constant channel --
-        # get zero weight in the minimum-norm solution: decouple them (zero row and column,
-        # a diagonal entry on the matrix's own scale, zero right-hand side) so they do not
-        # push an otherwise healthy system off the fast path.
-        # The threshold (squared norm 2e-16 of the largest) is far below sklearn's cutoff
-        # (singular values 1e-6 of the largest) in every dtype.
-        diag = G.diagonal(dim1=-2, dim2=-1)
-        top = diag.amax(-1, keepdim=True)
-        dead = diag <= torch.finfo(torch.float64).eps * top
-        if dead.any():
-            keep = ~dead
-            G = torch.where(keep.unsqueeze(-1) & keep.unsqueeze(-2), G, 0.0)
-            G = G + torch.diag_embed(dead * top)
-            R = R * keep.unsqueeze(-1)
-        W, ok = _solve_psd(G, R, rcond)
+        W, ok = _solve_primal(G, R, rcond)
     else:
         # Dual: w = Xc^T pinv(K) Yc with K = Xc Xc^T. Centering puts the ones vector in K's
         # null space; Yc is orthogonal to it, so adding s * 11^T / n (s = mean eigenvalue)
@@ -408,6 +493,42 @@ def _upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
     return (A_h @ cols.reshape(b, h, size * c)).reshape(b, size * size, c)
 
 
+def _upsample_adjoint(full: torch.Tensor, h: int, w: int, size: int) -> torch.Tensor:
+    """Adjoint of :func:`_upsample`: (B, size*size, C) -> (B, h*w, C), i.e. ``U^T M``.
+
+    Spreads each full-resolution pixel back onto the native pixels it was interpolated from,
+    with the same weights; ``F^T U^T M`` is then the product ``(U F)^T M`` computed at the
+    native resolution.
+    """
+    b, _, c = full.shape
+    if h == w == size:
+        return full
+    A_h = interpolation_matrix(h, size, full.device, full.dtype)
+    A_w = interpolation_matrix(w, size, full.device, full.dtype)
+    rows = (A_h.mT @ full.reshape(b, size, size * c)).reshape(b, h, size, c)
+    return (A_w.mT @ rows).reshape(b, h * w, c)
+
+
+def _native_blocks(maps: Sequence[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+    """Per layer, the (B, h, w, c) pixels-last block whose upsampling gives that layer's
+    columns of :func:`reduced_features` (the map itself, or its low-rank factor)."""
+    blocks = []
+    for fmap in maps:
+        b, c, h, w = fmap.shape
+        hw = h * w
+        if hw <= c:
+            # The factor is small; computing it in float64 whatever ``dtype`` keeps weak
+            # directions that a float32 factorisation would round away.
+            flat = fmap.to(torch.float64).reshape(b, c, hw)
+            q = _centering_basis(hw, flat.device, torch.float64)  # (hw, hw-1)
+            proj = flat @ q  # (b, c, hw-1): the map in a basis orthogonal to constants
+            pixels_last = (q @ _gram_factor(proj.mT @ proj)).to(dtype)  # (b, hw, hw-1)
+        else:
+            pixels_last = fmap.to(dtype).reshape(b, c, hw).mT  # (b, hw, c)
+        blocks.append(pixels_last.reshape(b, h, w, -1))
+    return blocks
+
+
 def reduced_features(
     maps: Sequence[torch.Tensor], size: int = 56, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
@@ -426,21 +547,121 @@ def reduced_features(
     Returns:
         (B, size*size, d) contiguous, pixels in row-major order (row ``i*size + j``).
     """
-    blocks = []
-    for fmap in maps:
-        b, c, h, w = fmap.shape
-        hw = h * w
-        if hw <= c:
-            # The factor is small; computing it in float64 whatever ``dtype`` keeps weak
-            # directions that a float32 factorisation would round away.
-            flat = fmap.to(torch.float64).reshape(b, c, hw)
-            q = _centering_basis(hw, flat.device, torch.float64)  # (hw, hw-1)
-            proj = flat @ q  # (b, c, hw-1): the map in a basis orthogonal to constants
-            pixels_last = (q @ _gram_factor(proj.mT @ proj)).to(dtype)  # (b, hw, hw-1)
-        else:
-            pixels_last = fmap.to(dtype).reshape(b, c, hw).mT  # (b, hw, c)
-        blocks.append(_upsample(pixels_last.reshape(b, h, w, -1), size))
-    return torch.cat(blocks, dim=2)
+    return torch.cat([_upsample(blk, size) for blk in _native_blocks(maps, dtype)], dim=2)
+
+
+def _blockwise_fit_predict(
+    blocks: Sequence[torch.Tensor],
+    y: torch.Tensor,
+    fit: torch.Tensor,
+    size: int,
+    rcond: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image least squares on the upsampled features, computed at native resolution.
+
+    Equal to ``batched_min_norm_lstsq_predict`` on the fit rows of ``reduced_features``, but
+    the (size*size, d) design matrix is never built. With ``U_k`` the (linear, separable)
+    upsampling of block ``k``, ``S`` the diagonal fit mask and ``F_k`` a block centred on
+    the fit rows (rows of ``U_k`` sum to 1, so ``U_k F_k`` is the centred upsampled block):
+
+    * ``G_kl = F_k^T U_k^T S U_l F_l``: the adjoint upsampling brings the masked larger block
+      down to the smaller block's grid, so each product has the coarser block's pixel count
+      as inner dimension (784 instead of 2195 for layer2, 196 for layer3, ...);
+    * ``R_k = F_k^T U_k^T S y~`` and the predictions ``sum_k U_k (F_k W_k) + mean(y)``
+      only upsample k-column maps.
+
+    Args:
+        blocks: (B, h_k, w_k, c_k) native blocks (:func:`_native_blocks`), in column order.
+        y: (B, size*size, k) targets.
+        fit: (B, size*size) fit-row mask (any number of rows per image; at least one).
+        size: upsampled side.
+        rcond: sklearn's singular-value cutoff.
+
+    Returns:
+        ``(predictions, ok)``: (B, size*size, k) predictions for every pixel and which
+        elements can be trusted (see ``_solve_psd``).
+    """
+    dtype = blocks[0].dtype
+    s = fit.to(dtype).unsqueeze(-1)  # (B, P, 1)
+    n = s.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1, 1)
+    y = y.to(dtype)
+    y_mean = (s * y).sum(1, keepdim=True) / n
+    masked_y = (y - y_mean) * s
+    shapes = [blk.shape[1:3] for blk in blocks]
+    # centre each native block on the (interpolation-weighted) fit rows
+    centred = []
+    for blk, (h, w) in zip(blocks, shapes, strict=True):
+        F = blk.reshape(blk.shape[0], h * w, -1)
+        weights = _upsample_adjoint(s, h, w, size)  # (B, hw, 1): fit rows per native pixel
+        centred.append(F - (weights.mT @ F) / n)
+    widths = [F.shape[-1] for F in centred]
+    offsets = [0, *np.cumsum(widths).tolist()]
+    d = offsets[-1]
+    G = y.new_zeros(y.shape[0], d, d)
+    R = y.new_empty(y.shape[0], d, y.shape[-1])
+    full: dict[int, torch.Tensor] = {}  # masked upsampled blocks, built once each
+
+    def masked_full(i: int) -> torch.Tensor:
+        if i not in full:
+            full[i] = _upsample(centred[i].reshape(-1, *shapes[i], widths[i]), size) * s
+        return full[i]
+
+    for k, (Fk, (hk, wk)) in enumerate(zip(centred, shapes, strict=True)):
+        cols_k = slice(offsets[k], offsets[k + 1])
+        R[:, cols_k] = Fk.mT @ _upsample_adjoint(masked_y, hk, wk, size)
+        for j in range(k, len(centred)):
+            cols_j = slice(offsets[j], offsets[j + 1])
+            hj, wj = shapes[j]
+            if hj * wj <= hk * wk:  # inner dimension = the coarser block's pixels
+                G[:, cols_k, cols_j] = (
+                    _upsample_adjoint(masked_full(k), hj, wj, size).mT @ centred[j]
+                )
+            else:
+                G[:, cols_k, cols_j] = Fk.mT @ _upsample_adjoint(masked_full(j), hk, wk, size)
+    full.clear()
+    W, ok = _solve_primal(G, R, rcond)
+    preds = y_mean.expand(-1, y.shape[1], -1).clone()
+    for k, (Fk, (h, w)) in enumerate(zip(centred, shapes, strict=True)):
+        native = Fk @ W[:, offsets[k] : offsets[k + 1]]  # (B, hw, k)
+        preds += _upsample(native.reshape(-1, h, w, native.shape[-1]), size)
+    return preds, ok
+
+
+def linear_predictions(
+    maps: Sequence[torch.Tensor],
+    y: torch.Tensor,
+    fit: torch.Tensor,
+    size: int = 56,
+    dtype: torch.dtype = torch.float64,
+    rcond: float = SKLEARN_RCOND,
+) -> torch.Tensor:
+    """The per-image linear predictor of the reference, fit on the ``fit`` pixels of each image.
+
+    Equal to ``LinearRegression().fit(X[fit], y[fit]).predict(X)`` per image, with ``X`` the
+    reference's upsampled 3840 features (exactly: see :func:`reduced_features` and
+    :func:`_blockwise_fit_predict`). In a lower ``dtype``, images whose fast path is not
+    trusted are solved again in float64.
+
+    Args:
+        maps: native feature maps, each (B, C_k, h_k, w_k).
+        y: (B, size*size, k) targets, row ``i*size + j``.
+        fit: (B, size*size) bool mask of the pixels that fit the regression.
+        size: upsampled side.
+        dtype: dtype of the solve.
+        rcond: relative singular-value cutoff (sklearn's ``tol``).
+
+    Returns:
+        (B, size*size, k) predictions for every pixel, in ``dtype``.
+    """
+    blocks = _native_blocks(maps, dtype)
+    preds, ok = _blockwise_fit_predict(blocks, y, fit, size, rcond)
+    if not ok.all():
+        bad = ~ok
+        again, _ = _blockwise_fit_predict(
+            [blk[bad].to(torch.float64) for blk in blocks], y[bad], fit[bad], size, rcond
+        )
+        preds[bad] = again.to(preds.dtype)
+    return preds
 
 
 # --------------------------------------------------------------------------------------
@@ -450,6 +671,9 @@ def reduced_features(
 
 def resize_ground_truth(targets: torch.Tensor, size: int = 56) -> torch.Tensor:
     """Ground truth at ``size x size`` exactly as the reference: PIL bicubic on 8-bit images.
+
+    The whole target is resized, not the centre crop the features see (as in the reference;
+    see the module docstring).
 
     The reference calls ``gt_img.resize((56, 56))`` on the uint8 image file (PIL's default
     resample is bicubic for L/RGB) and ``ToTensor``. PIL's fixed-point 8-bit resampling has
@@ -514,7 +738,7 @@ def predictability_errors_from_features(
         eval_idx: (B, n_eval) held-out pixel indices.
         size: upsampled side.
         dtype: dtype of the solve.
-        batch_size: images solved together (bounds memory: ~80 MB per image in float64).
+        batch_size: images solved together (bounds memory: ~30 MB per image in float64).
 
     Returns:
         (B,) float64 mean absolute error over held-out pixels and channels.
@@ -522,15 +746,13 @@ def predictability_errors_from_features(
     errors = []
     for start in range(0, y.shape[0], batch_size):
         sl = slice(start, start + batch_size)
-        X = reduced_features([m[sl] for m in maps], size, dtype)
-        Y = y[sl].to(X.device, dtype)
-        n_fit = fit_idx.shape[1]
-        # One gather puts the fit pixels first and the held-out ones after (contiguous rows).
-        order = torch.cat([fit_idx[sl], eval_idx[sl]], dim=1).to(X.device).unsqueeze(-1)
-        X = torch.gather(X, 1, order.expand(-1, -1, X.shape[2]))
-        Y = torch.gather(Y, 1, order.expand(-1, -1, Y.shape[2]))
-        preds = batched_min_norm_lstsq_predict(X[:, :n_fit], Y[:, :n_fit], X[:, n_fit:])
-        errors.append((preds - Y[:, n_fit:]).abs().mean(dim=(1, 2), dtype=torch.float64))
+        Y = y[sl].to(maps[0].device, dtype)
+        fit = torch.zeros(Y.shape[:2], dtype=torch.bool, device=Y.device)
+        fit.scatter_(1, fit_idx[sl].to(Y.device), True)
+        preds = linear_predictions([m[sl] for m in maps], Y, fit, size, dtype)
+        held = eval_idx[sl].to(Y.device).unsqueeze(-1).expand(-1, -1, Y.shape[-1])
+        diff = torch.gather(preds, 1, held) - torch.gather(Y, 1, held)
+        errors.append(diff.abs().mean(dim=(1, 2), dtype=torch.float64))
     return torch.cat(errors)
 
 
@@ -596,13 +818,14 @@ class PredictabilityError:
         """(B,) predictability errors of query ``inputs`` and their ground-truth ``targets``."""
         if len(sample_ids) != inputs.shape[0] or targets.shape[0] != inputs.shape[0]:
             raise ValueError("inputs, targets and sample_ids must have the same batch size")
-        maps = self.backbone(inputs)
         gt = resize_ground_truth(targets, self.feature_size)
         y = gt.flatten(2).mT  # (B, P, channels)
         fit_idx, eval_idx = pixel_split(sample_ids, y.shape[1], self.fit_fraction, self.seed)
-        return predictability_errors_from_features(
-            maps, y, fit_idx, eval_idx, self.feature_size, self.dtype, self.batch_size
-        )
+        with strict_float32():
+            maps = self.backbone(inputs)
+            return predictability_errors_from_features(
+                maps, y, fit_idx, eval_idx, self.feature_size, self.dtype, self.batch_size
+            )
 
     def describe(self) -> dict[str, Any]:
         """Split and solver settings that shape the errors (recorded with the scores)."""
@@ -611,6 +834,7 @@ class PredictabilityError:
             "feature_size": self.feature_size,
             "seed": self.seed,
             "dtype": str(self.dtype).removeprefix("torch."),
+            "cuda_tf32": False,  # strict_float32() around the backbone and the solve
         }
 
 

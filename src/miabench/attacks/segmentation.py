@@ -8,18 +8,31 @@ code (avitalsh/reconst_based_MIA) only covers the translation case (per-sample L
 linear predictor of ``predictability_error.py``); for segmentation this module follows the
 same recipe with the label map in place of the target image:
 
-* reconstruction error (``error``): ``loss`` = mean per-pixel cross-entropy of the victim's
-  class probabilities (binary cross-entropy for a binary victim), or ``pixel_error`` =
-  ``1 - pixel accuracy``; unlabelled pixels (``ignore_index``) are left out;
+* reconstruction error: a per-pixel measure of the victim's class probabilities against the
+  label map, averaged over the labelled pixels (``ignore_index`` left out);
 * predictability error: the core attack's per-image linear regression
   (:mod:`miabench.attacks.predictability`: frozen ResNet layer1-4 features of the query
   image upsampled to 56x56, fit on a random 70% of the pixels) predicting the one-hot
-  ground truth (label map resized by nearest neighbour, ignored pixels all-zero), scored on
-  the other 30% of the labelled pixels by ``l1`` = half the per-pixel L1 distance between
-  the prediction and the one-hot vector (the total-variation distance, in [0, 1] for a
-  distribution-like prediction; absent classes do not dilute it), or ``pixel_error`` =
-  ``1 - accuracy`` of the prediction's argmax;
+  ground truth (label map resized by nearest neighbour), measured on the other 30%;
 * membership error = reconstruction error - predictability error; score = its negation.
+
+The difference is only meaningful when both terms are in the same units, so one per-pixel
+measure (``scale``) is applied to both, and unlabelled pixels are kept out of the
+regression's fit as well as out of both errors:
+
+* ``brier`` (default): the Brier score ``sum_k (p_k - [k = label])^2`` of the victim's
+  probabilities and of the linear prediction (squared error: what the regression
+  minimises, so the prediction needs no calibration);
+* ``cross_entropy``: ``-log p_label``; the linear prediction is turned into probabilities
+  by clipping at ``EPS`` (the victim's clamp) and renormalising;
+* ``error_rate``: ``1 - accuracy`` of the argmax (threshold 0.5 for a binary victim);
+* ``legacy``: the definition before the scales were matched, kept for comparison: the
+  reconstruction error by ``error`` (``loss`` = cross-entropy in nats, or ``pixel_error``)
+  minus the predictability error by ``predictability`` (``l1`` = total-variation distance of
+  the prediction to the one-hot vector, or ``pixel_error``), with unlabelled pixels entering
+  the fit as all-zero rows.
+
+``docs/segmentation.md`` compares the scales on the embedded scenes and polyps.
 """
 
 from __future__ import annotations
@@ -33,17 +46,43 @@ import torch.nn.functional as F
 from miabench.attacks.base import Attack
 from miabench.attacks.predictability import (
     FeatureBackbone,
-    batched_min_norm_lstsq_predict,
+    linear_predictions,
     membership_error_columns,
     pixel_split,
-    reduced_features,
     split_sizes,
+    strict_float32,
 )
 from miabench.victims.base import Signals
-from miabench.victims.segmentation import pixel_accuracy, pixel_loss
+from miabench.victims.segmentation import EPS, pixel_accuracy, pixel_loss
 
-ERRORS = ("loss", "pixel_error")
-PREDICTABILITY_ERRORS = ("l1", "pixel_error")
+ERRORS = ("loss", "pixel_error", "brier")
+#: per-pixel measures of a linear prediction against the one-hot truth
+PREDICTABILITY_ERRORS = ("l1", "pixel_error", "brier", "cross_entropy", "error_rate")
+#: one measure for both terms of the membership error, or the legacy pair
+SCALES = ("brier", "cross_entropy", "error_rate", "legacy")
+#: the victim-side measure (``segmentation_error``) of each scale
+_RECONSTRUCTION_OF_SCALE = {"brier": "brier", "cross_entropy": "loss", "error_rate": "pixel_error"}
+
+
+def _class_probabilities(output: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) probabilities; a (B, 1, H, W) foreground probability becomes [1 - p, p]."""
+    p = output.to(torch.float64)
+    return torch.cat([1.0 - p, p], dim=1) if p.shape[1] == 1 else p
+
+
+def pixel_brier(
+    output: torch.Tensor, target: torch.Tensor, ignore_index: int = 255
+) -> torch.Tensor:
+    """Per-sample mean over labelled pixels of the Brier score ``sum_k (p_k - [k = label])^2``.
+
+    Returns:
+        (B,) float64.
+    """
+    probs = _class_probabilities(output)
+    valid = target != ignore_index
+    onehot = F.one_hot(torch.where(valid, target, 0), probs.shape[1]).permute(0, 3, 1, 2)
+    per_pixel = (probs - onehot).square().sum(1) * valid
+    return per_pixel.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
 
 
 def segmentation_error(
@@ -54,7 +93,8 @@ def segmentation_error(
     Args:
         output: (B, K, H, W) class probabilities, or (B, 1, H, W) foreground probability.
         target: (B, H, W) int64 labels.
-        error: ``loss`` (mean per-pixel CE / BCE) or ``pixel_error`` (1 - pixel accuracy).
+        error: ``loss`` (mean per-pixel CE / BCE), ``pixel_error`` (1 - pixel accuracy) or
+            ``brier`` (mean per-pixel Brier score).
         ignore_index: label of unlabelled pixels (left out).
 
     Returns:
@@ -64,6 +104,8 @@ def segmentation_error(
         return pixel_loss(output, target, ignore_index)
     if error == "pixel_error":
         return 1.0 - pixel_accuracy(output, target, ignore_index)
+    if error == "brier":
+        return pixel_brier(output, target, ignore_index)
     raise ValueError(f"error must be one of {ERRORS}, got {error!r}")
 
 
@@ -87,28 +129,53 @@ def one_hot_ground_truth(
     return y * valid.unsqueeze(-1), valid
 
 
+def prediction_error(pred: torch.Tensor, truth: torch.Tensor, measure: str) -> torch.Tensor:
+    """Per-pixel error of linear predictions (B, N, K) against one-hot rows (B, N, K).
+
+    ``l1``: half the L1 distance (total variation); ``brier``: squared distance;
+    ``cross_entropy``: ``-log`` of the true class's probability after clipping the
+    prediction to [EPS, 1] and renormalising; ``pixel_error`` / ``error_rate``: argmax wrong.
+    """
+    if measure == "l1":
+        return 0.5 * (pred - truth).abs().sum(-1)
+    if measure == "brier":
+        return (pred - truth).square().sum(-1)
+    if measure == "cross_entropy":
+        probs = pred.clamp(EPS, 1.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+        return -(probs * truth).sum(-1).log()
+    if measure in ("pixel_error", "error_rate"):
+        return (pred.argmax(-1) != truth.argmax(-1)).to(pred.dtype)
+    raise ValueError(
+        f"predictability measure must be one of {PREDICTABILITY_ERRORS}, got {measure!r}"
+    )
+
+
 class SegmentationPredictability:
     """Per-sample predictability error of a one-hot ground truth, batched on a device.
 
     Args:
         backbone: frozen feature extractor of the query images.
-        measure: ``l1`` or ``pixel_error`` (see the module docstring).
+        measure: per-pixel measure (:func:`prediction_error`).
         fit_fraction: share of the pixels that fit the regression (0.7).
         feature_size: side of the feature grid and of the resized label map (56).
         seed: with the sample id, seeds the pixel split.
         ignore_index: label of unlabelled pixels.
         batch_size: images solved together.
+        fit_unlabelled: let unlabelled pixels enter the fit as all-zero targets (the legacy
+            definition); otherwise only labelled pixels fit the regression.
     """
 
     def __init__(
         self,
         backbone: FeatureBackbone,
-        measure: str = "l1",
+        measure: str = "brier",
         fit_fraction: float = 0.7,
         feature_size: int = 56,
         seed: int = 0,
         ignore_index: int = 255,
         batch_size: int = 8,
+        fit_unlabelled: bool = False,
     ) -> None:
         if measure not in PREDICTABILITY_ERRORS:
             raise ValueError(
@@ -122,8 +189,46 @@ class SegmentationPredictability:
         self.seed = seed
         self.ignore_index = ignore_index
         self.batch_size = batch_size
+        self.fit_unlabelled = fit_unlabelled
 
     @torch.no_grad()
+    def predictions(
+        self,
+        images: torch.Tensor,
+        target: torch.Tensor,
+        num_classes: int,
+        sample_ids: Sequence[str],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Linear predictions of the one-hot truth at every pixel of the feature grid.
+
+        Returns:
+            ``(pred, truth, held)``: (B, P, K) predictions and one-hot truth (unlabelled
+            rows all-zero), and the (B, P) bool mask of held-out labelled pixels.
+        """
+        if len(sample_ids) != images.shape[0] or target.shape[0] != images.shape[0]:
+            raise ValueError("images, target and sample_ids must have the same batch size")
+        y, valid = one_hot_ground_truth(target, num_classes, self.feature_size, self.ignore_index)
+        fit_idx, _ = pixel_split(sample_ids, y.shape[1], self.fit_fraction, self.seed)
+        fit = torch.zeros(y.shape[:2], dtype=torch.bool).scatter_(1, fit_idx, True)
+        held = ~fit & valid
+        if not self.fit_unlabelled:
+            fit &= valid
+        preds = []
+        with strict_float32():
+            maps = self.backbone(images)
+            device = maps[0].device
+            for start in range(0, y.shape[0], self.batch_size):
+                sl = slice(start, start + self.batch_size)
+                preds.append(
+                    linear_predictions(
+                        [m[sl] for m in maps],
+                        y[sl].to(device),
+                        fit[sl].to(device),
+                        self.feature_size,
+                    )
+                )
+        return torch.cat(preds), y.to(device), held.to(device)
+
     def __call__(
         self,
         images: torch.Tensor,
@@ -132,38 +237,20 @@ class SegmentationPredictability:
         sample_ids: Sequence[str],
     ) -> torch.Tensor:
         """(B,) float64 predictability errors of ``images`` and their (B, H, W) label maps."""
-        if len(sample_ids) != images.shape[0] or target.shape[0] != images.shape[0]:
-            raise ValueError("images, target and sample_ids must have the same batch size")
-        maps = self.backbone(images)
-        y, valid = one_hot_ground_truth(target, num_classes, self.feature_size, self.ignore_index)
-        fit_idx, eval_idx = pixel_split(sample_ids, y.shape[1], self.fit_fraction, self.seed)
-        errors = []
-        for start in range(0, y.shape[0], self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            X = reduced_features([m[sl] for m in maps], self.feature_size)
-            Y, ok = y[sl].to(X.device), valid[sl].to(X.device)
-            fit, held = fit_idx[sl].to(X.device), eval_idx[sl].to(X.device)
-
-            def rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-                return torch.gather(t, 1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
-
-            pred = batched_min_norm_lstsq_predict(rows(X, fit), rows(Y, fit), rows(X, held))
-            truth = rows(Y, held)
-            mask = torch.gather(ok, 1, held).to(torch.float64)
-            if self.measure == "l1":
-                per_pixel = 0.5 * (pred - truth).abs().sum(-1)
-            else:
-                per_pixel = (pred.argmax(-1) != truth.argmax(-1)).to(torch.float64)
-            errors.append((per_pixel * mask).sum(1) / mask.sum(1).clamp_min(1.0))
-        return torch.cat(errors)
+        pred, truth, held = self.predictions(images, target, num_classes, sample_ids)
+        per_pixel = prediction_error(pred, truth, self.measure)
+        mask = held.to(per_pixel.dtype)
+        return (per_pixel * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
     def describe(self) -> dict[str, Any]:
         """Measure and split settings that shape the errors (recorded with the scores)."""
         return {
             "predictability": self.measure,
+            "fit_unlabelled": self.fit_unlabelled,
             "fit_fraction": self.fit_fraction,
             "feature_size": self.feature_size,
             "seed": self.seed,
+            "cuda_tf32": False,  # strict_float32() around the backbone and the solve
         }
 
 
@@ -172,7 +259,8 @@ class SegmentationReconstructionError(Attack):
 
     Args:
         name: short name used in result files and tables.
-        error: ``loss`` (mean per-pixel CE / BCE) or ``pixel_error`` (1 - pixel accuracy).
+        error: ``loss`` (mean per-pixel CE / BCE), ``pixel_error`` (1 - pixel accuracy) or
+            ``brier`` (mean per-pixel Brier score).
         ignore_index: label of unlabelled pixels.
     """
 
@@ -204,8 +292,10 @@ class SegmentationMembershipError(SegmentationReconstructionError):
 
     Args:
         name: short name used in result files and tables.
-        error: reconstruction measure, ``loss`` or ``pixel_error``.
-        predictability: predictability measure, ``l1`` or ``pixel_error``.
+        scale: the per-pixel measure of both terms (``brier``, ``cross_entropy``,
+            ``error_rate``), or ``legacy`` (see the module docstring).
+        error: legacy only: the reconstruction measure, ``loss`` or ``pixel_error``.
+        predictability: legacy only: the predictability measure, ``l1`` or ``pixel_error``.
         weights: backbone weights, ``imagenet``, a local state_dict path or ``none``.
         arch: torchvision ResNet-family backbone (``wide_resnet50_2`` as in the core attack).
         fit_fraction: share of pixels that fit the linear predictor.
@@ -220,8 +310,9 @@ class SegmentationMembershipError(SegmentationReconstructionError):
     def __init__(
         self,
         name: str = "membership_error",
-        error: str = "loss",
-        predictability: str = "l1",
+        scale: str = "brier",
+        error: str | None = None,
+        predictability: str | None = None,
         weights: str = "imagenet",
         arch: str = "wide_resnet50_2",
         fit_fraction: float = 0.7,
@@ -230,7 +321,24 @@ class SegmentationMembershipError(SegmentationReconstructionError):
         batch_size: int = 8,
         ignore_index: int = 255,
     ) -> None:
+        if scale not in SCALES:
+            raise ValueError(f"attack.{name}.scale must be one of {SCALES}, got {scale!r}")
+        if scale == "legacy":
+            error, predictability = error or "loss", predictability or "l1"
+            if predictability not in ("l1", "pixel_error"):
+                raise ValueError(
+                    f"attack.{name}.predictability must be 'l1' or 'pixel_error' with "
+                    f"scale=legacy, got {predictability!r}"
+                )
+        elif error is not None or predictability is not None:
+            raise ValueError(
+                f"attack.{name}.error and .predictability only apply with scale=legacy; "
+                f"scale={scale} measures both terms by {scale}"
+            )
+        else:
+            error, predictability = _RECONSTRUCTION_OF_SCALE[scale], scale
         super().__init__(name, error, ignore_index)
+        self.scale = scale
         self.backbone = FeatureBackbone(arch=arch, weights=weights)
         self.predictability = SegmentationPredictability(
             self.backbone,
@@ -240,6 +348,7 @@ class SegmentationMembershipError(SegmentationReconstructionError):
             seed,
             ignore_index,
             batch_size,
+            fit_unlabelled=scale == "legacy",
         )
 
     def setup(self, device: torch.device | str) -> None:
@@ -258,5 +367,10 @@ class SegmentationMembershipError(SegmentationReconstructionError):
         return membership_error_columns(rec, pred)
 
     def describe(self) -> dict[str, Any]:
-        """Backbone, measures and split settings that shaped the scores."""
-        return {**super().describe(), **self.backbone.describe(), **self.predictability.describe()}
+        """Scale, backbone, measures and split settings that shaped the scores."""
+        return {
+            **super().describe(),
+            "scale": self.scale,
+            **self.backbone.describe(),
+            **self.predictability.describe(),
+        }
