@@ -297,6 +297,13 @@ class ImageFolderFaces(IdentityDataset):
             for path in sorted(folder.iterdir())
             if listed_image(path, self.extensions)
         ]
+        empty = sorted({f.name for f in folders} - {identity for _, identity, _ in entries})
+        if entries and empty:
+            # an identity without images would silently change the identity partition
+            raise FileNotFoundError(
+                f"identity folder(s) {[str(self.root / name) for name in empty[:5]]} hold no "
+                f"images with extensions {list(self.extensions)}; remove them"
+            )
         if not entries:
             raise FileNotFoundError(
                 f"{self.root} holds no <identity>/<image> files with extensions "
