@@ -25,17 +25,116 @@ DIRECTIONS = ("AtoB", "BtoA")
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to an RGB uint8 array (H, W, 3).
+#: How palette (``P``, ``PA``) and alpha (``RGBA``, ``LA``) images become 3 channels:
+#: ``rgb`` expands the palette to its colours and drops alpha (what pix2pix's loader,
+#: ``Image.open(path).convert("RGB")``, gives the victim); ``grayscale`` takes their
+#: ITU-R 601-2 luma repeated on 3 channels, as the authors' attack transform does for such
+#: images (torchvision ``Grayscale(3)``).
+PALETTE_RGBA_MODES = ("rgb", "grayscale")
+
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_PALETTE_OR_ALPHA = ("P", "PA", "RGBA", "RGBa", "LA", "La")
+
+
+def check_file_name(path: Path) -> Path:
+    """Refuse a file whose name is not valid UTF-8 (it could not be written to a manifest).
 
     Raises:
-        ValueError: naming the file when it cannot be decoded.
+        ValueError: naming the file (with the undecodable bytes escaped).
+    """
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path.name)
+        raise ValueError(
+            f"{os.fsencode(path)!r}: file name {raw!r} is not valid UTF-8; rename it "
+            "(e.g. `convmv -f latin1 -t utf8 --notest <file>`)"
+        ) from None
+    return path
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 text file (annotations, pair lists, record indexes).
+
+    Raises:
+        ValueError: naming the file and the byte offset where it is not valid UTF-8.
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start : err.end]!r})"
+        ) from None
+
+
+def listed_image(path: Path, extensions: Sequence[str]) -> bool:
+    """True for an image file of a listing; a broken link or link loop with an image
+    extension is an error, not silently skipped.
+
+    Raises:
+        ValueError: naming a non-UTF-8 name, a broken symbolic link or a link loop.
+    """
+    if path.name.startswith(".") or path.suffix.lower() not in extensions:
+        return False
+    check_file_name(path)
+    if not path.is_file():
+        if path.is_symlink():
+            raise ValueError(f"{path}: broken symbolic link or symbolic link loop")
+        return False
+    return True
+
+
+def to_rgb(image: Image.Image, where: str, palette_rgba: str = "rgb") -> np.ndarray:
+    """An opened image as RGB uint8 (H, W, 3), by the documented conversions.
+
+    * RGB as stored; grey (``L``, ``1``) repeated on 3 channels.
+    * 16-bit grey (``I;16``, PNG's 16-bit depth): scaled to 8 bits, ``round(v / 257)``
+      (PIL's own ``convert`` would clip everything above 255 to white), then repeated.
+      16-bit colour PNGs are already read by PIL as 8-bit RGB.
+    * palette and alpha images: see :data:`PALETTE_RGBA_MODES`.
+    * CMYK, YCbCr, LAB, HSV: PIL's conversion to RGB (CMYK without its ICC profile).
+    * floating-point images (``F``): refused, their value range is not defined.
+
+    EXIF orientation is not applied: pixels are used in stored order, as PIL-based loaders
+    (pix2pix, PraNet, the authors' code) read them, and as their masks are stored.
+
+    Raises:
+        ValueError: naming ``where``, for a floating-point or out-of-range image or an
+            unknown ``palette_rgba``.
+    """
+    if palette_rgba not in PALETTE_RGBA_MODES:
+        raise ValueError(f"palette_rgba must be one of {PALETTE_RGBA_MODES}, got {palette_rgba!r}")
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image)
+    if mode in _SIXTEEN_BIT:
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"{where}: {mode} image has values outside 0..65535")
+        grey = np.round(values / 257.0).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "F":
+        raise ValueError(f"{where}: floating-point image (mode F); save it as 8- or 16-bit")
+    if mode in _PALETTE_OR_ALPHA and palette_rgba == "grayscale":
+        return np.repeat(np.asarray(image.convert("L"))[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
+
+
+def read_rgb(path: Path, palette_rgba: str = "rgb") -> np.ndarray:
+    """Decode an image file to an RGB uint8 array (H, W, 3) by :func:`to_rgb`'s conversions.
+
+    Raises:
+        ValueError: naming the file when it cannot be decoded (truncated, corrupt, not an
+            image, a decompression bomb) or has no defined conversion.
     """
     try:
         with Image.open(path) as image:
-            # convert() forces the full decode, so a truncated file fails here, not later.
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as err:
+            # load() forces the full decode, so a truncated file fails here, not later.
+            image.load()
+            return to_rgb(image, str(path), palette_rgba)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        if str(err).startswith(str(path)):
+            raise
         raise ValueError(f"{path}: unreadable or corrupt image ({err})") from err
 
 
@@ -58,6 +157,10 @@ class AlignedDataset(Dataset):
         crop_size: side of the random crop (augment) or of the resize (no augment).
         augment: random crop and flip, for training.
         extensions: file name endings (case-insensitive) taken as images.
+        palette_rgba: how palette and RGBA files become RGB (:data:`PALETTE_RGBA_MODES`):
+            ``rgb`` (default) as pix2pix trains on them, ``grayscale`` as the authors'
+            attack transform sees them. The paper's datasets (facades, maps, cityscapes:
+            RGB JPEGs) hold no such files, so both reproduce the paper there.
     """
 
     def __init__(
@@ -69,6 +172,7 @@ class AlignedDataset(Dataset):
         crop_size: int | None = None,
         augment: bool = False,
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+        palette_rgba: str = "rgb",
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -79,6 +183,11 @@ class AlignedDataset(Dataset):
         self.crop_size = crop_size
         self.augment = augment
         self.extensions = tuple(e.lower() for e in extensions)
+        if palette_rgba not in PALETTE_RGBA_MODES:
+            raise ValueError(
+                f"palette_rgba must be one of {PALETTE_RGBA_MODES}, got {palette_rgba!r}"
+            )
+        self.palette_rgba = palette_rgba
         self.folder = self.root / phase
         self._files = self._list_files()
         self._records: list[SampleRecord] | None = None
@@ -91,11 +200,7 @@ class AlignedDataset(Dataset):
             raise FileNotFoundError(
                 f"phase folder {self.folder} does not exist; folders in {self.root}: {present}"
             )
-        files = sorted(
-            p
-            for p in self.folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in self.extensions
-        )
+        files = sorted(p for p in self.folder.iterdir() if listed_image(p, self.extensions))
         if not files:
             raise FileNotFoundError(
                 f"{self.folder} holds no images with extensions {list(self.extensions)}"
@@ -110,7 +215,7 @@ class AlignedDataset(Dataset):
         return len(self._files)
 
     def _read_pair(self, path: Path) -> np.ndarray:
-        pixels = read_rgb(path)
+        pixels = read_rgb(path, self.palette_rgba)
         width = pixels.shape[1]
         if width % 2:
             raise ValueError(

@@ -31,6 +31,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
+from miabench.data.aligned import (
+    check_file_name,
+    listed_image,
+    read_rgb,
+    read_text_lines,
+    to_rgb,
+)
 from miabench.data.membership import SampleRecord, subset_view
 from miabench.utils.hashing import sha256_array
 from miabench.utils.io import atomic_write
@@ -283,12 +290,20 @@ class ImageFolderFaces(IdentityDataset):
     def _index(self) -> list[tuple[str, str, Any]]:
         if not self.root.is_dir():
             raise FileNotFoundError(f"face dataset root {self.root} does not exist")
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir())
         entries = [
-            (f"{folder.name}/{path.name}", folder.name, path)
-            for folder in sorted(p for p in self.root.iterdir() if p.is_dir())
+            (f"{check_file_name(folder).name}/{path.name}", folder.name, path)
+            for folder in folders
             for path in sorted(folder.iterdir())
-            if path.is_file() and path.suffix.lower() in self.extensions
+            if listed_image(path, self.extensions)
         ]
+        empty = sorted({f.name for f in folders} - {identity for _, identity, _ in entries})
+        if entries and empty:
+            # an identity without images would silently change the identity partition
+            raise FileNotFoundError(
+                f"identity folder(s) {[str(self.root / name) for name in empty[:5]]} hold no "
+                f"images with extensions {list(self.extensions)}; remove them"
+            )
         if not entries:
             raise FileNotFoundError(
                 f"{self.root} holds no <identity>/<image> files with extensions "
@@ -297,11 +312,7 @@ class ImageFolderFaces(IdentityDataset):
         return entries
 
     def _read(self, key: Any) -> np.ndarray:
-        try:
-            with Image.open(key) as image:
-                return np.asarray(image.convert("RGB"))
-        except (OSError, SyntaxError, ValueError) as err:
-            raise ValueError(f"{key}: unreadable or corrupt image ({err})") from err
+        return read_rgb(key)
 
 
 # --- MXNet RecordIO (InsightFace train.rec / train.idx), read without mxnet ---------------
@@ -387,7 +398,7 @@ class RecordReader:
             if not path.is_file():
                 raise FileNotFoundError(f"record file {path} does not exist")
         self.offsets: dict[int, int] = {}
-        for line_no, line in enumerate(self.idx_path.read_text().splitlines(), start=1):
+        for line_no, line in enumerate(read_text_lines(self.idx_path), start=1):
             if not line.strip():
                 continue
             fields = line.split("\t")
@@ -453,8 +464,9 @@ def decode_image(payload: bytes, where: str) -> np.ndarray:
     """Decode an encoded image (JPEG/PNG) to uint8 RGB ``[H, W, 3]``."""
     try:
         with Image.open(io.BytesIO(payload)) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as err:
+            image.load()
+            return to_rgb(image, where)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise RecordFormatError(f"{where}: payload is not a decodable image ({err})") from err
 
 
@@ -559,7 +571,7 @@ def read_pairs(
         ValueError: naming the file and line of a malformed row or a missing image.
     """
     pairs_path, root = Path(pairs_path), Path(images_root)
-    lines = pairs_path.read_text().splitlines()
+    lines = read_text_lines(pairs_path)
     pairs: list[Pair] = []
 
     def image(name: str, number: str, line_no: int) -> Path:
@@ -613,11 +625,9 @@ class PairsDataset(Dataset):
         return len(self.pairs)
 
     def _load(self, path: Path) -> torch.Tensor:
-        try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB" if self.channels == 3 else "L"))
-        except (OSError, SyntaxError, ValueError) as err:
-            raise ValueError(f"{path}: unreadable or corrupt image ({err})") from err
+        pixels = read_rgb(path)
+        if self.channels == 1:
+            pixels = np.asarray(Image.fromarray(pixels).convert("L"))
         tensor = torch.from_numpy(np.array(pixels))
         tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         tensor = F.resize(tensor, [self.image_size] * 2, InterpolationMode.BILINEAR, antialias=True)

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from miabench.data.aligned import read_rgb
+from miabench.data.aligned import check_file_name, listed_image, read_rgb
 from miabench.data.membership import SampleRecord, subset_view
 from miabench.utils.hashing import sha256_array
 
@@ -66,21 +66,29 @@ class SegSample:
 
 
 def read_label(path: Path) -> np.ndarray:
-    """Decode a label/mask file to a 2-D uint8 array (palette indices kept as such).
+    """Decode a label/mask file to a 2-D array of label values.
+
+    Palette files keep their indices (the palette only colours them), grey and 16-bit files
+    their values (int64 for 16-bit, range-checked by each dataset), bilevel files become
+    0/255; colour files (e.g. Kvasir-SEG's JPEG masks) are read by their grey level, alpha
+    dropped. Floating-point files are refused.
 
     Raises:
         ValueError: naming the file when it cannot be decoded or has an unexpected mode.
     """
     try:
         with Image.open(path) as image:
+            image.load()
+            if image.mode == "F":
+                raise ValueError("floating-point label file (mode F); save it as 8 or 16 bit")
             if image.mode in ("P", "L", "1"):
                 array = np.asarray(image.convert("L") if image.mode == "1" else image)
-            elif image.mode in ("I", "I;16", "I;16B"):
+            elif image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
                 array = np.asarray(image).astype(np.int64)
             else:
                 # RGB masks (e.g. Kvasir-SEG's JPEG masks): the grey level carries the mask.
                 array = np.asarray(image.convert("L"))
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"{path}: unreadable or corrupt label file ({err})") from err
     return array
 
@@ -90,7 +98,7 @@ def _images_by_stem(folder: Path, what: str) -> dict[str, Path]:
         raise FileNotFoundError(f"{what} folder {folder} does not exist")
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS:
+        if listed_image(p, IMAGE_EXTENSIONS):
             if p.stem in found:
                 raise ValueError(
                     f"{folder}: two files with stem {p.stem!r} ({found[p.stem].name}, {p.name})"
@@ -361,6 +369,8 @@ class CityscapesSegDataset(SegmentationDataset):
         need_instance = self.boundary and self.task == "label2photo"
         samples = []
         for image in sorted(images.glob("*/*_leftImg8bit.png")):
+            check_file_name(image.parent)
+            check_file_name(image)
             city, stem = image.parent.name, image.name.removesuffix("_leftImg8bit.png")
             label = labels / city / f"{stem}_gtFine_labelIds.png"
             if not label.is_file():
@@ -385,7 +395,7 @@ class CityscapesSegDataset(SegmentationDataset):
 class BinaryMaskDataset(SegmentationDataset):
     """Binary masks served as labels {0 background, 1 foreground}.
 
-    Lossless masks (PNG, ...) must hold 0/1 or 0/255. JPEG masks (Kvasir-SEG's) hold grey
+    Lossless masks (PNG, ...) must hold 0/1, 0/255 or, 16-bit, 0/65535. JPEG masks (Kvasir-SEG's) hold grey
     levels in between from the compression, so they are thresholded at ``threshold``.
     """
 
@@ -395,10 +405,12 @@ class BinaryMaskDataset(SegmentationDataset):
     def _labels(self, raw: np.ndarray, path: Path) -> np.ndarray:
         values = np.unique(raw)
         if path.suffix.lower() not in LOSSY_EXTENSIONS:
-            # A lossless mask must be binary: {0, 1} or {0, 255}.
-            if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
+            # A lossless mask must be binary: {0, 1}, {0, 255} or (16-bit) {0, 65535}.
+            found = set(values.tolist())
+            if not any(found <= {0, high} for high in (1, 255, 65535)):
                 raise ValueError(
-                    f"{path}: binary mask has values {values.tolist()[:10]}; expected 0/1 or 0/255"
+                    f"{path}: binary mask has values {values.tolist()[:10]}; expected 0/1, "
+                    "0/255 or 0/65535"
                 )
             return (raw > 0).astype(np.uint8)
         return (raw >= self.threshold).astype(np.uint8)

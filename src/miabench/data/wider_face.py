@@ -34,7 +34,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 from torchvision.transforms import InterpolationMode
 
-from miabench.data.aligned import read_rgb
+from miabench.data.aligned import read_rgb, read_text_lines
 from miabench.data.membership import SampleRecord, subset_view
 from miabench.utils.hashing import sha256_array
 
@@ -99,7 +99,7 @@ def parse_annotations(path: str | os.PathLike) -> list[WiderAnnotation]:
     if not path.is_file():
         raise FileNotFoundError(f"WIDER FACE annotation file not found: {path}")
     # WIDER's files end lines with "\n" and some face lines with a trailing space.
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text_lines(path)
     records: list[WiderAnnotation] = []
     seen: set[str] = set()
     i = 0

@@ -142,6 +142,15 @@ class _DPCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         d = self.defense
+        if trainer.world_size > 1:
+            # Each rank would draw its own Poisson batches and add its own noise, and the
+            # averaged update is neither the mechanism accounted here nor one Opacus' DDP
+            # optimizer (DistributedDPOptimizer) accounts without its distributed sampler.
+            raise DefenseNotApplicable(
+                f"dpsgd: DP-SGD under DDP ({trainer.world_size} processes) is not supported, "
+                "as its privacy accounting assumes one process drawing the Poisson batches; "
+                "train the private victim on one device (trainer=cpu or trainer=gpu)"
+            )
         names = private_networks(pl_module, d.networks)
         d.networks_used = names
         covered = {id(p) for n in names for p in getattr(pl_module, n).parameters()}
@@ -191,7 +200,10 @@ class _DPCallback(pl.Callback):
             )
             for optimizer in trainer.optimizers
         ]
-        self.optimizer_steps = [0] * len(self.optimizers)
+        if len(self.optimizer_steps) != len(self.optimizers):
+            # fresh training; a resumed one keeps the counts restored from its checkpoint
+            # (load_state_dict runs before on_fit_start)
+            self.optimizer_steps = [0] * len(self.optimizers)
         for i, optimizer in enumerate(self.optimizers):
             optimizer.attach_step_hook(lambda _opt, i=i: self._count(i))
         trainer.strategy.optimizers = self.optimizers

@@ -86,7 +86,9 @@ def _collect(
         if on_role is not None:
             stream = on_role(role, stream)
         for signals in stream:
-            columns = {k: v.detach().float().cpu().numpy() for k, v in fn(signals).items()}
+            # float64: the CSV then holds each float32 value exactly, so a rerun that reads the
+            # cached file back computes the same metrics to the last digit
+            columns = {k: v.detach().double().cpu().numpy() for k, v in fn(signals).items()}
             frame = pd.DataFrame({"sample_id": signals["sample_id"], "role": role, **columns})
             rows.append(frame)
     return pd.concat(rows, ignore_index=True)
