@@ -22,8 +22,7 @@ from miabench.prefetch_weights import (
     TorchvisionWeights,
     main,
 )
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from tests.conftest import CONF_DIR
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -58,7 +57,7 @@ def _named_backbones(node: object) -> Iterator[str]:
 def test_every_backbone_the_configs_name_is_prefetched() -> None:
     named = set()
     for group in ("victim", "attack", "experiment"):
-        for path in (CONF / group).rglob("*.yaml"):
+        for path in (CONF_DIR / group).rglob("*.yaml"):
             named.update(_named_backbones(yaml.safe_load(path.read_text())))
     covered = {
         getattr(b, "arch", None) or getattr(b, "encoder", None)

@@ -14,8 +14,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from miabench.pipeline.logging_hooks import flat_metrics, log_results, silence_lightning_tips
-
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+from tests.conftest import CONF_DIR
 
 RESULTS = {
     "run": {"victim": "pix2pix", "victim_key": "abc123"},
@@ -50,7 +49,7 @@ def test_flat_metrics_names_every_number() -> None:
 
 
 def test_csv_logger_receives_aucs_and_config(tmp_path: Path) -> None:
-    with initialize_config_dir(CONF, version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "run_attack", overrides=["logger=csv", "seed=7", f"paths.root_dir={tmp_path}"]
         )
@@ -71,7 +70,7 @@ def test_wandb_offline_run_holds_aucs_and_config(
 ) -> None:
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    with initialize_config_dir(CONF, version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "run_attack", overrides=["logger=wandb", "seed=3", f"paths.root_dir={tmp_path}"]
         )
