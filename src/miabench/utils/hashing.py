@@ -78,7 +78,8 @@ _RACY_SECONDS = 2.0
 #: Entries written per transaction (one commit per image would double a first run's time).
 _BATCH = 512
 
-_caches: dict[str, ContentHashCache] = {}
+#: open caches by (process id, file): a forked worker must not reuse its parent's connection
+_caches: dict[tuple[int, str], ContentHashCache] = {}
 #: cache files that could not be opened (warned about once)
 _unavailable: set[str] = set()
 
@@ -202,10 +203,11 @@ def cached_digest(
     where = default_hash_cache_path()
     if where is None or str(where) in _unavailable:
         return compute()
-    cache = _caches.get(str(where))
+    key = (os.getpid(), str(where))
+    cache = _caches.get(key)
     if cache is None:
         try:
-            cache = _caches[str(where)] = ContentHashCache(where)
+            cache = _caches[key] = ContentHashCache(where)
         except (OSError, sqlite3.Error) as err:
             log.warning("content-hash cache %s unavailable (%s); hashing without it", where, err)
             _unavailable.add(str(where))
