@@ -9,12 +9,17 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from miabench.pipeline.benchmark import run_benchmark
+from miabench.pipeline.logging_hooks import silence_lightning_tips
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> str:
     """Run the benchmark; returns the table's Markdown path."""
+    # Imported here, not at the top: torch, Lightning and the victims take seconds and
+    # ~1 GB to import, and `--help` or a config error should not wait for them.
+    from miabench.pipeline.benchmark import run_benchmark
+
+    silence_lightning_tips()
     return str(run_benchmark(cfg))
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from miabench.pipeline.table import make_table
-
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="make_table")
 def main(cfg: DictConfig) -> str:
     """Write the configured table; returns the Markdown path."""
+    # Imported here, not at the top: torch, Lightning and the victims take seconds and
+    # ~1 GB to import, and `--help` or a config error should not wait for them.
+    from miabench.pipeline.table import make_table
+
     return str(make_table(cfg)[0])
 
 

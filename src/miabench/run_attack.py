@@ -5,12 +5,17 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from miabench.pipeline.attack import run_attack
+from miabench.pipeline.logging_hooks import silence_lightning_tips
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="run_attack")
 def main(cfg: DictConfig) -> str:
     """Run every configured attack; returns the results.json path."""
+    # Imported here, not at the top: torch, Lightning and the victims take seconds and
+    # ~1 GB to import, and `--help` or a config error should not wait for them.
+    from miabench.pipeline.attack import run_attack
+
+    silence_lightning_tips()
     return str(run_attack(cfg))
 
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from miabench.pipeline.train import train_victim
+from miabench.pipeline.logging_hooks import silence_lightning_tips
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train_victim")
 def main(cfg: DictConfig) -> str:
     """Train the configured victim; returns its cache folder."""
+    # Imported here, not at the top: torch, Lightning and the victims take seconds and
+    # ~1 GB to import, and `--help` or a config error should not wait for them.
+    from miabench.pipeline.train import train_victim
+
+    silence_lightning_tips()
     return str(train_victim(cfg).directory)
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
 from miabench.data.membership import SampleRecord, subset_view
-from miabench.utils.hashing import sha256_array
+from miabench.utils.hashing import cached_digest, settings_salt, sha256_array
 
 DIRECTIONS = ("AtoB", "BtoA")
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -266,8 +266,13 @@ class AlignedDataset(Dataset):
         dataset (and shared with its subsets).
         """
         if self._records is None:
+            salt = settings_salt(self)
             self._records = [
-                SampleRecord(self.sample_id(p), str(p), sha256_array(self._read_pair(p)))
+                SampleRecord(
+                    self.sample_id(p),
+                    str(p),
+                    cached_digest(p, lambda p=p: sha256_array(self._read_pair(p)), salt),
+                )
                 for p in self._files
             ]
         return list(self._records)

@@ -39,7 +39,7 @@ from miabench.data.aligned import (
     to_rgb,
 )
 from miabench.data.membership import SampleRecord, subset_view
-from miabench.utils.hashing import sha256_array
+from miabench.utils.hashing import cached_digest, settings_salt, sha256_array
 from miabench.utils.io import atomic_write
 
 PHASES = ("members", "nonmembers")
@@ -249,10 +249,14 @@ class IdentityDataset(Dataset):
         """One record per sample; ``sha256`` hashes the decoded pixels (computed once)."""
         if self._records is None:
             self._records = [
-                SampleRecord(sid, self._where(key), sha256_array(self._pixels(key)))
+                SampleRecord(sid, self._where(key), self._content_hash(key))
                 for sid, _, key in self._entries
             ]
         return list(self._records)
+
+    def _content_hash(self, key: Any) -> str:
+        # in-memory samples (no file to key a cache on); file readers cache (see overrides)
+        return sha256_array(self._pixels(key))
 
     def subset(self, sample_ids: Iterable[str]) -> IdentityDataset:
         """A view restricted to ``sample_ids``, in the order given.
@@ -310,6 +314,9 @@ class ImageFolderFaces(IdentityDataset):
                 f"{list(self.extensions)}"
             )
         return entries
+
+    def _content_hash(self, key: Any) -> str:
+        return cached_digest(key, lambda: sha256_array(self._pixels(key)), settings_salt(self))
 
     def _read(self, key: Any) -> np.ndarray:
         return read_rgb(key)
@@ -545,6 +552,11 @@ class RecordFaces(IdentityDataset):
 
     def _where(self, key: Any) -> str:
         return f"{self.reader.rec_path}#{key}"
+
+    def _content_hash(self, key: Any) -> str:
+        # keyed on the whole .rec file: rewriting it re-hashes every record
+        salt = f"{settings_salt(self)}#{key}"
+        return cached_digest(self.reader.rec_path, lambda: sha256_array(self._pixels(key)), salt)
 
 
 # --- LFW-style verification pairs --------------------------------------------------------

@@ -39,7 +39,7 @@ from torchvision.transforms import v2
 
 from miabench.data.aligned import check_file_name, listed_image, read_rgb
 from miabench.data.membership import SampleRecord, subset_view
-from miabench.utils.hashing import sha256_array
+from miabench.utils.hashing import cached_digest, settings_salt, sha256_array
 
 IGNORE_INDEX = 255
 TASKS = ("segmentation", "label2photo")
@@ -237,15 +237,18 @@ class SegmentationDataset(Dataset):
     def records(self) -> list[SampleRecord]:
         """One record per sample; ``sha256`` hashes the decoded image and served label map."""
         if self._records is None:
-            records = []
+            records, salt = [], settings_salt(self)
             for s in self._samples:
-                image, labels, _ = self._decode(s)
-                digest = sha256_array(
-                    np.concatenate([image.reshape(-1), labels.reshape(-1).astype(np.uint8)])
-                )
+                digest = cached_digest([s.image, s.label], lambda s=s: self._digest(s), salt)
                 records.append(SampleRecord(s.sample_id, str(s.image), digest))
             self._records = records
         return list(self._records)
+
+    def _digest(self, sample: SegSample) -> str:
+        image, labels, _ = self._decode(sample)
+        return sha256_array(
+            np.concatenate([image.reshape(-1), labels.reshape(-1).astype(np.uint8)])
+        )
 
     def subset(self, sample_ids: Iterable[str]) -> SegmentationDataset:
         """A view restricted to ``sample_ids``, in the order given.

@@ -36,7 +36,7 @@ from torchvision.transforms import InterpolationMode
 
 from miabench.data.aligned import read_rgb, read_text_lines
 from miabench.data.membership import SampleRecord, subset_view
-from miabench.utils.hashing import sha256_array
+from miabench.utils.hashing import cached_digest, settings_salt, sha256_array
 
 PHASES = ("train", "val")
 #: Values per face line: x1 y1 w h blur expression illumination invalid occlusion pose.
@@ -249,11 +249,16 @@ class WiderFaceDataset(torch.utils.data.Dataset):
         Computed once per dataset and shared with its subsets.
         """
         if self._records is None:
+            salt = settings_salt(self)
             self._records = [
                 SampleRecord(
                     self.sample_id(a),
                     str(self.folder / a.name),
-                    sha256_array(read_rgb(self.folder / a.name)),
+                    cached_digest(
+                        self.folder / a.name,
+                        lambda a=a: sha256_array(read_rgb(self.folder / a.name)),
+                        salt,
+                    ),
                 )
                 for a in self._items
             ]

@@ -20,6 +20,7 @@ from miabench.metrics.bootstrap import roc_intervals
 from miabench.metrics.roc import calibration_split, evaluate_scores
 from miabench.metrics.utility import summarize
 from miabench.pipeline.common import attack_code_version, resolve_device, to_container
+from miabench.pipeline.logging_hooks import log_results
 from miabench.pipeline.train import TrainedVictim, locate_victim
 from miabench.results.plots import plot_roc
 from miabench.utils.hashing import stable_hash
@@ -424,6 +425,8 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
         results["utility_benchmark"] = utility_dataset[BENCHMARK]
     atomic_write_json(results_path, results, checksum=True)
     log.info("results → %s", results_path)
+    # the composed config and every numeric result also reach the configured loggers
+    log_results(cfg, results_path)
     return results_path
 
 

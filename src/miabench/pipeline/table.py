@@ -7,9 +7,8 @@ import logging
 from pathlib import Path
 
 from hydra.utils import get_object
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from miabench.pipeline.common import to_container
 from miabench.results.table import (
     UTILITY_METRICS,
     build_table,
@@ -56,7 +55,7 @@ def make_table(cfg: DictConfig) -> tuple[Path, Path]:
         build_table(
             results,
             targets,
-            to_container(table.columns),
+            OmegaConf.to_container(table.columns, resolve=True),
             include_missing=table.include_missing,
             utility_metrics=list(table.get("utility") or UTILITY_METRICS),
             per_seed=per_seed,

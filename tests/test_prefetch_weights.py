@@ -1,0 +1,127 @@
+"""prefetch_weights fills torch hub's cache from a (local) server; loading then works offline."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import urllib.request
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+import yaml
+
+from miabench.prefetch_weights import (
+    BACKBONES,
+    SmpEncoderWeights,
+    TimmWeights,
+    TorchvisionWeights,
+    main,
+)
+from tests.conftest import CONF_DIR
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, ThreadingHTTPServer]]:
+    served = tmp_path / "served"
+    served.mkdir()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", served, httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _named_backbones(node: object) -> Iterator[str]:
+    """Every arch/backbone/encoder a config names (MINT auditor archs are not backbones)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("arch", "backbone", "encoder") and isinstance(value, str):
+                if value not in ("mlp", "cnn"):
+                    yield value
+            yield from _named_backbones(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _named_backbones(value)
+
+
+def test_every_backbone_the_configs_name_is_prefetched() -> None:
+    named = set()
+    for group in ("victim", "attack", "experiment"):
+        for path in (CONF_DIR / group).rglob("*.yaml"):
+            named.update(_named_backbones(yaml.safe_load(path.read_text())))
+    covered = {
+        getattr(b, "arch", None) or getattr(b, "encoder", None)
+        for b in BACKBONES
+        if isinstance(b, (TorchvisionWeights, TimmWeights, SmpEncoderWeights))
+    }
+    # test-only tiny networks are built without weights
+    named -= {n for n in named if n.endswith("_test") or n.startswith("test_")}
+    assert {"wide_resnet50_2", "hrnet_w18", "resnet101", "mobilenet_v3_large"} <= named
+    assert named - covered == set()
+
+
+def test_prefetch_then_offline_load(
+    server: tuple[str, Path, ThreadingHTTPServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    base, served, httpd = server
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    # A random state_dict of the real architecture, named as torchvision names its files
+    # (<arch>-<first 8 hex of its SHA-256>.pth, checked by torch.hub on load).
+    state = torchvision.models.get_model("mobilenet_v3_large", weights=None).state_dict()
+    blob = served / "tmp.pth"
+    torch.save(state, blob)
+    name = f"mobilenet_v3_large-{hashlib.sha256(blob.read_bytes()).hexdigest()[:8]}.pth"
+    blob.rename(served / name)
+    enum = torchvision.models.get_model_weights("mobilenet_v3_large").DEFAULT
+    monkeypatch.setattr(enum.value, "url", f"{base}/{name}")
+
+    assert main(["--only", "torchvision:mobilenet_v3_large.DEFAULT"]) == 0
+    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / name
+    assert f"→ {cached}" in capsys.readouterr().out
+    assert cached.read_bytes() == (served / name).read_bytes()
+
+    # Compute node: no network at all. The victim's own loader must find the cached file.
+    httpd.shutdown()
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise OSError("no network on this node")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    from miabench.victims.detection import classifier_backbone
+
+    model, label = classifier_backbone("mobilenet_v3_large", "imagenet")
+    assert label == f"imagenet:{enum}"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_failed_download_is_reported_and_exit_status_is_1(
+    server: tuple[str, Path, ThreadingHTTPServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    base, _, _ = server
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    enum = torchvision.models.get_model_weights("vgg19").IMAGENET1K_V1
+    monkeypatch.setattr(enum.value, "url", f"{base}/vgg19-00000000.pth")  # 404
+    assert main(["--only", "torchvision:vgg19.IMAGENET1K_V1"]) == 1
+    assert "FAILED torchvision:vgg19.IMAGENET1K_V1" in capsys.readouterr().out
+
+
+def test_unknown_name_is_an_error() -> None:
+    with pytest.raises(SystemExit):
+        main(["--only", "torchvision:nope"])
