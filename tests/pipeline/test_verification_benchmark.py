@@ -18,6 +18,7 @@ from omegaconf import DictConfig, open_dict
 from miabench.pipeline.attack import BENCHMARK, attack_dir, run_attack
 from miabench.pipeline.common import build_datamodule, split_key, victim_key
 from miabench.pipeline.train import TrainedVictim, locate_victim, train_victim
+from miabench.utils.io import atomic_write_json
 from tests.conftest import CONF_DIR
 from tests.data.test_faces import write_lfw
 from tests.pipeline.test_mint_pipeline import write_faces
@@ -91,7 +92,8 @@ def test_results_report_the_verification_benchmark(
     cached = json.loads(cached_path.read_text())
     assert cached[BENCHMARK] == results["utility_benchmark"]
     cached[BENCHMARK]["lfw_tiny"]["accuracy"] = -1.0  # a value the metric cannot produce
-    cached_path.write_text(json.dumps(cached))
+    # rewritten as the pipeline writes it (with its checksum), else it counts as damaged
+    atomic_write_json(cached_path, cached, checksum=True)
     (directory / "results.json").unlink()
     rerun = json.loads(run_attack(cfg, victim).read_text())
     assert rerun["utility_benchmark"]["lfw_tiny"]["accuracy"] == -1.0

@@ -1,4 +1,11 @@
-"""Embedded datasets are built once into a folder and reused: the completion marker."""
+"""Embedded datasets are built once into a folder and reused: the completion marker.
+
+Builders render into a temporary folder beside ``out_root`` and move it into place with the
+marker written last, so no reader ever sees a half build, even from a killed job. Jobs
+started together do not build twice: ``pipeline.train.locate_victim`` holds the data's lock
+(``<cache>/locks/data/…``) around ``prepare_data``, so one job builds and the others find the
+marker.
+"""
 
 from __future__ import annotations
 

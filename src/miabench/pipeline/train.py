@@ -89,9 +89,9 @@ class TrainedVictim:
         Damaged files are removed (and named in a warning) so that training redoes them.
         """
         meta_ok = verified_exists(self.directory / META_FILE)
-        if not verified_exists(self.weights):
+        if not self.weights.is_file():
             return False
-        try:
+        try:  # by its sidecar, or by its zip CRCs when it has none
             check_torch_archive(self.weights, fix=self.retrain_hint)
         except CorruptFileError as err:
             log.warning("%s; training it again", err)
