@@ -441,3 +441,210 @@ def subset_view(
     records = getattr(dataset, "_records", None)
     view._records = None if records is None else [records[i] for i in positions]
     return view
+
+
+#: First columns of a population CSV; one ``model_<k>`` column (1 = IN) per model follows.
+POPULATION_COLUMNS: tuple[str, ...] = ("sample_id", "path", "sha256")
+
+
+def membership_matrix(
+    records: Sequence[SampleRecord], n_models: int, pkeep: float, seed: int
+) -> np.ndarray:
+    """Seeded samples x models membership matrix, balanced per sample and per model.
+
+    Each sample is IN for exactly ``int(pkeep * n_models)`` models, as in Carlini et al.'s
+    ``keep`` matrix; unlike theirs (a random permutation per sample, independently), the
+    models' training-set sizes are balanced too: samples are dealt in random order, each to
+    the ``n_in`` models with the fewest samples so far (random among ties), so every column
+    holds the same number of samples up to one duplicate group. With independent rows a
+    column's size is binomial (for 48 samples and 5 models: 11 to 23), and with a fixed epoch
+    count a model with fewer samples takes fewer steps and fits each of them more, a
+    model-level shift that LiRA's per-sample Gaussians read as membership. Every row is still
+    a uniformly random set of ``n_in`` models (the models are exchangeable in the dealing).
+    Samples with the same content hash share their row, so no model trains on a copy of a
+    sample it is attacked on as a non-member.
+
+    Args:
+        records: the population (any order; the matrix rows follow it).
+        n_models: number of models (columns), the target included.
+        pkeep: share of the models each sample trains.
+        seed: seed of the draw; rows do not depend on the order of ``records``.
+
+    Returns:
+        (len(records), n_models) bool array, True = the model trains on the sample.
+
+    Raises:
+        ValueError: when a sample would be IN for no model or for all of them (then it
+            gives no non-member, or no member, evaluation and online LiRA cannot fit it).
+    """
+    n_in = int(pkeep * n_models)
+    if not 1 <= n_in <= n_models - 1:
+        raise ValueError(
+            f"pkeep={pkeep} with {n_models} models puts every sample IN for {n_in} models; "
+            "each sample needs at least one IN and one OUT model (raise reference.n_models "
+            "or move reference.pkeep towards 0.5)"
+        )
+    if not records:
+        raise ValueError("the population is empty: the split drew no members or non-members")
+    groups = _groups(_unique(records, "population"))
+    rng = np.random.default_rng(seed)
+    group_rows = np.zeros((len(groups), n_models), dtype=bool)
+    size = np.zeros(n_models, dtype=np.int64)
+    # larger duplicate groups first (random order within a size), so singletons even out
+    # the counts at the end, as `_fill` deals roles
+    order = sorted(rng.permutation(len(groups)), key=lambda g: -len(groups[g]))
+    for g in order:
+        # the n_in least-filled models, random among equally filled ones
+        chosen = np.lexsort((rng.random(n_models), size))[:n_in]
+        group_rows[g, chosen] = True
+        size[chosen] += len(groups[g])
+    row_of = {r.sample_id: i for i, g in enumerate(groups) for r in g}
+    return np.stack([group_rows[row_of[r.sample_id]] for r in records]).reshape(
+        len(records), n_models
+    )
+
+
+@dataclass(frozen=True)
+class Population:
+    """The population of a reference-model run and who trains on what.
+
+    Attributes:
+        records: the population, sorted by sample id (members and non-members of the
+            ordinary split; its validation samples are not part of it).
+        matrix: (N, K) bool, column ``k`` = the samples model ``k`` trains on; model 0 is
+            the target, models 1..K-1 the references.
+        validation: validation samples shared by every model (held out from all of them).
+    """
+
+    records: tuple[SampleRecord, ...]
+    matrix: np.ndarray
+    validation: tuple[SampleRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.matrix.shape[0] != len(self.records) or self.matrix.ndim != 2:
+            raise ValueError(
+                f"membership matrix of shape {self.matrix.shape} for {len(self.records)} samples"
+            )
+
+    @classmethod
+    def draw(
+        cls,
+        base: Manifest,
+        n_models: int,
+        pkeep: float,
+        seed: int,
+    ) -> Population:
+        """Population = members and non-members of ``base``, with a fresh matrix.
+
+        Args:
+            base: the ordinary split whose members and non-members form the population.
+            n_models: number of models, the target included.
+            pkeep: share of the models each sample trains.
+            seed: seed of the matrix.
+        """
+        records = sorted(
+            base.records("member") + base.records("nonmember"), key=lambda r: r.sample_id
+        )
+        matrix = membership_matrix(records, n_models, pkeep, seed)
+        population = cls(tuple(records), matrix, tuple(base.records("validation")))
+        population.check_disjoint()
+        return population
+
+    @property
+    def n_models(self) -> int:
+        """Number of models (columns), the target included."""
+        return int(self.matrix.shape[1])
+
+    @property
+    def sample_ids(self) -> list[str]:
+        """Ids of the population, in row order."""
+        return [r.sample_id for r in self.records]
+
+    def column(self, model: int) -> Manifest:
+        """Membership manifest of ``model``: IN samples are members, OUT non-members.
+
+        Raises:
+            ValueError: ``model`` outside ``0..K-1``.
+        """
+        if not 0 <= model < self.n_models:
+            raise ValueError(
+                f"model {model} is not in the population's 0..{self.n_models - 1} "
+                "(split.population.model must be below reference.n_models + 1)"
+            )
+        rows = [
+            ManifestRow(r.sample_id, r.path, r.sha256, "member" if inside else "nonmember")
+            for r, inside in zip(self.records, self.matrix[:, model], strict=True)
+        ]
+        rows += [ManifestRow(r.sample_id, r.path, r.sha256, "validation") for r in self.validation]
+        return Manifest(rows)
+
+    def check_disjoint(self) -> None:
+        """Every model's members and non-members are disjoint by content (and id).
+
+        Raises:
+            DuplicateContentError: naming the model and the offending samples.
+        """
+        for model in range(self.n_models):
+            try:
+                self.column(model).check_disjoint()
+            except DuplicateContentError as err:
+                raise DuplicateContentError(f"model {model}: {err}") from err
+
+    def sha256(self) -> str:
+        """Hash of the population and its matrix (ids, content hashes, IN bits; not paths)."""
+        h = hashlib.sha256()
+        for record, row in sorted(
+            zip(self.records, self.matrix, strict=True), key=lambda x: x[0].sample_id
+        ):
+            bits = "".join("1" if b else "0" for b in row)
+            h.update(f"{record.sample_id}\t{record.sha256}\t{bits}\n".encode())
+        for record in sorted(self.validation, key=lambda r: r.sample_id):
+            h.update(f"{record.sample_id}\t{record.sha256}\tvalidation\n".encode())
+        return h.hexdigest()
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write the population (one row per sample, ``model_<k>`` = 1 when IN) atomically.
+
+        Validation samples are listed too, with every model column 0 (no model trains on
+        them) and ``validation`` = 1.
+        """
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        models = [f"model_{k}" for k in range(self.n_models)]
+        writer.writerow([*POPULATION_COLUMNS, *models, "validation"])
+        for record, row in zip(self.records, self.matrix, strict=True):
+            writer.writerow([record.sample_id, record.path, record.sha256, *row.astype(int), 0])
+        for record in self.validation:
+            writer.writerow([record.sample_id, record.path, record.sha256, *[0] * len(models), 1])
+        return atomic_write_text(path, buffer.getvalue())
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike) -> Population:
+        """Read a population written by :meth:`to_csv`.
+
+        Raises:
+            ValueError: naming the file, when columns are missing or a flag is not 0/1.
+        """
+        path = Path(path)
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            names = reader.fieldnames or []
+            models = [c for c in names if c.startswith("model_")]
+            if [c for c in POPULATION_COLUMNS if c not in names] or not models:
+                raise ValueError(
+                    f"{path}: a population needs columns {list(POPULATION_COLUMNS)}, "
+                    f"model_0.. and validation; found {names}"
+                )
+            records, rows, validation = [], [], []
+            for line, raw in enumerate(reader, start=2):
+                flags = [raw[c] for c in [*models, "validation"]]
+                if any(f not in ("0", "1") for f in flags):
+                    raise ValueError(f"{path}, line {line}: membership flags must be 0 or 1")
+                record = SampleRecord(raw["sample_id"], raw["path"], raw["sha256"])
+                if raw["validation"] == "1":
+                    validation.append(record)
+                else:
+                    records.append(record)
+                    rows.append([f == "1" for f in flags[:-1]])
+        matrix = np.array(rows, dtype=bool).reshape(len(records), len(models))
+        return cls(tuple(records), matrix, tuple(validation))

@@ -6,6 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from hydra.utils import get_object
 from omegaconf import DictConfig, open_dict
 
 from miabench.pipeline.attack import run_attack
@@ -23,7 +24,9 @@ def run_benchmark(cfg: DictConfig) -> Path:
     per-sample scores are copied beside it so ``results/<table>/`` is self-contained.
     """
     victim = train_victim(cfg)
-    results = run_attack(cfg, victim)
+    # an attack group may name a stage of its own (attack=reference: reference models)
+    stage = cfg.attack.get("_pipeline_")
+    results = get_object(stage)(cfg, victim) if stage else run_attack(cfg, victim)
     if cfg.table.get("writer"):
         # A comparison table (e.g. defenses) joins every run of a multirun: each job
         # rewrites it from all results found so far, so the last job leaves it complete.
