@@ -118,7 +118,12 @@ def _override(key: str, value: Any) -> str:
 def train_command(cfg: DictConfig, models: list[int]) -> str:
     """The command that trains ``models`` of this run's population (a Hydra multirun)."""
     if HydraConfig.initialized():
-        task = [o for o in HydraConfig.get().overrides.task if "split.population.model" not in o]
+        # train_victim has no `table` group (a benchmark's), and the model is chosen below
+        task = [
+            o
+            for o in HydraConfig.get().overrides.task
+            if "split.population.model" not in o and not o.lstrip("+~").startswith("table")
+        ]
         overrides = " ".join(shlex.quote(o) for o in task)
     else:
         overrides = "<this run's overrides>"
@@ -192,10 +197,12 @@ def locate_models(cfg: DictConfig, target: TrainedVictim | None = None) -> Popul
         )
     for k in missing:
         log.info("training population model %d/%d", k, n_models - 1)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         victims[k] = train_victim(configs[k])
         cost = {
             "wall_time_s": round(time.perf_counter() - start, 1),
+            # CPU seconds of this process: the cost on a machine shared with other jobs
+            "cpu_time_s": round(time.process_time() - cpu, 1),
             "source": "measured (reference.train)",
             **_device_info(configs[k]),
         }
@@ -312,7 +319,7 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda p: frame.to_csv(p, index=False))
 
 
-def _run_block(cfg: DictConfig, models: PopulationModels, paths: list[Path]) -> dict[str, Any]:
+def _run_block(cfg: DictConfig, models: PopulationModels) -> dict[str, Any]:
     target = models.victims[0]
     manifest = target.datamodule.manifest
     return {
@@ -377,8 +384,7 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
     models = locate_models(cfg, victim)
     device = resolve_device(cfg.evaluation.device)
     paths = [
-        compute_signals(c, v, None, device)
-        for c, v in zip(models.configs, models.victims, strict=True)
+        compute_signals(c, v, device) for c, v in zip(models.configs, models.victims, strict=True)
     ]
     keys = [signal_key(c, v)["key"] for c, v in zip(models.configs, models.victims, strict=True)]
     out = reference_dir(cfg, models, keys)
@@ -457,7 +463,7 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
     plot_strength(strength, out / "strength_vs_references.png", title=title)
     results = {
         "run": {
-            **_run_block(cfg, models, paths),
+            **_run_block(cfg, models),
             "reference": _reference_block(cfg, models, paths),
         },
         "attacks": attacks_out,

@@ -170,15 +170,13 @@ def signal_path(cfg: DictConfig, victim: TrainedVictim) -> Path:
     return Path(cfg.paths.cache_dir) / "signals" / f"{victim.directory.name}-{key}.npz"
 
 
-def compute_signals(
-    cfg: DictConfig, victim: TrainedVictim, model: Victim | None, device: torch.device
-) -> Path:
+def compute_signals(cfg: DictConfig, victim: TrainedVictim, device: torch.device) -> Path:
     """One pass of ``victim`` over its members and non-members; the signals cached on disk.
 
     Args:
         cfg: the model's config (``reference.signals.compute``, ``defense.attacker_view``).
-        victim: the trained victim (its data module serves the population).
-        model: the loaded victim, or None to load it here (only when not cached).
+        victim: the trained victim (its data module serves the population); loaded only
+            when its signals are not cached yet.
         device: where to run it.
 
     Returns:
@@ -192,7 +190,7 @@ def compute_signals(
     fn: SignalFn = instantiate(cfg.reference.signals.compute)
     view_spec = cfg.defense.get("attacker_view")
     view = instantiate(view_spec) if view_spec is not None else None
-    model = model if model is not None else victim.load(cfg)
+    model: Victim = victim.load(cfg)
     dm = victim.datamodule
     ids: list[str] = []
     columns: dict[str, list[np.ndarray]] = {}

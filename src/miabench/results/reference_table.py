@@ -62,6 +62,9 @@ def plot_strength(
             err = [p[f"{where}_{metric}_std"] for p in points]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=attack)
         ax.set_xscale("log", base=2)
+        sizes = sorted({p["n_references"] for points in strength.values() for p in points})
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("number of reference models")
         ax.set_ylabel(f"{label} ({where})")
         ax.grid(True, alpha=0.3)
