@@ -457,9 +457,9 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
 
     _write_csv(out / "scores.csv", table)
     _write_csv(out / "scores_leave_one_out.csv", loo_table)
-    title = f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name}), {n_refs} references"
-    plot_roc(curves, out, title=f"{title}: target")
-    plot_roc(loo_curves, out / "leave_one_out", title=f"{title}: leave-one-out")
+    title = f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name}), {n_refs} refs"
+    plot_roc(curves, out, title=f"{title}\ntarget, test half")
+    plot_roc(loo_curves, out / "leave_one_out", title=f"{title}\nleave-one-out, all pairs")
     plot_strength(strength, out / "strength_vs_references.png", title=title)
     results = {
         "run": {
