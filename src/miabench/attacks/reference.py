@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import log_ndtr
 from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
 
 __all__ = [
     "lira_online",
@@ -41,6 +42,7 @@ __all__ = [
     "pixel_lira_offline",
     "rmia",
     "rmia_marginal",
+    "tune_rmia_a",
     "logit_from_loss",
     "log_error",
     "likelihood_from_loss",
@@ -77,6 +79,32 @@ def _membership(membership: ArrayLike, n: int, m: int, of: str) -> np.ndarray:
             raise ValueError("membership must be boolean (or 0/1): True = model trained on sample")
         arr = arr.astype(bool)
     return arr
+
+
+def _sides(membership: np.ndarray, balance: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Which references each sample's IN and OUT fits use, as two (N, M) masks.
+
+    With ``balance``, a sample with references on both sides uses the same number on each,
+    ``c = min(n_in, n_out)`` (the first c of each side in column order); a sample with one side
+    only uses all of it. Why: when the target is itself a column of a per-sample balanced
+    membership matrix (leave-one-out, or a target drawn with the references), the count of
+    IN references is ``K/2 − 1`` exactly when the target trained on the sample. Every
+    finite-sample estimate (median noise, std noise, the σ fallback) depends on the count, so
+    unequal counts alone separate members from non-members on data with no signal at all
+    (docs/reference_attacks.md). Equal counts per side make the fit's distribution the same
+    whichever side the target is on; the models are exchangeable, so which c are kept does
+    not matter.
+    """
+    out = ~membership
+    if not balance:
+        return membership, out
+    n_in = membership.sum(axis=1, keepdims=True)
+    n_out = membership.shape[1] - n_in
+    c = np.where((n_in > 0) & (n_out > 0), np.minimum(n_in, n_out), membership.shape[1])
+    return (
+        membership & (np.cumsum(membership, axis=1) <= c),
+        out & (np.cumsum(out, axis=1) <= c),
+    )
 
 
 def _check_target(target: np.ndarray, reference: np.ndarray, t_name: str, r_name: str) -> None:
@@ -166,8 +194,8 @@ def _fit_side(values: np.ndarray, mask: np.ndarray, center: Center) -> _Fit:
 
 @dataclass(frozen=True)
 class _Gaussians:
-    mu_in: np.ndarray
-    sd_in: np.ndarray
+    mu_in: np.ndarray | None  # None when no reference is IN for any sample (offline only)
+    sd_in: np.ndarray | None
     mu_out: np.ndarray
     sd_out: np.ndarray
 
@@ -178,38 +206,48 @@ def _fit_in_out(
     fix_variance: bool,
     center: Center,
     need_in: bool,
+    balance: bool,
 ) -> _Gaussians:
     """IN and OUT Gaussians per (sample, group), with every missing estimate filled.
 
-    values (N, G, M), membership (N, M). A sample with no IN reference gets
+    values (N, G, M), membership (N, M); ``balance`` as :func:`_sides`. A sample with no IN
+    reference gets
     ``μ_in = μ_out + δ`` and a sample with no OUT reference ``μ_out = μ_in − δ``, where δ is the
     mean of all IN entries minus the mean of all OUT entries of its group: under a random
     membership draw that is an unbiased estimate of the average membership shift, and it keeps
     such samples' scores on the same log-likelihood-ratio scale as the rest.
     """
-    mask = membership[:, None, :]
-    fin = _fit_side(values, mask, center)
-    fout = _fit_side(values, ~mask, center)
-    # Last resort for a side with fewer than two entries in all: the other side's global std,
-    # then the spread of every reference entry (only reachable with a handful of entries).
-    any_std = values.transpose(1, 0, 2).reshape(values.shape[1], -1).std(axis=1)
+    in_mask, out_mask = _sides(membership, balance)
+    fout = _fit_side(values, out_mask[:, None, :], center)
+    # Offline, IN references only matter for samples without an OUT one: skip their fit else.
+    need_fin = need_in or (fout.count == 0).any()
+    fin = _fit_side(values, in_mask[:, None, :], center) if need_fin else None
+
+    def any_std() -> np.ndarray:
+        # Last resort for a side with fewer than two entries in all (after the other side's
+        # global std): the spread of every reference entry. Only a handful of entries gets here.
+        return values.transpose(1, 0, 2).reshape(values.shape[1], -1).std(axis=1)
+
     if fout.n_entries == 0:
         raise ValueError(
             "no reference model is OUT for any sample: every reference trained on every "
             "sample, so the OUT distribution cannot be estimated"
         )
-    if fin.n_entries == 0:
+    if fin is None or fin.n_entries == 0:
         if need_in:
             raise ValueError(
                 "no reference model is IN for any sample: online LiRA needs IN references; "
                 "use lira_offline (or pixel_lira_offline) instead"
             )
-        sd_out_g = np.where(np.isnan(fout.global_std), any_std, fout.global_std)
+        sd_out_g = fout.global_std
+        if np.isnan(sd_out_g).any():
+            sd_out_g = np.where(np.isnan(sd_out_g), any_std(), sd_out_g)
         sd_out = sd_out_g if fix_variance else np.where(np.isnan(fout.std), sd_out_g, fout.std)
-        return _Gaussians(None, None, fout.center, np.broadcast_to(sd_out, fout.center.shape))  # type: ignore[arg-type]
+        return _Gaussians(None, None, fout.center, np.broadcast_to(sd_out, fout.center.shape))
     delta = fin.entry_mean - fout.entry_mean  # (G,)
     sd_in_g = np.where(np.isnan(fin.global_std), fout.global_std, fin.global_std)
-    sd_in_g = np.where(np.isnan(sd_in_g), any_std, sd_in_g)
+    if np.isnan(sd_in_g).any():
+        sd_in_g = np.where(np.isnan(sd_in_g), any_std(), sd_in_g)
     sd_out_g = np.where(np.isnan(fout.global_std), sd_in_g, fout.global_std)
     mu_in = np.where(fin.count > 0, fin.center, fout.center + delta)
     mu_out = np.where(fout.count > 0, fout.center, fin.center - delta)
@@ -262,6 +300,7 @@ def lira_online(
     eps: float = 1e-30,
     *,
     center: Center = "median",
+    balance: bool = True,
 ) -> np.ndarray:
     """Online LiRA: per-sample IN/OUT Gaussian log likelihood ratio of the target's statistic.
 
@@ -283,6 +322,9 @@ def lira_online(
             samples instead of per-sample stds; better with few references.
         eps: added to every σ so identical references stay finite.
         center: ``"median"`` (the LiRA code) or ``"mean"`` per-sample location estimate.
+        balance: give each sample the same number of IN and OUT references
+            (``min(n_in, n_out)``) so that the count cannot reveal the target's membership
+            in a per-sample balanced design; ``False`` uses every reference.
 
     Returns:
         (N,) float64 scores, higher = more likely a member.
@@ -292,7 +334,7 @@ def lira_online(
             for any sample.
     """
     t, r, mem = _prepare(target, reference, membership, 1, ("target", "reference"))
-    g = _fit_in_out(r[:, None, :], mem, fix_variance, center, need_in=True)
+    g = _fit_in_out(r[:, None, :], mem, fix_variance, center, need_in=True, balance=balance)
     return _online_llr(t[:, None], g, eps)[:, 0]
 
 
@@ -304,6 +346,7 @@ def lira_offline(
     eps: float = 1e-30,
     *,
     center: Center = "median",
+    balance: bool = True,
 ) -> np.ndarray:
     """Offline LiRA: one-sided test of the target's statistic against the OUT Gaussian only.
 
@@ -320,6 +363,8 @@ def lira_offline(
             offline attacks with few references) instead of per-sample stds.
         eps: added to every σ.
         center: ``"median"`` or ``"mean"`` per-sample location estimate.
+        balance: use ``min(n_in, n_out)`` OUT references per sample (all of them where a
+            sample has no IN reference), as :func:`lira_online`.
 
     Returns:
         (N,) float64 scores (>= 0), higher = more likely a member.
@@ -327,8 +372,45 @@ def lira_offline(
     if membership is None:
         membership = np.zeros(np.shape(reference), dtype=bool)
     t, r, mem = _prepare(target, reference, membership, 1, ("target", "reference"))
-    g = _fit_in_out(r[:, None, :], mem, fix_variance, center, need_in=False)
+    g = _fit_in_out(r[:, None, :], mem, fix_variance, center, need_in=False, balance=balance)
     return _offline_stat(t[:, None], g, eps)[:, 0]
+
+
+# Elements (samples x pixels x models) per block of dense fits: ~32 MB per float64 temporary.
+_DENSE_BLOCK = 1 << 22
+
+
+def _dense(
+    target_maps: ArrayLike,
+    reference_maps: ArrayLike,
+    membership: ArrayLike,
+    online: bool,
+    fix_variance: bool,
+    eps: float,
+    center: Center,
+    balance: bool,
+) -> np.ndarray:
+    """Dense LiRA, summed over pixels, fitted in blocks of pixels.
+
+    Every estimate (pooled σ, δ, the fallbacks) is per pixel, so blocks give exactly the
+    all-at-once result while bounding memory: the fits hold a few (N, P, M) float64
+    temporaries, 1.6 GB at once for 10 000 x 64 x 64.
+    """
+    t = _finite("target_maps", target_maps, 2)
+    r = np.asarray(reference_maps)
+    if r.ndim != 3:
+        raise ValueError(f"reference_maps must have 3 dimension(s), got shape {r.shape}")
+    _check_target(t, r, "target_maps", "reference_maps")
+    mem = _membership(membership, r.shape[0], r.shape[-1], f"reference_maps {r.shape}")
+    n, p, m = r.shape
+    step = max(1, _DENSE_BLOCK // max(1, n * m))
+    total = np.zeros(n)
+    for lo in range(0, p, step):
+        block = _finite(f"reference_maps[:, {lo}:{lo + step}]", r[:, lo : lo + step], 3)
+        g = _fit_in_out(block, mem, fix_variance, center, need_in=online, balance=balance)
+        score = _online_llr if online else _offline_stat
+        total += score(t[:, lo : lo + step], g, eps).sum(axis=1)
+    return total
 
 
 def pixel_lira(
@@ -339,6 +421,7 @@ def pixel_lira(
     eps: float = 1e-30,
     *,
     center: Center = "median",
+    balance: bool = True,
 ) -> np.ndarray:
     """Dense online LiRA: per-(sample, pixel) IN/OUT Gaussians, log ratios summed over pixels.
 
@@ -357,15 +440,12 @@ def pixel_lira(
             (sample, pixel).
         eps: added to every σ.
         center: ``"median"`` or ``"mean"``.
+        balance: equal IN/OUT reference counts per sample, as :func:`lira_online`.
 
     Returns:
         (N,) float64 scores.
     """
-    t, r, mem = _prepare(
-        target_maps, reference_maps, membership, 2, ("target_maps", "reference_maps")
-    )
-    g = _fit_in_out(r, mem, fix_variance, center, need_in=True)
-    return _online_llr(t, g, eps).sum(axis=1)
+    return _dense(target_maps, reference_maps, membership, True, fix_variance, eps, center, balance)
 
 
 def pixel_lira_offline(
@@ -376,6 +456,7 @@ def pixel_lira_offline(
     eps: float = 1e-30,
     *,
     center: Center = "median",
+    balance: bool = True,
 ) -> np.ndarray:
     """Dense offline LiRA: per-pixel one-sided OUT tests combined by summing ``−log p``.
 
@@ -389,18 +470,17 @@ def pixel_lira_offline(
         fix_variance: σ_out per pixel pooled over samples (default).
         eps: added to every σ.
         center: ``"median"`` or ``"mean"``.
+        balance: equal IN/OUT reference counts per sample, as :func:`lira_online`.
 
     Returns:
         (N,) float64 scores.
     """
-    ref_shape = np.shape(reference_maps)
     if membership is None:
-        membership = np.zeros((ref_shape[0], ref_shape[-1]), dtype=bool)
-    t, r, mem = _prepare(
-        target_maps, reference_maps, membership, 2, ("target_maps", "reference_maps")
+        shape = np.shape(reference_maps)
+        membership = np.zeros((shape[0], shape[-1]), dtype=bool)
+    return _dense(
+        target_maps, reference_maps, membership, False, fix_variance, eps, center, balance
     )
-    g = _fit_in_out(r, mem, fix_variance, center, need_in=False)
-    return _offline_stat(t, g, eps).sum(axis=1)
 
 
 # --------------------------------------------------------------------------- RMIA
@@ -417,7 +497,10 @@ def _positive(name: str, values: ArrayLike, ndim: int) -> np.ndarray:
 
 
 def rmia_marginal(
-    reference_p: ArrayLike, membership: ArrayLike | None = None, a: float | None = None
+    reference_p: ArrayLike,
+    membership: ArrayLike | None = None,
+    a: float | None = None,
+    balance: bool = True,
 ) -> np.ndarray:
     """RMIA's Pr(x): the likelihood of each sample averaged over reference models.
 
@@ -428,15 +511,22 @@ def rmia_marginal(
       is the plain OUT mean. ``membership=None`` means every reference is OUT.
 
     RMIA's offline formula says ``Pr_IN = a·Pr_OUT + (1−a)``, i.e. ``1 − Pr_IN = a(1 − Pr_OUT)``.
-    Samples that lack one side use that line: a sample with only OUT references gets the
-    offline formula, one with only IN references gets ``Pr_OUT = 1 − (1 − mean_IN)/a``. Where
-    the caller gave no ``a`` (online), it is estimated from the data as
-    ``mean over IN entries of (1 − p) / mean over OUT entries of (1 − p)``.
+    A sample that lacks one side gets it from that line with ``a`` fitted on the data,
+    ``a_fit = mean over IN entries of (1 − p) / mean over OUT entries of (1 − p)``: online, an
+    only-OUT sample gets ``Pr_IN = 1 − a_fit(1 − mean_OUT)``; online and offline, an only-IN
+    sample gets ``Pr_OUT = 1 − (1 − mean_IN)/a_fit`` (both floored at the smallest observed
+    likelihood). The line is fitted rather than taken from the caller's ``a`` because the
+    caller's ``a`` is a choice of Pr(x), not an estimate of how IN and OUT likelihoods relate:
+    inverting with a wrong ``a`` makes the only-IN samples' scores systematically different
+    (with one reference in a balanced design, AUC 0.35 on data with no signal at a = 0.3).
 
     Args:
         reference_p: (N, M) Pr(x|θ_m) > 0, probability-like (at most ~1).
         membership: (N, M) bool, or None (all OUT).
         a: offline scaling in [0, 1], or None for the online estimate.
+        balance: the same number of IN and OUT references per sample (``min(n_in, n_out)``),
+            as :func:`lira_online`; the equal weighting of the halves already removes the
+            count from the online mean, this also equalises its noise.
 
     Returns:
         (N,) Pr(x) > 0.
@@ -450,38 +540,33 @@ def rmia_marginal(
     )
     if a is not None and not 0.0 <= a <= 1.0:
         raise ValueError(f"RMIA offline scaling a must be in [0, 1], got {a}")
-    n_in = mem.sum(axis=1)
-    n_out = m - n_in
+    use_in, use_out = _sides(mem, balance)
+    n_in, n_out = use_in.sum(axis=1), use_out.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_in = np.where(mem, ref, 0.0).sum(axis=1) / n_in
-        mean_out = np.where(~mem, ref, 0.0).sum(axis=1) / n_out
-    a_fit = math.nan
-    if mem.any() and (~mem).any():
-        gap_out = float((1.0 - ref[~mem]).mean())
-        # Floored so the inversion below never divides by zero (all IN likelihoods exactly 1).
-        a_fit = max(float((1.0 - ref[mem]).mean()) / gap_out, 1e-12) if gap_out > 0 else 1.0
-    if a is None:
-        if not mem.any():
-            raise ValueError(
-                "online RMIA needs IN references (membership has no True); pass `a` for the "
-                "offline attack (a = 1: Pr(x) is the plain OUT mean)"
-            )
-        if not (~mem).any():
-            raise ValueError("RMIA needs OUT references: every reference trained on every sample")
-        a_line = a_fit
-    else:
-        if not (~mem).any():
-            raise ValueError("offline RMIA needs OUT references: membership is all True")
-        # Inverting the line needs a > 0; a = 0 says Pr_IN = 1 whatever Pr_OUT, so the data's a.
-        a_line = a if a > 0 else a_fit
-    # Only-IN samples: invert the line to an OUT estimate, floored at the smallest observed p.
+        mean_in = np.where(use_in, ref, 0.0).sum(axis=1) / n_in
+        mean_out = np.where(use_out, ref, 0.0).sum(axis=1) / n_out
+    if not (~mem).any():
+        raise ValueError("RMIA needs OUT references: every reference trained on every sample")
+    if a is None and not mem.any():
+        raise ValueError(
+            "online RMIA needs IN references (membership has no True); pass `a` for the "
+            "offline attack (a = 1: Pr(x) is the plain OUT mean)"
+        )
+    # The line 1 - Pr_IN = a_fit (1 - Pr_OUT), fitted on the data (ratio of the mean gaps), fills
+    # the side a sample lacks. Floors: a_fit > 0 so it inverts; the filled likelihoods at the
+    # smallest observed one, so an extrapolation never gives Pr(x) <= 0.
+    a_fit = 1.0
+    if mem.any():
+        gap_out = float((1.0 - ref[use_out]).mean())
+        if gap_out > 0:
+            a_fit = max(float((1.0 - ref[use_in]).mean()) / gap_out, 1e-12)
+    floor = ref.min()
     with np.errstate(invalid="ignore", divide="ignore"):
-        out_from_in = np.maximum(1.0 - (1.0 - mean_in) / a_line, ref.min())
+        out_from_in = np.maximum(1.0 - (1.0 - mean_in) / a_fit, floor)
     mean_out = np.where(n_out > 0, mean_out, out_from_in)
     if a is not None:
         return 0.5 * ((1.0 + a) * mean_out + (1.0 - a))
-    with np.errstate(invalid="ignore"):
-        in_from_out = 1.0 - a_line * (1.0 - mean_out)
+    in_from_out = np.maximum(1.0 - a_fit * (1.0 - mean_out), floor)
     mean_in = np.where(n_in > 0, mean_in, in_from_out)
     return 0.5 * (mean_in + mean_out)
 
@@ -493,6 +578,7 @@ def rmia(
     population: ArrayLike | None = None,
     gamma: float = 1.0,
     a: float | None = None,
+    balance: bool = True,
 ) -> np.ndarray:
     """RMIA: the fraction of population samples z that x dominates by a likelihood ratio ≥ γ.
 
@@ -514,6 +600,7 @@ def rmia(
             A row is never compared with itself.
         gamma: the dominance threshold γ > 0 on LR(x, z).
         a: offline scaling in [0, 1]; None = online (needs IN and OUT references).
+        balance: equal IN/OUT reference counts per sample (:func:`rmia_marginal`).
 
     Returns:
         (N,) float64 scores in [0, 1].
@@ -524,7 +611,7 @@ def rmia(
     if not gamma > 0:
         raise ValueError(f"RMIA gamma must be > 0, got {gamma}")
     n = t.shape[0]
-    ratio = np.log(t) - np.log(rmia_marginal(ref, membership, a))
+    ratio = np.log(t) - np.log(rmia_marginal(ref, membership, a, balance))
     if population is None:
         pop = np.arange(n)
     else:
@@ -550,6 +637,51 @@ def rmia(
     if np.any(size == 0):
         raise ValueError("RMIA population leaves some sample with no other sample to compare to")
     return counts / size
+
+
+def tune_rmia_a(
+    reference_p: ArrayLike,
+    membership: ArrayLike,
+    grid: Sequence[float] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2)),
+    pseudo_target: int = 0,
+    gamma: float = 1.0,
+) -> tuple[float, dict[float, float]]:
+    """Choose RMIA's offline ``a`` by attacking one reference model with the others.
+
+    As the RMIA authors do (a pair of reference models), reference ``pseudo_target`` plays the
+    target, its membership column is the ground truth, and the remaining references attack
+    it offline for every ``a`` in ``grid``; the ``a`` with the highest AUC is returned. Only
+    reference models are used, so nothing about the real target leaks into ``a``.
+
+    Args:
+        reference_p: (N, M) likelihoods under M >= 2 reference models.
+        membership: (N, M) bool.
+        grid: candidate values of ``a`` in [0, 1].
+        pseudo_target: column used as the pseudo-target.
+        gamma: RMIA's γ during tuning.
+
+    Returns:
+        ``(best_a, {a: AUC})``; ties go to the first ``a`` of the grid.
+    """
+    ref = _positive("reference_p", reference_p, 2)
+    n, m = ref.shape
+    mem = _membership(membership, n, m, f"reference_p {ref.shape}")
+    if m < 2:
+        raise ValueError("tuning a needs at least 2 reference models (a pseudo-target and one)")
+    labels = mem[:, pseudo_target]
+    if labels.all() or not labels.any():
+        raise ValueError(f"reference {pseudo_target} has no members or no non-members to tune on")
+    rest = np.r_[0:pseudo_target, pseudo_target + 1 : m]
+    aucs = {
+        float(a): float(
+            roc_auc_score(
+                labels, rmia(ref[:, pseudo_target], ref[:, rest], mem[:, rest], gamma=gamma, a=a)
+            )
+        )
+        for a in grid
+    }
+    best = max(aucs, key=aucs.__getitem__)
+    return best, aucs
 
 
 # --------------------------------------------------------------------------- transforms
