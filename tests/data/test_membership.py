@@ -7,7 +7,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -254,30 +253,42 @@ def test_datamodule_refuses_stale_manifest(aligned_root: Path, tmp_path: Path) -
 # --------------------------------------------------------------------------- populations
 
 
-def test_membership_matrix_balanced_per_sample_and_model() -> None:
+def test_membership_matrix_pairs_references_and_sizes_every_model() -> None:
     records = pool("train", 101)
     matrix = membership_matrix(records, n_models=17, pkeep=0.5, seed=0)
     assert matrix.shape == (101, 17) and matrix.dtype == bool
-    assert (matrix.sum(axis=1) == 8).all()  # int(0.5 * 17) models per sample
+    # every model trains on round(0.5 * 101) samples, the pairs' partners on the rest
     sizes = matrix.sum(axis=0)
-    assert sizes.max() - sizes.min() <= 1 and sizes.sum() == 101 * 8
+    assert sizes[0] == 50 and all(sizes[k] + sizes[k + 1] == 101 for k in range(1, 17, 2))
+    # the 16 references come in complementary pairs: every sample is IN for exactly 8
+    for k in range(1, 17, 2):
+        assert (matrix[:, k] == ~matrix[:, k + 1]).all()
+    assert (matrix[:, 1:].sum(axis=1) == 8).all()
     # seeded, and independent of the order the dataset lists its samples in
     again = membership_matrix(records[::-1], n_models=17, pkeep=0.5, seed=0)[::-1]
     assert (again == matrix).all()
     assert (membership_matrix(records, 17, 0.5, seed=1) != matrix).any()
-    # every model is IN for some samples and OUT for others, in a random-looking pattern:
-    # no two models share their training set
-    assert len({tuple(col) for col in matrix.T}) == 17
+    # another pkeep: every column drawn on its own, of its own exact size
+    other = membership_matrix(records, n_models=6, pkeep=0.3, seed=0)
+    assert (other.sum(axis=0) == 30).all()
 
 
-def test_membership_matrix_rows_are_uniform_over_models() -> None:
-    # over many samples each model is IN for its share of them, and the IN sets of two
-    # models overlap as for independent draws (no cyclic structure from the balancing)
-    matrix = membership_matrix(pool("train", 4000), n_models=8, pkeep=0.5, seed=0)
-    assert np.allclose(matrix.mean(axis=0), 0.5, atol=0.01)
-    both = (matrix[:, :, None] & matrix[:, None, :]).mean(axis=0)[~np.eye(8, dtype=bool)]
-    # two of 8 models share a sample with probability (4/8) * (3/7) = 0.214
-    assert np.allclose(both, 4 / 8 * 3 / 7, atol=0.025)
+def test_a_models_references_are_independent_of_its_membership() -> None:
+    # what LiRA's per-sample balanced matrix breaks: there, a model's references hold one IN
+    # fewer exactly on the samples it trained on; here (partner left out) the count of IN
+    # references is the same on its members and its non-members, up to sampling noise
+    records = pool("train", 4000)
+    population = Population(tuple(records), membership_matrix(records, 8, 0.5, seed=0))
+    assert population.partners() == [-1, 2, 1, 4, 3, 6, 5, -1]
+    for model in (0, 1, 7):
+        refs = population.references_of(model)
+        assert model not in refs and population.partners()[model] not in refs
+        counts = population.matrix[:, refs].sum(axis=1)
+        inside = population.matrix[:, model]
+        assert abs(counts[inside].mean() - counts[~inside].mean()) < 0.1
+    # and two models that are not partners share a sample as independent halves do
+    both = (population.matrix[:, 0] & population.matrix[:, 3]).mean()
+    assert abs(both - 0.25) < 0.025
 
 
 def test_membership_matrix_keeps_duplicates_together_and_refuses_degenerate_pkeep() -> None:
@@ -285,10 +296,10 @@ def test_membership_matrix_keeps_duplicates_together_and_refuses_degenerate_pkee
     matrix = membership_matrix(records, n_models=5, pkeep=0.5, seed=2)
     for start in range(0, 30, 3):
         assert (matrix[start : start + 3] == matrix[start]).all()
-    with pytest.raises(ValueError, match="at least one IN and one OUT"):
+    with pytest.raises(ValueError, match="at least one reference"):
         membership_matrix(records, n_models=1, pkeep=0.5, seed=0)
-    with pytest.raises(ValueError, match="at least one IN and one OUT"):
-        membership_matrix(records, n_models=4, pkeep=0.2, seed=0)
+    with pytest.raises(ValueError, match="without members or non-members"):
+        membership_matrix(records, n_models=4, pkeep=0.01, seed=0)
 
 
 def test_population_columns_are_disjoint_manifests(tmp_path: Path) -> None:
@@ -343,9 +354,9 @@ def test_datamodule_serves_a_population_column(aligned_root: Path, tmp_path: Pat
         set(c.ids("member")) | set(c.ids("nonmember")) == population for c in columns
     )
     assert len({tuple(c.ids("member")) for c in columns}) == 4
-    # each sample is a member of exactly int(0.5 * 4) = 2 models
-    counts = {s: sum(s in c.ids("member") for c in columns) for s in population}
-    assert set(counts.values()) == {2}
+    # every model trains on half the population; references 1 and 2 on complementary halves
+    assert all(len(c.ids("member")) == 16 for c in columns)
+    assert set(columns[1].ids("member")) == set(columns[2].ids("nonmember"))
 
     # the stored column is reused, and refused when the data changed under it
     again = datamodule(aligned_root, tmp_path / "m1.csv", population={**settings, "model": 1})

@@ -140,15 +140,16 @@ def test_reference_run_resumes_reuses_and_beats_reference_free(
             "pixel_lira_offline",
         }
     )
-    # 48 samples x 5 models, each sample IN for 2 models: 144 non-member pairs resolve 1 %
-    assert loo["reconstruction"]["n_pairs"] == 240 and loo["reconstruction"]["n_member_pairs"] == 96
+    # 48 samples x 5 models, each trained on 24: 120 non-member pairs resolve 1 %
+    assert loo["reconstruction"]["n_pairs"] == 240
+    assert loo["reconstruction"]["n_member_pairs"] == 120
     tpr = {name: m["tpr_at_1pct_fpr"] for name, m in loo.items()}
     for attack in ("lira_online", "lira_offline", "rmia_online"):
         assert tpr[attack] > tpr["reconstruction"] + 0.1, tpr
     reference = results["run"]["reference"]
     assert reference["knowledge"] == "same_recipe" and len(reference["models"]) == 5
-    sizes = [m["n_members"] for m in reference["models"]]
-    assert sum(sizes) == 96 and max(sizes) - min(sizes) <= 1  # balanced training sets
+    assert [m["n_members"] for m in reference["models"]] == [24] * 5
+    assert reference["pairs"] == [[1, 2], [3, 4]]
     assert all(m["training"]["wall_time_s"] > 0 for m in reference["models"])
     assert [p["n_references"] for p in results["strength_vs_references"]["lira_online"]] == [
         1,
@@ -176,6 +177,7 @@ def test_reference_run_resumes_reuses_and_beats_reference_free(
 
 @pytest.mark.slow
 def test_never_trained_models_score_chance(population_root: Path, tmp_path: Path) -> None:
+    # distinct seeds: five different random initialisations, none of which saw any data
     cfg = _cfg("run_attack", overrides(population_root, tmp_path / "run", "trainer.max_epochs=0"))
     results = json.loads(run_reference_attack(cfg).read_text())
     for name, metrics in results["leave_one_out"].items():
@@ -187,8 +189,18 @@ def test_missing_models_are_refused_with_the_command(population_root: Path, tmp_
     with pytest.raises(FileNotFoundError) as err:
         run_reference_attack(cfg)
     message = str(err.value)
-    assert "model(s) [0, 1, 2, 3, 4]" in message
-    assert "split.population.model=1,2,3,4" in message and "reference.train=true" in message
+    assert "model(s) [0, 1, 2, 3, 4]" in message and "reference.train=true" in message
+    # distinct seeds: one command per model, with its seed and the run's population seeds
+    assert "for k in 1 2 3 4; do python -m miabench.train_victim" in message
+    assert "split.population.model=$k seed=$((0 + k)) split.seed=0 reference.seed=0" in message
+    shared = _cfg(
+        "run_attack",
+        overrides(
+            population_root, tmp_path / "run", "reference.train=false", "reference.seeds=shared"
+        ),
+    )
+    with pytest.raises(FileNotFoundError, match="-m split.population.model=1,2,3,4"):
+        run_reference_attack(shared)
 
 
 def test_knowledge_must_match_the_recipe(population_root: Path, tmp_path: Path) -> None:
@@ -207,7 +219,11 @@ def test_knowledge_must_match_the_recipe(population_root: Path, tmp_path: Path) 
     )
     assert model_config(cfg, 0).victim.module.generator.ngf == 8  # the target as it is
     assert model_config(cfg, 2).victim.module.generator.ngf == 4
-    assert model_config(cfg, 2).split.population.model == 2
+    reference = model_config(cfg, 2)
+    assert reference.split.population.model == 2
+    # its own training seed, the run's population: split and matrix seeds stay 0
+    assert reference.seed == 2 and reference.split.seed == 0
+    assert reference.split.population.seed == 0 and reference.data.datamodule.seed == 0
 
 
 def test_signal_cache_key_follows_the_signal_code(

@@ -39,7 +39,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import miabench
-from miabench.attacks.reference import leave_one_out, reference_subsets
+from miabench.attacks.reference import reference_subsets
 from miabench.data.membership import Population
 from miabench.metrics.roc import calibration_split, evaluate_scores, tpr_key
 from miabench.pipeline.common import resolve_device, to_container
@@ -71,12 +71,29 @@ def reference_free(target: np.ndarray, reference: np.ndarray, membership: np.nda
 # --------------------------------------------------------------------------- models
 
 
+#: ``reference.seeds``: how the models' training seeds relate
+SEEDS = ("distinct", "shared")
+
+
 def model_config(cfg: DictConfig, model: int) -> DictConfig:
-    """The config of population model ``model``: ``split.population.model`` set, and for a
-    reference (``model > 0``) the attacker's ``reference.recipe`` applied."""
+    """The config of population model ``model``.
+
+    ``split.population.model`` is set; with ``reference.seeds: distinct`` the model trains
+    with ``seed + model`` (its own initialisation and data order, as LiRA's independently
+    trained references) while the split and matrix seeds stay the run's, so every model
+    shares one population; for a reference (``model > 0``) the attacker's
+    ``reference.recipe`` is applied.
+    """
+    if cfg.reference.seeds not in SEEDS:
+        raise ValueError(f"reference.seeds must be one of {SEEDS}, got {cfg.reference.seeds!r}")
     cfg_k = copy.deepcopy(cfg)
     with open_dict(cfg_k):
         cfg_k.split.population.model = model
+        if cfg.reference.seeds == "distinct":
+            # pinned before the seed moves: they interpolate ${seed} by default
+            cfg_k.split.seed = int(cfg.split.seed)
+            cfg_k.reference.seed = int(cfg.reference.seed)
+            cfg_k.seed = int(cfg.seed) + model
         if model > 0:
             for key, value in (to_container(cfg.reference.recipe) or {}).items():
                 OmegaConf.update(cfg_k, key, value, merge=False, force_add=True)
@@ -116,28 +133,44 @@ def _override(key: str, value: Any) -> str:
 
 
 def train_command(cfg: DictConfig, models: list[int]) -> str:
-    """The command that trains ``models`` of this run's population (a Hydra multirun)."""
+    """The command that trains ``models`` of this run's population.
+
+    A Hydra multirun over ``split.population.model`` when every model shares the seed
+    (``reference.seeds: shared``); with distinct seeds a shell loop, since each model also
+    needs its own ``seed`` (a multirun would sweep the product of the two).
+    """
+    distinct = cfg.reference.seeds == "distinct"
+    pinned = ("split.population.model", "seed=", "split.seed=", "reference.seed=")
     if HydraConfig.initialized():
-        # train_victim has no `table` group (a benchmark's), and the model is chosen below
+        # train_victim has no `table` group (a benchmark's); the model (and seeds) come below
         task = [
             o
             for o in HydraConfig.get().overrides.task
-            if "split.population.model" not in o and not o.lstrip("+~").startswith("table")
+            if not o.lstrip("+~").startswith(("table", *(pinned if distinct else pinned[:1])))
         ]
         overrides = " ".join(shlex.quote(o) for o in task)
     else:
         overrides = "<this run's overrides>"
     recipe = to_container(cfg.reference.recipe) or {}
-    command = f"python -m miabench.train_victim {overrides} -m"
-    references = [m for m in models if m > 0]
-    parts = []
-    if 0 in models:
-        parts.append(f"{command} split.population.model=0")
-    if references:
-        extra = "".join(f" {_override(k, v)}" for k, v in recipe.items())
-        listed = ",".join(str(m) for m in references)
-        parts.append(f"{command}{extra} split.population.model={listed}")
-    return "\n  ".join(parts)
+    extra = "".join(f" {_override(k, v)}" for k, v in recipe.items())
+    command = f"python -m miabench.train_victim {overrides}"
+    lines = []
+    for group in ([m for m in models if m == 0], [m for m in models if m > 0]):
+        if not group:
+            continue
+        options = extra if group[0] > 0 else ""
+        if distinct:
+            seeds = f"seed=$(({int(cfg.seed)} + k)) split.seed={int(cfg.split.seed)} " + (
+                f"reference.seed={int(cfg.reference.seed)}"
+            )
+            listed = " ".join(str(m) for m in group)
+            lines.append(
+                f"for k in {listed}; do {command}{options} split.population.model=$k {seeds}; done"
+            )
+        else:
+            listed = ",".join(str(m) for m in group)
+            lines.append(f"{command} -m{options} split.population.model={listed}")
+    return "\n  ".join(lines)
 
 
 def _device_info(cfg: DictConfig) -> dict[str, Any]:
@@ -254,10 +287,38 @@ def _pairs_metrics(scores: np.ndarray, labels: np.ndarray, fprs: tuple[float, ..
     return metrics
 
 
+def as_targets(
+    score: ScoreFn,
+    stats: np.ndarray,
+    membership: np.ndarray,
+    references: list[np.ndarray],
+) -> np.ndarray:
+    """Every model in turn as the target, scored against its own references.
+
+    Like :func:`miabench.attacks.reference.leave_one_out`, but each model ``k`` uses
+    ``references[k]`` (all other models but its pair partner, whose membership is the
+    complement of ``k``'s: :meth:`~miabench.data.membership.Population.references_of`).
+
+    Args:
+        score: ``(target, references, membership) -> (N,)`` scores.
+        stats: (N, K) or (N, P, K), models on the last axis.
+        membership: (N, K) bool.
+        references: per model, the columns of its references.
+
+    Returns:
+        (N, K) scores; column k is model k's attack, ``membership[:, k]`` its truth.
+    """
+    scores = np.empty(membership.shape)
+    for k, refs in enumerate(references):
+        scores[:, k] = score(stats[..., k], stats[..., refs], membership[:, refs])
+    return scores
+
+
 def _strength(
     attack: AttackSpec,
     stats: np.ndarray,
     membership: np.ndarray,
+    references: list[np.ndarray],
     is_cal: np.ndarray,
     sizes: list[int],
     draws: int,
@@ -267,23 +328,24 @@ def _strength(
     """Metrics of ``attack`` with fewer references, averaged over seeded subsets.
 
     For every size and draw each model in turn is the target, scored against that many of
-    the other models (the same draw of positions among them), and the metrics are taken
-    over all (sample, model) pairs (``pooled``) and for model 0 on the test half
-    (``target``).
+    its references (draw ``d`` of :func:`reference_subsets` over its references; a model
+    with fewer references than the size uses all of them), and the metrics are taken over
+    all (sample, model) pairs (``pooled``) and for model 0 on the test half (``target``).
     """
-    n_models = membership.shape[1]
-    subsets = reference_subsets(n_models - 1, sizes, draws, seed)
     points = []
-    for size, choices in subsets.items():
+    for size in sizes:
         pooled, target = [], []
-        for cols in choices:
-            scores = np.empty(membership.shape)
-            for k in range(n_models):
-                rest = np.r_[0:k, k + 1 : n_models][cols]
-                scores[:, k] = attack.score(stats[..., k], stats[..., rest], membership[:, rest])
+        choices = [
+            reference_subsets(len(refs), [min(size, len(refs))], draws, seed)[min(size, len(refs))]
+            for refs in references
+        ]
+        n_draws = max(len(c) for c in choices)
+        for d in range(n_draws):
+            subset = [refs[c[d % len(c)]] for refs, c in zip(references, choices, strict=True)]
+            scores = as_targets(attack.score, stats, membership, subset)
             pooled.append(_pairs_metrics(scores, membership, fprs))
             target.append(evaluate_scores(scores[:, 0], membership[:, 0], is_cal, fprs=fprs))
-        point: dict[str, Any] = {"n_references": int(size), "n_subsets": len(choices)}
+        point: dict[str, Any] = {"n_references": int(size), "n_subsets": n_draws}
         for where, runs in (("pooled", pooled), ("target", target)):
             for metric in ("auc", *(tpr_key(f) for f in fprs)):
                 values = np.array([r[metric] for r in runs])
@@ -351,8 +413,10 @@ def _reference_block(
         "pkeep": float(cfg.reference.pkeep),
         "seed": int(cfg.reference.seed),
         "knowledge": cfg.reference.knowledge,
+        "seeds": cfg.reference.seeds,
         "recipe": to_container(cfg.reference.recipe),
         "population_size": len(population.records),
+        "pairs": [[k, j] for k, j in enumerate(population.partners()) if k < j],
         "population_sha256": population.sha256(),
         "population_file": str(models.victims[0].datamodule.population_path),
         "models": [
@@ -399,6 +463,7 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
     stacked = stack_signals(paths, population.sample_ids)
     views = _views(cfg, stacked.values)
     membership = population.matrix
+    references = [population.references_of(k) for k in range(population.n_models)]
     labels = membership[:, 0].astype(int)
     is_cal = calibration_split(labels, cfg.evaluation.calibration_fraction, cfg.seed)
     test = ~is_cal if is_cal.any() else np.ones_like(is_cal)
@@ -427,7 +492,7 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
             continue
         stats = views[attack.view]
         start = time.perf_counter()
-        loo = leave_one_out(attack.score, stats, membership)
+        loo = as_targets(attack.score, stats, membership, references)
         seconds = time.perf_counter() - start
         score = loo[:, 0]  # model 0 against models 1..M: the target's attack
         metrics = evaluate_scores(score, labels, is_cal, fprs=fprs)
@@ -438,6 +503,7 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
             attack,
             stats,
             membership,
+            references,
             is_cal,
             sizes,
             int(cfg.reference.strength.subsets),
