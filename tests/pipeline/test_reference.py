@@ -218,6 +218,9 @@ def test_knowledge_must_match_the_recipe(population_root: Path, tmp_path: Path) 
         ],
     )
     assert model_config(cfg, 0).victim.module.generator.ngf == 8  # the target as it is
+    # the target's config names the same cached victim as the run's own (what the benchmark
+    # trains before the reference stage looks for it)
+    assert locate_victim(model_config(cfg, 0)).key == locate_victim(cfg).key
     assert model_config(cfg, 2).victim.module.generator.ngf == 4
     reference = model_config(cfg, 2)
     assert reference.split.population.model == 2
