@@ -348,9 +348,11 @@ def _strength(
         point: dict[str, Any] = {"n_references": int(size), "n_subsets": n_draws}
         for where, runs in (("pooled", pooled), ("target", target)):
             for metric in ("auc", *(tpr_key(f) for f in fprs)):
-                values = np.array([r[metric] for r in runs])
-                point[f"{where}_{metric}_mean"] = float(values.mean())
-                point[f"{where}_{metric}_std"] = float(values.std())
+                # a TPR at an FPR too low for the rows' non-members may be None (unresolved)
+                values = np.array([r[metric] for r in runs if r.get(metric) is not None])
+                resolved = values.size > 0
+                point[f"{where}_{metric}_mean"] = float(values.mean()) if resolved else None
+                point[f"{where}_{metric}_std"] = float(values.std()) if resolved else None
         points.append(point)
     return points
 

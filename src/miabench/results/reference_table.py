@@ -57,9 +57,12 @@ def plot_strength(
         for attack, points in strength.items():
             if not points:
                 continue
-            x = [p["n_references"] for p in points]
-            y = [p[f"{where}_{metric}_mean"] for p in points]
-            err = [p[f"{where}_{metric}_std"] for p in points]
+            shown = [p for p in points if p.get(f"{where}_{metric}_mean") is not None]
+            if not shown:  # e.g. a TPR at an FPR the rows cannot resolve
+                continue
+            x = [p["n_references"] for p in shown]
+            y = [p[f"{where}_{metric}_mean"] for p in shown]
+            err = [p[f"{where}_{metric}_std"] for p in shown]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=attack)
         ax.set_xscale("log", base=2)
         sizes = sorted({p["n_references"] for points in strength.values() for p in points})
