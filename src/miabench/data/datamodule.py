@@ -11,7 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
-from miabench.data.membership import Manifest, SampleRecord, make_split
+from miabench.data.membership import Manifest, Population, SampleRecord, make_split
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,14 @@ class MembershipDataModule(pl.LightningDataModule):
         benchmark: evaluation-only data outside the membership split (e.g. LFW verification
             pairs, :class:`~miabench.data.faces.VerificationPairs`), exposed as
             ``benchmark`` for the victim's ``benchmark_utility``; ``None``: none.
+        population: reference-model population (``split.population``): ``n_models`` (M
+            references; 0 = off, the ordinary split), ``pkeep``, ``seed`` and ``model``
+            (0 = the target, 1..M the references). When on, the members and non-members of
+            the ordinary split form a population, a samples x models membership matrix is
+            drawn over it (:class:`~miabench.data.membership.Population`, written beside the
+            manifest as ``population-<hash>.csv``), and this module serves model
+            ``model``'s column: its IN samples are the members, its OUT samples the
+            non-members; validation samples stay validation for every model.
     """
 
     def __init__(
@@ -62,6 +70,7 @@ class MembershipDataModule(pl.LightningDataModule):
         prepare: Callable[[], Any] | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
         benchmark: Any = None,
+        population: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -78,6 +87,18 @@ class MembershipDataModule(pl.LightningDataModule):
         self.prepare = prepare
         self.collate_fn = collate_fn
         self.benchmark = benchmark
+        self.population_settings = dict(population or {})
+        if not self.population_settings.get("n_models") and self.population_settings.get(
+            "model", 0
+        ):
+            raise ValueError(
+                f"split.population.model={self.population_settings['model']} needs "
+                "reference.n_models > 0 (model 0 is the only model without references)"
+            )
+        #: the population and its membership matrix (after :meth:`setup`, when on)
+        self.population: Population | None = None
+        #: where the population CSV is (after :meth:`setup`, when on)
+        self.population_path: Path | None = None
         self._manifest: Manifest | None = None
         self._sets: dict[str, Dataset] = {}
 
@@ -102,7 +123,9 @@ class MembershipDataModule(pl.LightningDataModule):
         member_pool = plain[self.members_from].records()
         nonmember_pool = plain[self.nonmembers_from].records()
 
-        if self.manifest_path is not None and self.manifest_path.exists():
+        if self.population_settings.get("n_models"):
+            manifest = self._population_column(member_pool, nonmember_pool)
+        elif self.manifest_path is not None and self.manifest_path.exists():
             manifest = Manifest.from_csv(self.manifest_path)
             self._check_matches(manifest, member_pool, nonmember_pool)
             log.info("reusing membership split %s", self.manifest_path)
@@ -128,6 +151,58 @@ class MembershipDataModule(pl.LightningDataModule):
             "nonmember": plain[self.nonmembers_from].subset(manifest.ids("nonmember")),
         }
         self._manifest = manifest
+
+    def _population_column(
+        self, member_pool: list[SampleRecord], nonmember_pool: list[SampleRecord]
+    ) -> Manifest:
+        """The manifest of one model of the population (see ``population``).
+
+        The ordinary split is drawn in memory (deterministic in the seed, so every model
+        draws the same one), the membership matrix over its members and non-members is
+        written once, and the model's column is the manifest. A stored manifest that
+        differs from the recomputed one (data changed under it) is refused.
+        """
+        settings = self.population_settings
+        if self.members_from != self.nonmembers_from:
+            # a model's members then span two phases, which one dataset view cannot serve
+            raise ValueError(
+                "a reference-model population needs members and non-members drawn from one "
+                f"phase; got split.members_from={self.members_from!r} and "
+                f"split.nonmembers_from={self.nonmembers_from!r}"
+            )
+        base = make_split(
+            member_pool,
+            nonmember_pool,
+            self.n_members,
+            self.n_nonmembers,
+            seed=self.seed,
+            n_validation=self.n_validation,
+        )
+        population = Population.draw(
+            base,
+            n_models=int(settings["n_models"]) + 1,  # the target and its references
+            pkeep=float(settings.get("pkeep", 0.5)),
+            seed=int(settings.get("seed", self.seed)),
+        )
+        manifest = population.column(int(settings.get("model", 0)))
+        if self.manifest_path is not None:
+            folder = self.manifest_path.parent
+            self.population_path = folder / f"population-{population.sha256()[:16]}.csv"
+            if not self.population_path.exists():
+                population.to_csv(self.population_path)
+                log.info("population matrix written to %s", self.population_path)
+            if self.manifest_path.exists():
+                stored = Manifest.from_csv(self.manifest_path)
+                if stored != manifest:
+                    raise ValueError(
+                        f"manifest {self.manifest_path} differs from model "
+                        f"{settings.get('model', 0)}'s column of the population drawn from "
+                        "the data now (data changed?); remove it to redraw"
+                    )
+            else:
+                manifest.to_csv(self.manifest_path)
+        self.population = population
+        return manifest
 
     def _check_matches(
         self,

@@ -73,13 +73,22 @@ _LOADER_KEYS = {"batch_size", "eval_batch_size", "num_workers"}
 def split_key(cfg: DictConfig) -> str:
     """Key of a membership split: the data it is drawn from and the split settings."""
     data = _strip(to_container(cfg.data), _LOADER_KEYS | EVALUATION_ONLY_DATA_KEYS)
-    return stable_hash({"data": data, "split": to_container(cfg.split)})
+    split = to_container(cfg.split)
+    if not (split.get("population") or {}).get("n_models"):
+        # no reference models: the ordinary split, keyed as before the population existed
+        split.pop("population", None)
+    return stable_hash({"data": data, "split": split})
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
-    """Instantiate the data module with its manifest stored under the split's cache key."""
+    """Instantiate the data module with its manifest stored under the split's cache key.
+
+    ``split.population`` (reference models, see ``data.datamodule``) is passed when set.
+    """
     manifest = Path(cfg.paths.cache_dir) / "splits" / f"{cfg.data.name}-{split_key(cfg)}.csv"
-    return instantiate(cfg.data.datamodule, manifest_path=str(manifest))
+    population = cfg.split.get("population")
+    extra = {"population": to_container(population)} if population is not None else {}
+    return instantiate(cfg.data.datamodule, manifest_path=str(manifest), **extra)
 
 
 def _targets(node: Any) -> list[str]:

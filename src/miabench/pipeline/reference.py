@@ -1,0 +1,545 @@
+"""Reference-model attacks: a target and M reference victims on one population, attacked.
+
+``attack=reference`` with ``reference.n_models=M`` runs, top to bottom:
+
+1. **Models**: model ``k`` (0 = the target, 1..M the references) is the same config with
+   ``split.population.model=k``: an ordinary cached victim trained on column ``k`` of the
+   population's membership matrix (``data/membership.py: Population``), so resume, sweeps
+   and SLURM apply to it unchanged. Missing models are trained here when
+   ``reference.train``, else refused with the command that trains them.
+2. **Signals**: one pass of each model over the population, cached per model
+   (``pipeline/signals.py``), stacked as samples x models arrays.
+3. **Attacks**: every ``attack.<name>`` reads a view of the signals and scores the target
+   against the references (LiRA, RMIA, dense LiRA from :mod:`miabench.attacks.reference`, and
+   the reference-free error on the same samples).
+4. **Metrics**: the target's members vs non-members (threshold on a calibration half, as
+   ``run_attack``), every model in turn as the target (leave-one-out, N x K evaluations,
+   what TPR at 0.1 % FPR needs), and attack strength against the number of references.
+5. **Outputs**: ``results.json`` (``run_attack``'s schema plus ``leave_one_out``,
+   ``strength_vs_references`` and ``reference``), ``scores.csv``,
+   ``scores_leave_one_out.csv``, log-log ROC plots and the strength plot.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import miabench
+from miabench.attacks.reference import reference_subsets
+from miabench.data.membership import Population
+from miabench.metrics.roc import calibration_split, evaluate_scores, tpr_key
+from miabench.pipeline.common import resolve_device, to_container
+from miabench.pipeline.signals import compute_signals, signal_key, stack_signals
+from miabench.pipeline.train import TrainedVictim, locate_victim, train_victim
+from miabench.results.plots import plot_roc
+from miabench.results.reference_table import plot_strength
+from miabench.utils.hashing import stable_hash
+from miabench.utils.io import atomic_write, atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+#: written beside a victim this stage trained: wall time and device of its training
+COST_FILE = "cost.json"
+
+#: an attack's score function: (target, reference, membership) -> (N,) scores
+ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def reference_free(target: np.ndarray, reference: np.ndarray, membership: np.ndarray) -> np.ndarray:
+    """The target's own signal as the score: a reference-free attack on the same samples.
+
+    With the ``error`` view (minus the reconstruction error or loss) this is the
+    reconstruction attack; the references are ignored.
+    """
+    return np.asarray(target, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- models
+
+
+#: ``reference.seeds``: how the models' training seeds relate
+SEEDS = ("distinct", "shared")
+
+
+def model_config(cfg: DictConfig, model: int) -> DictConfig:
+    """The config of population model ``model``.
+
+    ``split.population.model`` is set; with ``reference.seeds: distinct`` the model trains
+    with ``seed + model`` (its own initialisation and data order, as LiRA's independently
+    trained references) while the split and matrix seeds stay the run's, so every model
+    shares one population; for a reference (``model > 0``) the attacker's
+    ``reference.recipe`` is applied.
+    """
+    if cfg.reference.seeds not in SEEDS:
+        raise ValueError(f"reference.seeds must be one of {SEEDS}, got {cfg.reference.seeds!r}")
+    cfg_k = copy.deepcopy(cfg)
+    with open_dict(cfg_k):
+        cfg_k.split.population.model = model
+        if cfg.reference.seeds == "distinct":
+            # pinned before the seed moves: they interpolate ${seed} by default
+            cfg_k.split.seed = int(cfg.split.seed)
+            cfg_k.reference.seed = int(cfg.reference.seed)
+            cfg_k.seed = int(cfg.seed) + model
+        if model > 0:
+            for key, value in (to_container(cfg.reference.recipe) or {}).items():
+                OmegaConf.update(cfg_k, key, value, merge=False, force_add=True)
+    return cfg_k
+
+
+def _check_reference_config(cfg: DictConfig) -> None:
+    ref = cfg.reference
+    if not ref.n_models or ref.n_models < 1:
+        raise ValueError(
+            "attack=reference needs reference models: set reference.n_models (e.g. 16)"
+        )
+    if cfg.split.get("population") is None:
+        raise ValueError(f"split config has no `population` block (split: {cfg.split})")
+    recipe = to_container(ref.recipe) or {}
+    if ref.knowledge == "same_recipe" and recipe:
+        raise ValueError(
+            "reference.knowledge is same_recipe but reference.recipe changes "
+            f"{sorted(recipe)}; name the knowledge (e.g. other_architecture)"
+        )
+    if ref.knowledge != "same_recipe" and not recipe:
+        raise ValueError(
+            f"reference.knowledge={ref.knowledge} but reference.recipe is empty: say what the "
+            "references are trained with instead, or use same_recipe"
+        )
+
+
+def _override(key: str, value: Any) -> str:
+    def render(v: Any) -> str:
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k}: {render(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, list):
+            return "[" + ", ".join(render(x) for x in v) + "]"
+        return "null" if v is None else str(v)
+
+    return shlex.quote(f"++{key}={render(value)}")
+
+
+def train_command(cfg: DictConfig, models: list[int]) -> str:
+    """The command that trains ``models`` of this run's population.
+
+    A Hydra multirun over ``split.population.model`` when every model shares the seed
+    (``reference.seeds: shared``); with distinct seeds a shell loop, since each model also
+    needs its own ``seed`` (a multirun would sweep the product of the two).
+    """
+    distinct = cfg.reference.seeds == "distinct"
+    pinned = ("split.population.model", "seed=", "split.seed=", "reference.seed=")
+    if HydraConfig.initialized():
+        # train_victim has no `table` group (a benchmark's); the model (and seeds) come below
+        task = [
+            o
+            for o in HydraConfig.get().overrides.task
+            if not o.lstrip("+~").startswith(("table", *(pinned if distinct else pinned[:1])))
+        ]
+        overrides = " ".join(shlex.quote(o) for o in task)
+    else:
+        overrides = "<this run's overrides>"
+    recipe = to_container(cfg.reference.recipe) or {}
+    extra = "".join(f" {_override(k, v)}" for k, v in recipe.items())
+    command = f"python -m miabench.train_victim {overrides}"
+    lines = []
+    for group in ([m for m in models if m == 0], [m for m in models if m > 0]):
+        if not group:
+            continue
+        options = extra if group[0] > 0 else ""
+        if distinct:
+            seeds = f"seed=$(({int(cfg.seed)} + k)) split.seed={int(cfg.split.seed)} " + (
+                f"reference.seed={int(cfg.reference.seed)}"
+            )
+            listed = " ".join(str(m) for m in group)
+            lines.append(
+                f"for k in {listed}; do {command}{options} split.population.model=$k {seeds}; done"
+            )
+        else:
+            listed = ",".join(str(m) for m in group)
+            lines.append(f"{command} -m{options} split.population.model={listed}")
+    return "\n  ".join(lines)
+
+
+def _device_info(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "accelerator": str(cfg.trainer.get("accelerator")),
+        "devices": to_container(cfg.trainer.get("devices")),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _cost(victim: TrainedVictim) -> dict[str, Any]:
+    """Wall time and device of a model's training: measured when this stage trained it,
+    else read off the cache files (``key.json`` is written when a training starts or
+    resumes, ``victim.pt`` when it ends: the last training segment)."""
+    measured = victim.directory / COST_FILE
+    if measured.exists():
+        return read_json(measured)
+    start = victim.directory / "key.json"
+    if start.exists() and victim.weights.exists():
+        seconds = victim.weights.stat().st_mtime - start.stat().st_mtime
+        return {"wall_time_s": round(seconds, 1), "source": "file times (last segment)"}
+    return {"wall_time_s": None, "source": "unknown"}
+
+
+@dataclass
+class PopulationModels:
+    """The K models of a population: their configs and cached victims."""
+
+    configs: list[DictConfig]
+    victims: list[TrainedVictim]
+    population: Population
+
+    @property
+    def n_models(self) -> int:
+        return len(self.victims)
+
+
+def locate_models(cfg: DictConfig, target: TrainedVictim | None = None) -> PopulationModels:
+    """Locate (and with ``reference.train``, train) the target and its references.
+
+    Raises:
+        FileNotFoundError: models are missing and ``reference.train`` is false; the message
+            names them and the command that trains them.
+    """
+    _check_reference_config(cfg)
+    n_models = int(cfg.reference.n_models) + 1
+    configs = [model_config(cfg, k) for k in range(n_models)]
+    victims = [target or locate_victim(configs[0])]
+    victims += [locate_victim(c) for c in configs[1:]]
+    missing = [k for k, v in enumerate(victims) if not v.weights.exists()]
+    if missing and not cfg.reference.train:
+        raise FileNotFoundError(
+            f"{len(missing)} of the {n_models} population models are not trained: "
+            f"model(s) {missing} (0 = target). Train them with\n  "
+            f"{train_command(cfg, missing)}\nor rerun with reference.train=true."
+        )
+    for k in missing:
+        log.info("training population model %d/%d", k, n_models - 1)
+        start, cpu = time.perf_counter(), time.process_time()
+        victims[k] = train_victim(configs[k])
+        cost = {
+            "wall_time_s": round(time.perf_counter() - start, 1),
+            # CPU seconds of this process: the cost on a machine shared with other jobs
+            "cpu_time_s": round(time.process_time() - cpu, 1),
+            "source": "measured (reference.train)",
+            **_device_info(configs[k]),
+        }
+        atomic_write_json(victims[k].directory / COST_FILE, cost)
+    population = victims[0].datamodule.population
+    if population is None:
+        raise RuntimeError("the target's data module drew no population (split.population)")
+    return PopulationModels(configs, victims, population)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class AttackSpec:
+    """One configured attack: which view of the signals it reads and its score function."""
+
+    name: str
+    view: str
+    score: ScoreFn
+    config: dict[str, Any]
+
+
+def _attacks(cfg: DictConfig) -> list[AttackSpec]:
+    specs = []
+    for name, spec in cfg.attack.items():
+        if not isinstance(spec, DictConfig) or "score" not in spec:
+            continue  # `_pipeline_`, or a leftover of another attack group
+        specs.append(AttackSpec(str(name), spec.view, instantiate(spec.score), to_container(spec)))
+    if not specs:
+        raise ValueError("attack=reference configures no attack (entries with view and score)")
+    return specs
+
+
+def _views(cfg: DictConfig, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every configured view of the stacked signals whose signal was computed."""
+    views = {}
+    for name, spec in cfg.reference.signals.views.items():
+        if spec.signal in values:
+            views[str(name)] = np.asarray(instantiate(spec.transform)(values[spec.signal]))
+    return views
+
+
+def _pairs_metrics(scores: np.ndarray, labels: np.ndarray, fprs: tuple[float, ...]) -> dict:
+    """ROC metrics over every (sample, model) pair; no threshold is fitted (none to fit)."""
+    flat, truth = scores.reshape(-1), labels.reshape(-1).astype(int)
+    metrics = evaluate_scores(flat, truth, np.zeros(flat.shape, dtype=bool), fprs=fprs)
+    metrics.update(n_pairs=int(flat.size), n_member_pairs=int(truth.sum()))
+    return metrics
+
+
+def as_targets(
+    score: ScoreFn,
+    stats: np.ndarray,
+    membership: np.ndarray,
+    references: list[np.ndarray],
+) -> np.ndarray:
+    """Every model in turn as the target, scored against its own references.
+
+    Like :func:`miabench.attacks.reference.leave_one_out`, but each model ``k`` uses
+    ``references[k]`` (all other models but its pair partner, whose membership is the
+    complement of ``k``'s: :meth:`~miabench.data.membership.Population.references_of`).
+
+    Args:
+        score: ``(target, references, membership) -> (N,)`` scores.
+        stats: (N, K) or (N, P, K), models on the last axis.
+        membership: (N, K) bool.
+        references: per model, the columns of its references.
+
+    Returns:
+        (N, K) scores; column k is model k's attack, ``membership[:, k]`` its truth.
+    """
+    scores = np.empty(membership.shape)
+    for k, refs in enumerate(references):
+        scores[:, k] = score(stats[..., k], stats[..., refs], membership[:, refs])
+    return scores
+
+
+def _strength(
+    attack: AttackSpec,
+    stats: np.ndarray,
+    membership: np.ndarray,
+    references: list[np.ndarray],
+    is_cal: np.ndarray,
+    sizes: list[int],
+    draws: int,
+    seed: int,
+    fprs: tuple[float, ...],
+) -> list[dict[str, Any]]:
+    """Metrics of ``attack`` with fewer references, averaged over seeded subsets.
+
+    For every size and draw each model in turn is the target, scored against that many of
+    its references (draw ``d`` of :func:`reference_subsets` over its references; a model
+    with fewer references than the size uses all of them), and the metrics are taken over
+    all (sample, model) pairs (``pooled``) and for model 0 on the test half (``target``).
+    """
+    points = []
+    for size in sizes:
+        pooled, target = [], []
+        choices = [
+            reference_subsets(len(refs), [min(size, len(refs))], draws, seed)[min(size, len(refs))]
+            for refs in references
+        ]
+        n_draws = max(len(c) for c in choices)
+        for d in range(n_draws):
+            subset = [refs[c[d % len(c)]] for refs, c in zip(references, choices, strict=True)]
+            scores = as_targets(attack.score, stats, membership, subset)
+            pooled.append(_pairs_metrics(scores, membership, fprs))
+            target.append(evaluate_scores(scores[:, 0], membership[:, 0], is_cal, fprs=fprs))
+        point: dict[str, Any] = {"n_references": int(size), "n_subsets": n_draws}
+        for where, runs in (("pooled", pooled), ("target", target)):
+            for metric in ("auc", *(tpr_key(f) for f in fprs)):
+                # a TPR at an FPR too low for the rows' non-members may be None (unresolved)
+                values = np.array([r[metric] for r in runs if r.get(metric) is not None])
+                resolved = values.size > 0
+                point[f"{where}_{metric}_mean"] = float(values.mean()) if resolved else None
+                point[f"{where}_{metric}_std"] = float(values.std()) if resolved else None
+        points.append(point)
+    return points
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def reference_dir(cfg: DictConfig, models: PopulationModels, signal_keys: list[str]) -> Path:
+    """Attack folder of one population: readable prefix + hash of everything that shaped it."""
+    reference = {k: v for k, v in to_container(cfg.reference).items() if k != "train"}
+    parts = {
+        "victims": [v.key["key"] for v in models.victims],
+        "population": models.population.sha256(),
+        "signals": signal_keys,
+        "reference": reference,
+        "attack": to_container(cfg.attack),
+        "evaluation": {k: v for k, v in to_container(cfg.evaluation).items() if k != "device"},
+    }
+    key = stable_hash(parts)
+    name = (
+        f"reference-{cfg.victim.name}-{cfg.data.name}-{cfg.defense.name}-s{cfg.seed}"
+        f"-m{cfg.reference.n_models}-{key}"
+    )
+    return Path(cfg.paths.output_dir) / "attacks" / name
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(path, lambda p: frame.to_csv(p, index=False))
+
+
+def _run_block(cfg: DictConfig, models: PopulationModels) -> dict[str, Any]:
+    target = models.victims[0]
+    manifest = target.datamodule.manifest
+    return {
+        "victim": cfg.victim.name,
+        "dataset": cfg.data.get("display_name", cfg.data.name),
+        "data_name": cfg.data.name,
+        "data_root": "embedded" if cfg.data.get("embedded") else str(cfg.data.root),
+        "image_size": cfg.data.get("image_size"),
+        "direction": cfg.data.get("direction"),
+        "defense": cfg.defense.name,
+        "seed": cfg.seed,
+        "victim_key": target.key["key"],
+        "victim_dir": str(target.directory),
+        "victim_epochs": target.meta().get("epochs"),
+        "manifest_sha256": target.key["manifest_sha256"],
+        "n_members": len(manifest.ids("member")),
+        "n_nonmembers": len(manifest.ids("nonmember")),
+        "package_version": miabench.__version__,
+        "calibration_by_group": False,
+    }
+
+
+def _reference_block(
+    cfg: DictConfig, models: PopulationModels, paths: list[Path]
+) -> dict[str, Any]:
+    population = models.population
+    return {
+        "n_models": int(cfg.reference.n_models),
+        "pkeep": float(cfg.reference.pkeep),
+        "seed": int(cfg.reference.seed),
+        "knowledge": cfg.reference.knowledge,
+        "seeds": cfg.reference.seeds,
+        "recipe": to_container(cfg.reference.recipe),
+        "population_size": len(population.records),
+        "pairs": [[k, j] for k, j in enumerate(population.partners()) if k < j],
+        "population_sha256": population.sha256(),
+        "population_file": str(models.victims[0].datamodule.population_path),
+        "models": [
+            {
+                "model": k,
+                "role": "target" if k == 0 else "reference",
+                "victim_key": v.key["key"],
+                "victim_dir": str(v.directory),
+                "n_members": int(population.matrix[:, k].sum()),
+                "epochs": v.meta().get("epochs"),
+                "signals": str(paths[k]),
+                "training": _cost(v),
+            }
+            for k, v in enumerate(models.victims)
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
+    """Attack the target of ``cfg`` with reference-model attacks; return results.json.
+
+    Args:
+        cfg: a config with ``reference.n_models > 0`` and ``attack=reference``.
+        victim: the target, when the caller has it (the benchmark trained it already).
+    """
+    models = locate_models(cfg, victim)
+    device = resolve_device(cfg.evaluation.device)
+    paths = [
+        compute_signals(c, v, device) for c, v in zip(models.configs, models.victims, strict=True)
+    ]
+    keys = [signal_key(c, v)["key"] for c, v in zip(models.configs, models.victims, strict=True)]
+    out = reference_dir(cfg, models, keys)
+    results_path = out / "results.json"
+    if results_path.exists():
+        log.info("reference attack results exist: %s", results_path)
+        return results_path
+    out.mkdir(parents=True, exist_ok=True)
+    models.population.to_csv(out / "population.csv")
+
+    population = models.population
+    stacked = stack_signals(paths, population.sample_ids)
+    views = _views(cfg, stacked.values)
+    membership = population.matrix
+    references = [population.references_of(k) for k in range(population.n_models)]
+    labels = membership[:, 0].astype(int)
+    is_cal = calibration_split(labels, cfg.evaluation.calibration_fraction, cfg.seed)
+    test = ~is_cal if is_cal.any() else np.ones_like(is_cal)
+    fprs = tuple(cfg.evaluation.fprs)
+    n_refs = int(cfg.reference.n_models)
+    sizes = sorted({s for s in cfg.reference.strength.n_references if s <= n_refs} | {n_refs})
+
+    table = pd.DataFrame({"sample_id": population.sample_ids, "label": labels})
+    table["split"] = np.where(is_cal, "calibration", "test")
+    loo_table = pd.DataFrame(
+        {
+            "sample_id": np.repeat(population.sample_ids, population.n_models),
+            "model": np.tile(np.arange(population.n_models), len(population.records)),
+            "label": membership.reshape(-1).astype(int),
+        }
+    )
+    attacks_out, loo_out, strength, skipped = {}, {}, {}, {}
+    curves, loo_curves = {}, {}
+    for attack in _attacks(cfg):
+        if attack.view not in views:
+            skipped[attack.name] = (
+                f"view {attack.view!r} not available from the signals "
+                f"{sorted(stacked.values)} (reference.signals.views)"
+            )
+            log.warning("attack %s skipped: %s", attack.name, skipped[attack.name])
+            continue
+        stats = views[attack.view]
+        start = time.perf_counter()
+        loo = as_targets(attack.score, stats, membership, references)
+        seconds = time.perf_counter() - start
+        score = loo[:, 0]  # model 0 against models 1..M: the target's attack
+        metrics = evaluate_scores(score, labels, is_cal, fprs=fprs)
+        metrics["describe"] = {**attack.config, "name": attack.name}
+        attacks_out[attack.name] = metrics
+        loo_out[attack.name] = {**_pairs_metrics(loo, membership, fprs), "seconds": seconds}
+        strength[attack.name] = _strength(
+            attack,
+            stats,
+            membership,
+            references,
+            is_cal,
+            sizes,
+            int(cfg.reference.strength.subsets),
+            int(cfg.seed),
+            fprs,
+        )
+        table[f"{attack.name}.score"] = score
+        loo_table[f"{attack.name}.score"] = loo.reshape(-1)
+        curves[attack.name] = (score[test], labels[test])
+        loo_curves[attack.name] = (loo.reshape(-1), membership.reshape(-1).astype(int))
+        log.info(
+            "%s: target AUC %.4f, leave-one-out AUC %.4f",
+            attack.name,
+            metrics["auc"],
+            loo_out[attack.name]["auc"],
+        )
+
+    _write_csv(out / "scores.csv", table)
+    _write_csv(out / "scores_leave_one_out.csv", loo_table)
+    title = f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name}), {n_refs} refs"
+    plot_roc(curves, out, title=f"{title}\ntarget, test half")
+    plot_roc(loo_curves, out / "leave_one_out", title=f"{title}\nleave-one-out, all pairs")
+    plot_strength(strength, out / "strength_vs_references.png", title=title)
+    results = {
+        "run": {
+            **_run_block(cfg, models),
+            "reference": _reference_block(cfg, models, paths),
+        },
+        "attacks": attacks_out,
+        "leave_one_out": loo_out,
+        "strength_vs_references": strength,
+    }
+    if skipped:
+        results["skipped_attacks"] = skipped
+    atomic_write_json(results_path, results)
+    log.info("reference attack results → %s", results_path)
+    return results_path
