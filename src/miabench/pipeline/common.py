@@ -194,13 +194,14 @@ ATTACK_STAGE_MODULES = ("miabench.pipeline.attack",)
 METRICS_PACKAGE = "miabench.metrics"
 
 
-def attack_code_version(cfg: DictConfig) -> str:
+def attack_code_version(cfg: DictConfig, stages: tuple[str, ...] = ATTACK_STAGE_MODULES) -> str:
     """Hash of the code that shaped an attack folder's scores and metrics.
 
     The modules named by ``cfg.attack``'s ``_target_``s and the defense's ``attacker_view``
     (with their ``miabench`` imports, transitively), every module of :mod:`miabench.metrics`
     (and its imports), and the attack stage's own source. Editing an attack or a metric
-    therefore gives a new attack folder instead of returning the old scores.
+    therefore gives a new attack folder instead of returning the old scores. ``stages``:
+    the stage modules whose own source counts (the reference-attack stage names its own).
     """
     attack_modules = target_modules(to_container(cfg.attack))
     view = (to_container(cfg.get("defense") or {}) or {}).get("attacker_view")
@@ -210,7 +211,7 @@ def attack_code_version(cfg: DictConfig) -> str:
     metrics = {f"{METRICS_PACKAGE}.{p.stem}" for p in metrics_root.glob("*.py")}
     metrics = {m.removesuffix(".__init__") for m in metrics}
     sources = module_closure(attack_modules | metrics)
-    for module in ATTACK_STAGE_MODULES:
+    for module in stages:
         path = _source(module)
         if path is not None:
             sources[module] = path.read_text(encoding="utf-8")

@@ -41,8 +41,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import miabench
 from miabench.attacks.reference import reference_subsets
 from miabench.data.membership import Population
+from miabench.metrics.bootstrap import clustered_roc_intervals, roc_intervals
 from miabench.metrics.roc import calibration_split, evaluate_scores, tpr_key
-from miabench.pipeline.common import resolve_device, to_container
+from miabench.pipeline.common import attack_code_version, resolve_device, to_container
 from miabench.pipeline.signals import compute_signals, signal_key, stack_signals
 from miabench.pipeline.train import TrainedVictim, locate_victim, train_victim
 from miabench.results.plots import plot_roc
@@ -279,11 +280,32 @@ def _views(cfg: DictConfig, values: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return views
 
 
-def _pairs_metrics(scores: np.ndarray, labels: np.ndarray, fprs: tuple[float, ...]) -> dict:
-    """ROC metrics over every (sample, model) pair; no threshold is fitted (none to fit)."""
+def _pairs_metrics(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    fprs: tuple[float, ...],
+    evaluation: Any = None,
+    seed: int = 0,
+) -> dict:
+    """ROC metrics over every (sample, model) pair; no threshold is fitted (none to fit).
+
+    With ``evaluation`` (the run's evaluation block), also their bootstrap intervals,
+    resampling whole samples (all of a sample's pairs), since a sample's pairs share it.
+    """
     flat, truth = scores.reshape(-1), labels.reshape(-1).astype(int)
     metrics = evaluate_scores(flat, truth, np.zeros(flat.shape, dtype=bool), fprs=fprs)
     metrics.update(n_pairs=int(flat.size), n_member_pairs=int(truth.sum()))
+    if evaluation is not None:
+        metrics.update(
+            clustered_roc_intervals(
+                scores,
+                labels,
+                fprs=fprs,
+                n_boot=int(evaluation.bootstrap),
+                level=float(evaluation.ci_level),
+                seed=seed,
+            )
+        )
     return metrics
 
 
@@ -370,6 +392,8 @@ def reference_dir(cfg: DictConfig, models: PopulationModels, signal_keys: list[s
         "reference": reference,
         "attack": to_container(cfg.attack),
         "evaluation": {k: v for k, v in to_container(cfg.evaluation).items() if k != "device"},
+        # the attacks', metrics' and this stage's code: a change never returns old scores
+        "code": attack_code_version(cfg, ("miabench.pipeline.reference",)),
     }
     key = stable_hash(parts)
     name = (
@@ -498,9 +522,24 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
         seconds = time.perf_counter() - start
         score = loo[:, 0]  # model 0 against models 1..M: the target's attack
         metrics = evaluate_scores(score, labels, is_cal, fprs=fprs)
+        # the target's test half: intervals by sample, seeded by the run's seed
+        metrics.update(
+            roc_intervals(
+                score[test],
+                labels[test],
+                None,
+                fprs=fprs,
+                n_boot=int(cfg.evaluation.bootstrap),
+                level=float(cfg.evaluation.ci_level),
+                seed=cfg.seed,
+            )
+        )
         metrics["describe"] = {**attack.config, "name": attack.name}
         attacks_out[attack.name] = metrics
-        loo_out[attack.name] = {**_pairs_metrics(loo, membership, fprs), "seconds": seconds}
+        loo_out[attack.name] = {
+            **_pairs_metrics(loo, membership, fprs, cfg.evaluation, cfg.seed),
+            "seconds": seconds,
+        }
         strength[attack.name] = _strength(
             attack,
             stats,

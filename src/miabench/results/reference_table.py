@@ -18,7 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from miabench.results.table import collect_results, to_markdown
+from miabench.metrics.roc import ci_key, note_key
+from miabench.results.table import collect_results, markdown_view, to_markdown
 from miabench.utils.io import atomic_write, atomic_write_text
 
 #: metrics reported per attack, for the target and pooled over leave-one-out
@@ -102,8 +103,15 @@ def reference_frame(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                 "knowledge": reference["knowledge"],
                 "attack": attack,
             }
-            row.update({f"target_{m}": metrics.get(m) for m in METRICS})
-            row.update({f"loo_{m}": loo.get(m) for m in METRICS})
+            for where, values in (("target", metrics), ("loo", loo)):
+                for m in METRICS:
+                    # the value, its bootstrap interval and why it is missing (if it is)
+                    interval = values.get(ci_key(m, values.get("ci_level", 0.95))) or [None] * 2
+                    row[f"{where}_{m}"] = values.get(m)
+                    row[f"{where}_{m}_lo"], row[f"{where}_{m}_hi"] = interval
+                    row[f"{where}_{m}_note"] = values.get(note_key(m))
+            row["target_test_members"] = metrics.get("n_test_members")
+            row["target_test_nonmembers"] = metrics.get("n_test_nonmembers")
             row["loo_pairs"] = loo.get("n_pairs")
             row["train_s_per_model"] = sum(known) / len(known) if known else None
             rows.append(row)
@@ -159,10 +167,20 @@ def write_reference_table(
         "(threshold metrics use the calibration half). loo_*: every model of the population "
         "in turn as the target with the others as references, pooled over all "
         "(sample, model) pairs (loo_pairs), which is what resolves TPR at 0.1 % FPR.",
+        "Cells: value [95 % bootstrap interval]; target: test samples resampled (members "
+        "and non-members separately); loo: whole samples resampled with all their pairs. "
+        "n/o = not observable: TPR at FPR x needs at least 1/x non-members (the CSV's "
+        "_note column says how many there were).",
         "train_s_per_model: mean training wall time per model (see run.reference.models in "
         "results.json for each model and how it was measured).",
         "Plots: " + ", ".join(f"`{p}`" for p in sorted({str(c) for c in copied})),
     ]
-    lines = [f"# {table['title']}", "", to_markdown(frame), "", *(f"- {n}" for n in notes)]
+    lines = [
+        f"# {table['title']}",
+        "",
+        to_markdown(markdown_view(frame)),
+        "",
+        *(f"- {n}" for n in notes),
+    ]
     md_path = atomic_write_text(out_dir / f"{name}.md", "\n".join(lines) + "\n")
     return md_path, csv_path
