@@ -409,9 +409,9 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
         if isinstance(value, (int, float))
         and isinstance(util["nonmember"].get(metric), (int, float))
     }
-    run = _describe_run(cfg, victim)
+    run = describe_run(cfg, victim)
     run["victim_info"] = model.describe()
-    run["provenance"] = _provenance(victim, device, clock, started)
+    run["provenance"] = provenance(victim, device, clock, started)
     if view is not None:
         run["attacker_view"] = to_container(cfg.defense.attacker_view)
     results = {
@@ -430,7 +430,7 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
     return results_path
 
 
-def _provenance(
+def provenance(
     victim: TrainedVictim, device: torch.device, clock: StageClock, started: str
 ) -> dict[str, Any]:
     """Commit, packages, overrides, device and stage times behind this results.json.
@@ -444,7 +444,7 @@ def _provenance(
     return {**environment(device), "stages": stages, "train_environment": meta.get("environment")}
 
 
-def _describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
+def describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
     manifest = victim.datamodule.manifest
     meta = victim.meta()
     return {

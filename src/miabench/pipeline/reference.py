@@ -38,18 +38,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import miabench
 from miabench.attacks.reference import reference_subsets
 from miabench.data.membership import Population
 from miabench.metrics.bootstrap import clustered_roc_intervals, roc_intervals
 from miabench.metrics.roc import calibration_split, evaluate_scores, tpr_key
+from miabench.pipeline.attack import describe_run, provenance
 from miabench.pipeline.common import attack_code_version, resolve_device, to_container
 from miabench.pipeline.signals import compute_signals, signal_key, stack_signals
 from miabench.pipeline.train import TrainedVictim, locate_victim, train_victim
 from miabench.results.plots import plot_roc
 from miabench.results.reference_table import plot_strength
 from miabench.utils.hashing import stable_hash
-from miabench.utils.io import atomic_write, atomic_write_json, read_json
+from miabench.utils.io import atomic_write, atomic_write_json, read_json, verified_exists
+from miabench.utils.provenance import StageClock, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -407,26 +408,14 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda p: frame.to_csv(p, index=False))
 
 
-def _run_block(cfg: DictConfig, models: PopulationModels) -> dict[str, Any]:
+def _run_block(
+    cfg: DictConfig, models: PopulationModels, device: Any, clock: StageClock, started: str
+) -> dict[str, Any]:
+    """The target's run description and provenance, as ordinary attack results have them."""
     target = models.victims[0]
-    manifest = target.datamodule.manifest
     return {
-        "victim": cfg.victim.name,
-        "dataset": cfg.data.get("display_name", cfg.data.name),
-        "data_name": cfg.data.name,
-        "data_root": "embedded" if cfg.data.get("embedded") else str(cfg.data.root),
-        "image_size": cfg.data.get("image_size"),
-        "direction": cfg.data.get("direction"),
-        "defense": cfg.defense.name,
-        "seed": cfg.seed,
-        "victim_key": target.key["key"],
-        "victim_dir": str(target.directory),
-        "victim_epochs": target.meta().get("epochs"),
-        "manifest_sha256": target.key["manifest_sha256"],
-        "n_members": len(manifest.ids("member")),
-        "n_nonmembers": len(manifest.ids("nonmember")),
-        "package_version": miabench.__version__,
-        "calibration_by_group": False,
+        **describe_run(cfg, target),
+        "provenance": provenance(target, device, clock, started),
     }
 
 
@@ -471,15 +460,18 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
         cfg: a config with ``reference.n_models > 0`` and ``attack=reference``.
         victim: the target, when the caller has it (the benchmark trained it already).
     """
+    clock, started = StageClock(), now_iso()
     models = locate_models(cfg, victim)
     device = resolve_device(cfg.evaluation.device)
-    paths = [
-        compute_signals(c, v, device) for c, v in zip(models.configs, models.victims, strict=True)
-    ]
+    with clock.stage("signals"):
+        paths = [
+            compute_signals(c, v, device)
+            for c, v in zip(models.configs, models.victims, strict=True)
+        ]
     keys = [signal_key(c, v)["key"] for c, v in zip(models.configs, models.victims, strict=True)]
     out = reference_dir(cfg, models, keys)
     results_path = out / "results.json"
-    if results_path.exists():
+    if verified_exists(results_path):
         log.info("reference attack results exist: %s", results_path)
         return results_path
     out.mkdir(parents=True, exist_ok=True)
@@ -570,7 +562,7 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
     plot_strength(strength, out / "strength_vs_references.png", title=title)
     results = {
         "run": {
-            **_run_block(cfg, models),
+            **_run_block(cfg, models, device, clock, started),
             "reference": _reference_block(cfg, models, paths),
         },
         "attacks": attacks_out,
@@ -579,6 +571,6 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
     }
     if skipped:
         results["skipped_attacks"] = skipped
-    atomic_write_json(results_path, results)
+    atomic_write_json(results_path, results, checksum=True)
     log.info("reference attack results → %s", results_path)
     return results_path
