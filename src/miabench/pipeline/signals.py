@@ -33,7 +33,7 @@ from miabench.attacks.segmentation import segmentation_error
 from miabench.pipeline.common import code_sources, to_container
 from miabench.pipeline.train import TrainedVictim
 from miabench.utils.hashing import stable_hash
-from miabench.utils.io import atomic_write
+from miabench.utils.io import atomic_write, verified_exists
 from miabench.victims.base import Signals, Victim
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def compute_signals(cfg: DictConfig, victim: TrainedVictim, device: torch.device
         and ``meta`` (JSON: the signal key). An existing file is reused.
     """
     path = signal_path(cfg, victim)
-    if path.exists():
+    if verified_exists(path):  # a damaged cache file is named, removed and recomputed
         log.info("reusing signals %s", path)
         return path
     fn: SignalFn = instantiate(cfg.reference.signals.compute)
@@ -214,7 +214,7 @@ def compute_signals(cfg: DictConfig, victim: TrainedVictim, device: torch.device
         np.savez(buffer, sample_id=np.array(ids)[order], meta=np.array(meta), **arrays)
         tmp.write_bytes(buffer.getvalue())
 
-    atomic_write(path, write)
+    atomic_write(path, write, checksum=True)
     log.info("signals of %s → %s", victim.directory.name, path)
     return path
 
