@@ -14,6 +14,11 @@ slows both alike:
 and prints seconds per image and the ratio (b) / (a). ``--save`` / ``--compare`` write and
 check the scores, so two code versions can be shown to give the same numbers (1e-4).
 
+``--victim-pass`` also times what each pass of ``run_attack`` adds around the attack: the
+data loading and the victim's ``iter_signals`` over the benchmark's 264 members and
+non-members (an untrained pix2pix of the benchmark's shape: its cost does not depend on its
+weights). The utility pass and every attack pass each pay it once.
+
 Usage (one thread, as the benchmark's CPU budget assumes; set --threads 2 for an idle box):
     OMP_NUM_THREADS=1 python experiments/bench/membership_error_pass.py --images 64
     python experiments/bench/membership_error_pass.py --save /tmp/before.pt  # old code
@@ -45,6 +50,32 @@ def make_batch(n: int, size: int, seed: int) -> dict:
     return {"sample_id": ids, "input": inputs, "target": targets, "output": outputs}
 
 
+def victim_pass(forward_per_image: float) -> None:
+    """CPU seconds per image of one signal pass of ``run_attack`` on the default benchmark."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from miabench.pipeline.train import locate_victim
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("run_attack", overrides=["experiment=embedded/pix2pix_edges2fashion"])
+    dm = locate_victim(cfg).datamodule  # builds the embedded data under ./data once
+    model = instantiate(cfg.victim.module).eval()
+    loaders = [dm.member_dataloader(), dm.nonmember_dataloader()]
+    start, n = time.process_time(), 0
+    for loader in loaders:
+        for signals in model.iter_signals(loader, device=torch.device("cpu"), desc="signals"):
+            n += len(signals["sample_id"])
+    per_image = (time.process_time() - start) / n
+    print(
+        f"victim pass (data + pix2pix signals, {n} images): {per_image:.4f} cpu-s/image "
+        f"= {per_image / forward_per_image:.2f} x the backbone forward"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -57,6 +88,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--save", help="write the scores to this file")
     parser.add_argument("--compare", help="check the scores against a file written by --save")
+    parser.add_argument(
+        "--victim-pass", action="store_true", help="also time data loading + victim signals"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,6 +130,8 @@ def main() -> None:
             f"{whole[k] / n:.3f} s/image (beyond the forward {(whole[k] - forward[k]) / n:.3f}); "
             f"ratio pass / forward = {whole[k] / forward[k]:.2f}"
         )
+    if args.victim_pass:
+        victim_pass(forward["cpu"] / n)
     result = torch.cat(scores)
     if args.save:
         torch.save(result, args.save)

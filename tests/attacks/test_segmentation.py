@@ -129,6 +129,11 @@ def test_unlabelled_pixels_stay_out_of_the_fit_unless_legacy() -> None:
     ids = ["s/1", "s/2"]
     y, valid = one_hot_ground_truth(target, k, 56)
     fit, held = pixel_split(ids, 56 * 56, 0.7, 0)
+    for measure in ("cross_entropy", "error_rate"):  # finite although rows are unlabelled
+        got = SegmentationPredictability(FixedMaps(maps), measure)(
+            torch.zeros(b, 3, 56, 56), target, k, ids
+        )
+        assert torch.isfinite(got).all()
     for legacy in (False, True):
         pred = SegmentationPredictability(FixedMaps(maps), "brier", fit_unlabelled=legacy)
         errors = pred(torch.zeros(b, 3, 56, 56), target, k, ids)

@@ -29,8 +29,8 @@ attack's device:
   scipy's default applied, the machine epsilon of the solve's dtype (1.2e-7 for the float32
   features the reference passes, 2.2e-16 in float64). The authors' 2021 code therefore ran
   with the float32 epsilon; on well-conditioned features (ImageNet weights) the two cutoffs
-  give the same answer, on nearly degenerate ones (a randomly initialised backbone) they
-  differ at the 1e-4 level, as float32 and float64 solves do.
+  give the same answer, on nearly degenerate ones (a randomly initialised backbone) the
+  errors move by up to ~2e-4 (8 images of the untrained wide_resnet50_2's features).
 * The 3136 x 3840 design matrix is never built: with ``U_k`` the upsampling of block ``k``
   and ``S`` the fit-pixel mask, the normal-equation blocks ``F_k^T U_k^T S U_l F_l`` are
   products at the coarser block's resolution (:func:`_blockwise_fit_predict`).
@@ -40,18 +40,18 @@ Where this differs from the reference on purpose:
 * The input is preprocessed on tensors (torchvision's antialiased bilinear resize to 256,
   centre crop 224), which approximates but does not bit-match PIL's 8-bit ``Resize(256)``;
   the ground truth, on the other hand, is resized with PIL exactly as the reference does.
-
-What this copies from the reference although it looks like a slip: the features see the
-centre 224x224 crop of the input resized to 256 (the middle 87.5% of each side), while the
-ground truth is the *whole* image resized to 56x56, so feature pixel ``(i, j)`` and target
-pixel ``(i, j)`` cover slightly different parts of the scene. miabench keeps this
-misalignment, because the published numbers were measured with it.
 * The pixel split is a permutation seeded by ``(seed, sample_id)``, with sklearn's sizes;
   the reference's ``train_test_split`` is unseeded, so it is not reproducible anyway.
 * The solve runs in float64 by default. The reference hands sklearn float32 features, and
   float32 lstsq differs from the exact minimum-norm answer (by ~1e-5 on random maps, by
   ~3e-3 on the nearly degenerate maps of a randomly initialised network); this module
   matches the float64 (exact) answer.
+
+What this copies from the reference although it looks like a slip: the features see the
+centre 224x224 crop of the input resized to 256 (the middle 87.5% of each side), while the
+ground truth is the *whole* image resized to 56x56, so feature pixel ``(i, j)`` and target
+pixel ``(i, j)`` cover slightly different parts of the scene. miabench keeps this
+misalignment, because the published numbers were measured with it.
 """
 
 from __future__ import annotations

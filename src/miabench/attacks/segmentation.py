@@ -143,7 +143,8 @@ def prediction_error(pred: torch.Tensor, truth: torch.Tensor, measure: str) -> t
     if measure == "cross_entropy":
         probs = pred.clamp(EPS, 1.0)
         probs = probs / probs.sum(-1, keepdim=True)
-        return -(probs * truth).sum(-1).log()
+        # unlabelled rows (all-zero truth) get a finite value; callers mask them out
+        return -(probs * truth).sum(-1).clamp_min(torch.finfo(probs.dtype).tiny).log()
     if measure in ("pixel_error", "error_rate"):
         return (pred.argmax(-1) != truth.argmax(-1)).to(pred.dtype)
     raise ValueError(
