@@ -73,6 +73,19 @@ def git_state(path: str | Path | None = None) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+#: The checkout's state when this process imported miabench: the code a long-running
+#: process (a sweep) runs is the code it loaded, even if the checkout moves on meanwhile.
+_STARTUP_GIT: dict[str, Any] | None = None
+
+
+def process_git_state() -> dict[str, Any]:
+    """:func:`git_state` as it was when this module was first imported by the process."""
+    global _STARTUP_GIT
+    if _STARTUP_GIT is None:
+        _STARTUP_GIT = git_state()
+    return _STARTUP_GIT
+
+
 def hydra_overrides() -> list[str]:
     """The command-line overrides of the running Hydra job ([] outside Hydra)."""
     try:
@@ -88,7 +101,7 @@ def hydra_overrides() -> list[str]:
 def environment(device: Any = None) -> dict[str, Any]:
     """Code, packages, overrides and machine of the current process."""
     info: dict[str, Any] = {
-        "git": git_state(),
+        "git": process_git_state(),
         "packages": package_versions(),
         "python": platform.python_version(),
         "host": platform.node(),
@@ -124,3 +137,6 @@ class StageClock:
                 "finished": now_iso(),
                 "wall_time_s": round(time.perf_counter() - t0, 3),
             }
+
+
+process_git_state()  # at import: the state of the code this process loads
