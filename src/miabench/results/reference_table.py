@@ -7,6 +7,7 @@ run's log-log ROC plots and strength-vs-number-of-references plot are copied bes
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
@@ -118,6 +119,31 @@ def reference_frame(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _setting(result: Mapping[str, Any]) -> tuple[Any, ...]:
+    run = result["run"]
+    reference = run["reference"]
+    return (
+        run["victim"],
+        run["dataset"],
+        run["defense"],
+        run.get("seed"),
+        reference["n_models"],
+        reference["knowledge"],
+        json.dumps(reference.get("recipe"), sort_keys=True, default=str),
+    )
+
+
+def newest_per_setting(
+    results: Sequence[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], int]:
+    """Keep the newest result of each setting (folders left by older code are superseded,
+    as in the generic table); return them and how many were left out."""
+    newest: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    for result in sorted(results, key=lambda r: Path(r["_path"]).stat().st_mtime):
+        newest[_setting(result)] = result
+    return list(newest.values()), len(results) - len(newest)
+
+
 def write_reference_table(
     table: Mapping[str, Any], paths: Iterable[str | os.PathLike]
 ) -> tuple[Path, Path]:
@@ -136,6 +162,7 @@ def write_reference_table(
     results = collect_results(paths)
     if not results:
         raise ValueError(f"table {table['name']}: no results.json matched {table.get('results')}")
+    results, superseded = newest_per_setting(results)
     frame = reference_frame(results)
     out_dir = Path(table["out_dir"])
     name = table["name"]
@@ -162,7 +189,7 @@ def write_reference_table(
         )
     notes = [
         f"Regenerate: `{table.get('command', '')}`",
-        f"Result files: {len(paths)}",
+        f"Result files: {len(paths)} ({superseded} older result(s) of the same setting left out)",
         "target_*: the target model (model 0), its test half of members and non-members "
         "(threshold metrics use the calibration half). loo_*: every model of the population "
         "in turn as the target with the others as references, pooled over all "
