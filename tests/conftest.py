@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "src" / "miabench" / "conf"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

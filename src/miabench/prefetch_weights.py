@@ -100,7 +100,7 @@ class SmpEncoderWeights:
 
 
 #: Every backbone a config can ask ``weights: imagenet`` for (tests/test_prefetch_weights.py
-#: checks that each arch/backbone/encoder named in conf/ is here).
+#: checks that each arch/backbone/encoder named in miabench/conf/ is here).
 BACKBONES = (
     TorchvisionWeights("wide_resnet50_2", "IMAGENET1K_V1", "attack.*.weights (predictability)"),
     TorchvisionWeights("resnet18", "IMAGENET1K_V1", "attack arch=resnet18 (defenses experiment)"),

@@ -3,7 +3,7 @@
 A *training defense* changes how a victim is trained, never the victim's code: it acts
 through generic mechanisms (module traversal, optimizer param groups, Lightning callbacks, a
 wrapper around the data module), so it applies to every victim, including ones written
-later, or says clearly why it cannot. ``conf/defense/<name>.yaml`` names it under
+later, or says clearly why it cannot. ``miabench/conf/defense/<name>.yaml`` names it under
 ``training`` (a ``_target_``); a post-hoc defense (output truncation) names an
 ``attacker_view`` instead and needs no training hook.
 

@@ -1,0 +1,1 @@
+"""Hydra configs, shipped inside the package; a package so Hydra finds them as pkg://miabench.conf."""
