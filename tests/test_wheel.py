@@ -70,7 +70,8 @@ def test_wheel_installs_and_runs_the_benchmark_from_an_empty_folder(tmp_path: Pa
         empty,
         env,
     )
-    results = json.loads((empty / "results" / "embedded_pix2pix" / "results.json").read_text())
+    (run,) = (empty / "results" / "embedded_pix2pix" / "runs").iterdir()
+    results = json.loads((run / "results.json").read_text())
     assert set(results["attacks"]) == {"reconstruction", "membership_error"}
     assert (empty / "results" / "embedded_pix2pix" / "embedded_pix2pix.md").is_file()
     assert "💡 Tip" not in log

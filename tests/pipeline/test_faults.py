@@ -88,11 +88,14 @@ def _outputs(out: Path) -> dict[str, object]:
     """What a finished run produced, with its own folder's path taken out."""
     (victim,) = (out / "outputs" / "cache" / "victims").iterdir()
     weights = torch.load(victim / "victim.pt", weights_only=True)
-    results = json.loads((out / "table" / "results.json").read_text().replace(str(out), "<out>"))
+    (run,) = (out / "table" / "runs").iterdir()
+    results = json.loads((run / "results.json").read_text().replace(str(out), "<out>"))
+    # when and where each stage ran differs between the runs by design
+    results["run"].pop("provenance")
     return {
         "weights": {k: v.numpy().tobytes() for k, v in weights.items()},
         "results": results,
-        "scores": (out / "table" / "scores.csv").read_text(),
+        "scores": (run / "scores.csv").read_text(),
         "table": (out / "table" / "embedded_pix2pix.csv").read_text(),
         "epochs": json.loads((victim / "victim.json").read_text())["epochs"],
     }
@@ -238,11 +241,23 @@ def _victim_files(victim: Any, results: Path) -> dict[str, Path]:
     }
 
 
+#: provenance keys (when and where a stage ran) that a recomputation changes by design
+VOLATILE = ("provenance", "timing", "environment")
+
+
 def _content(path: Path) -> Any:
     """A file's content; torch archives by their tensors (torch.save names the archive's
-    records after the temporary file it wrote, so equal weights differ in a few bytes)."""
+    records after the temporary file it wrote, so equal weights differ in a few bytes), and
+    JSON without its provenance (times and machine of the stage that wrote it)."""
     if path.suffix == ".pt":
         return {k: v.numpy().tobytes() for k, v in torch.load(path, weights_only=True).items()}
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        for node in (data, data.get("run")):
+            if isinstance(node, dict):
+                for key in VOLATILE:
+                    node.pop(key, None)
+        return data
     return path.read_bytes()
 
 

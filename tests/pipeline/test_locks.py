@@ -48,6 +48,7 @@ def test_four_jobs_at_once_train_and_attack_one_victim_once(
     # one training: a single Lightning metrics log, a single cache folder
     (victim,) = (tmp_path / "outputs" / "cache" / "victims").iterdir()
     assert not (victim / "checkpoints").exists()
-    results = {(tmp_path / f"table{job}" / "results.json").read_bytes() for job in range(N_JOBS)}
-    scores = {(tmp_path / f"table{job}" / "scores.csv").read_bytes() for job in range(N_JOBS)}
+    runs = [next((tmp_path / f"table{job}" / "runs").iterdir()) for job in range(N_JOBS)]
+    results = {(run / "results.json").read_bytes() for run in runs}
+    scores = {(run / "scores.csv").read_bytes() for run in runs}
     assert len(results) == 1 and len(scores) == 1

@@ -59,7 +59,10 @@ def _results(root: Path) -> dict[str, dict]:
     """results.json of every attack folder, with the run's own root taken out."""
     found = {}
     for path in sorted((root / "outputs" / "attacks").glob("*/results.json")):
-        found[path.parent.name] = json.loads(path.read_text().replace(str(root), "<root>"))
+        results = json.loads(path.read_text().replace(str(root), "<root>"))
+        # which launcher, when and where: provenance differs between the sweeps by design
+        results["run"].pop("provenance")
+        found[path.parent.name] = results
     return found
 
 

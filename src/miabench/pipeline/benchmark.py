@@ -46,7 +46,9 @@ def run_benchmark(cfg: DictConfig) -> Path:
     with open_dict(cfg):
         if not cfg.table.get("writer"):
             cfg.table.results = [str(results)]
-    return write_sweep_table(cfg, [results])
+    md_path = write_sweep_table(cfg, [results])
+    log.info("benchmark table → %s", md_path)
+    return md_path
 
 
 def run_name(results: Path) -> str:
