@@ -114,6 +114,19 @@ class MembershipDataModule(pl.LightningDataModule):
             raise RuntimeError("MembershipDataModule.setup() has not been called yet")
         return self._manifest
 
+    def _draw_split(
+        self, member_pool: list[SampleRecord], nonmember_pool: list[SampleRecord]
+    ) -> Manifest:
+        """The ordinary split of this module's sizes and seed (also a population's pool)."""
+        return make_split(
+            member_pool,
+            nonmember_pool,
+            self.n_members,
+            self.n_nonmembers,
+            seed=self.seed,
+            n_validation=self.n_validation,
+        )
+
     def setup(self, stage: str | None = None) -> None:
         """Draw or reload the split and build the datasets of every role (idempotent)."""
         if self._manifest is not None:
@@ -130,14 +143,7 @@ class MembershipDataModule(pl.LightningDataModule):
             self._check_matches(manifest, member_pool, nonmember_pool)
             log.info("reusing membership split %s", self.manifest_path)
         else:
-            manifest = make_split(
-                member_pool,
-                nonmember_pool,
-                self.n_members,
-                self.n_nonmembers,
-                seed=self.seed,
-                n_validation=self.n_validation,
-            )
+            manifest = self._draw_split(member_pool, nonmember_pool)
             if self.manifest_path is not None:
                 manifest.to_csv(self.manifest_path)
                 log.info("membership split written to %s", self.manifest_path)
@@ -170,14 +176,7 @@ class MembershipDataModule(pl.LightningDataModule):
                 f"phase; got split.members_from={self.members_from!r} and "
                 f"split.nonmembers_from={self.nonmembers_from!r}"
             )
-        base = make_split(
-            member_pool,
-            nonmember_pool,
-            self.n_members,
-            self.n_nonmembers,
-            seed=self.seed,
-            n_validation=self.n_validation,
-        )
+        base = self._draw_split(member_pool, nonmember_pool)
         population = Population.draw(
             base,
             n_models=int(settings["n_models"]) + 1,  # the target and its references

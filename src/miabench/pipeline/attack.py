@@ -183,6 +183,19 @@ def _fit_batches(
     return batches
 
 
+def _prepare_attacks(attacks: list[Attack], model: Victim, device: torch.device) -> None:
+    """Check that the victim provides what ``attacks`` read, have it compute those signals
+    (and only those: victims with optional signals, e.g. named-layer activations), and move
+    the attacks to ``device``."""
+    for attack in attacks:
+        attack.check_signals(model.provides)
+    select = getattr(model, "select_signals", None)
+    if select is not None:
+        select(tuple(dict.fromkeys(s for attack in attacks for s in attack.requires)))
+    for attack in attacks:
+        attack.setup(device)
+
+
 def _attack_scores(
     name: str,
     attack: Attack,
@@ -202,13 +215,7 @@ def _attack_scores(
     if verified_exists(path):
         log.info("reusing scores of %s from %s", name, path)
         return pd.read_csv(path)
-    attack.check_signals(model.provides)
-    select = getattr(model, "select_signals", None)
-    if select is not None:
-        # victims with optional signals (named-layer activations) compute what this attack
-        # reads, and only that, from here on
-        select(attack.requires)
-    attack.setup(device)
+    _prepare_attacks([attack], model, device)
     if attack.trainable:
         if not calibration or not all(calibration.get(role) for role in ROLES):
             raise ValueError(
@@ -261,12 +268,7 @@ def _score_in_one_pass(
     }
     if len(pending) < 2:
         return  # nothing to share: _attack_scores does the single pass
-    for attack in pending.values():
-        attack.check_signals(model.provides)
-        attack.setup(device)
-    select = getattr(model, "select_signals", None)
-    if select is not None:
-        select(tuple({s for attack in pending.values() for s in attack.requires}))
+    _prepare_attacks(list(pending.values()), model, device)
 
     def score(signals: Any) -> dict[str, Any]:
         seen = view(signals) if view is not None else signals
