@@ -183,3 +183,40 @@ def test_clustered_intervals_resample_whole_samples_of_a_matrix() -> None:
     assert clustered_roc_intervals(null, labels, n_boot=50, seed=3) == clustered_roc_intervals(
         null, labels, n_boot=50, seed=3
     )
+
+
+def test_clustered_paired_difference_of_two_scorers_on_the_same_pairs() -> None:
+    """best − free on one samples × models matrix: identical scorers give exactly 0, never
+    significant; a scorer with a stronger membership signal is significantly ahead, its point
+    difference is the difference of sklearn's pooled AUCs, and its interval covers the
+    population difference."""
+    from sklearn.metrics import roc_auc_score
+
+    from miabench.metrics.bootstrap import clustered_paired_roc
+
+    rng = np.random.default_rng(4)
+    n, k = 150, 6
+    labels = np.zeros((n, k), dtype=int)
+    for row in labels:
+        row[rng.permutation(k)[: k // 2]] = 1
+    shared = rng.normal(0, 1.0, (n, 1))  # a per-sample effect both scorers see
+    weak = shared + rng.normal(0, 1.0, (n, k)) + 0.3 * labels
+    strong = shared + rng.normal(0, 1.0, (n, k)) + 1.5 * labels
+
+    same = clustered_paired_roc(weak, weak, labels, n_boot=200)
+    assert same["auc"].value == 0 and same["auc"].low == same["auc"].high == 0
+    assert not same["auc"].significant
+
+    delta = clustered_paired_roc(strong, weak, labels, n_boot=400, seed=1)
+    flat = labels.reshape(-1)
+    expected = roc_auc_score(flat, strong.reshape(-1)) - roc_auc_score(flat, weak.reshape(-1))
+    assert delta["auc"].value == pytest.approx(expected, abs=1e-12)
+    assert delta["auc"].significant and delta["auc"].low > 0
+    assert delta["tpr_at_1pct_fpr"].value is not None  # 450 non-member pairs resolve 1 %
+    # 450 non-member pairs cannot resolve 0.1 %: no value, a note instead
+    low_fpr = clustered_paired_roc(strong, weak, labels, fprs=(0.001,), n_boot=50)
+    assert low_fpr["tpr_at_0.1pct_fpr"].value is None and "not observable" in (
+        low_fpr["tpr_at_0.1pct_fpr"].note
+    )
+    with pytest.raises(ValueError, match="one \\(N, K\\)"):
+        clustered_paired_roc(strong, weak[:, :3], labels)

@@ -114,3 +114,104 @@ def test_mismatched_test_samples_are_refused(comparison: list[Path], tmp_path: P
     frame.to_csv(scores, index=False)
     with pytest.raises(ValueError, match="different test samples"):
         privacy_utility_frame(collect_results(comparison), utility=())
+
+
+def _write_reference_run(folder: Path, defense: str, strength: float, seed: int = 0) -> None:
+    """A reference-model run's results.json and leave-one-out scores: a reference-free attack
+    with a weak signal and two calibrated attacks, one of them ``strength`` strong."""
+    from miabench.metrics.bootstrap import clustered_roc_intervals
+    from miabench.metrics.roc import roc_metrics
+
+    rng = np.random.default_rng(seed + int(10 * strength))
+    n, k = 120, 5
+    labels = np.zeros((n, k), dtype=int)
+    for row in labels:
+        row[rng.permutation(k)[:2]] = 1
+    scores = {
+        "reconstruction": rng.normal(size=(n, k)) + 0.3 * labels,
+        "lira_online": rng.normal(size=(n, k)) + strength * labels,
+        "rmia_online": rng.normal(size=(n, k)) + 0.5 * labels,
+    }
+    free = {"_target_": "miabench.pipeline.reference.reference_free", "_partial_": True}
+    loo = {}
+    for name, s in scores.items():
+        loo[name] = {
+            **roc_metrics(s.reshape(-1), labels.reshape(-1), (0.01,)),
+            **clustered_roc_intervals(s, labels, fprs=(0.01,), n_boot=100),
+        }
+    result = {
+        "run": {
+            "victim": "pix2pix",
+            "dataset": "d",
+            "defense": defense,
+            "seed": seed,
+            "reference": {"n_models": k - 1, "knowledge": "same_recipe", "recipe": {}},
+        },
+        "attacks": {
+            name: {"describe": {"score": free if name == "reconstruction" else {}}}
+            for name in scores
+        },
+        "leave_one_out": loo,
+    }
+    folder.mkdir(parents=True)
+    frame = pd.DataFrame(
+        {
+            "sample_id": np.repeat([f"img{i:03d}.png" for i in range(n)], k),
+            "model": np.tile(np.arange(k), n),
+            "label": labels.reshape(-1),
+            **{f"{name}.score": s.reshape(-1) for name, s in scores.items()},
+        }
+    )
+    # rows shuffled: the table must not rely on the file's order
+    frame.sample(frac=1.0, random_state=0).to_csv(folder / "scores_leave_one_out.csv", index=False)
+    (folder / "results.json").write_text(json.dumps(result))
+
+
+def test_each_defense_is_judged_by_its_strongest_reference_attack(
+    comparison: list[Path], tmp_path: Path
+) -> None:
+    """The best calibrated attack of each defense's reference run is picked by leave-one-out
+    TPR at 1 % FPR, shown beside the same run's reference-free attack with a paired test, and
+    written into the privacy-utility table; a defense without a reference run stays empty."""
+    refs = tmp_path / "refs"
+    _write_reference_run(refs / "none", "none", strength=2.5)
+    _write_reference_run(refs / "dp", "dpsgd", strength=0.0)  # rmia_online is then the best
+    reference = collect_results(sorted(refs.glob("*/results.json")))
+    frame = privacy_utility_frame(
+        collect_results(comparison), utility=("psnr",), reference_results=reference
+    ).set_index("defense")
+
+    none, dp = frame.loc["none"], frame.loc["dpsgd"]
+    assert none["best_reference_attack"] == "lira_online"
+    assert dp["best_reference_attack"] == "rmia_online"
+    assert none["reference_models"] == 4
+    loo = reference[[r["run"]["defense"] for r in reference].index("none")]["leave_one_out"]
+    assert none["best_reference_auc"] == loo["lira_online"]["auc"]
+    assert none["reference_free_auc"] == loo["reconstruction"]["auc"]
+    assert none["best_vs_free_auc"] == pytest.approx(
+        loo["lira_online"]["auc"] - loo["reconstruction"]["auc"], abs=1e-12
+    )
+    assert none["best_vs_free_auc_sig"] and none["best_vs_free_tpr_at_1pct_fpr_sig"]
+    assert none["best_reference_auc_lo"] <= none["best_reference_auc"] <= none[
+        "best_reference_auc_hi"
+    ]
+    assert pd.isna(frame.loc["identical"]["best_reference_attack"])
+
+    table = {
+        "name": "defenses",
+        "title": "t",
+        "out_dir": str(tmp_path / "out"),
+        "command": "c",
+        "utility": {"metrics": ["psnr"]},
+        "reference": {"results": [str(refs / "*" / "results.json")], "command": "r"},
+    }
+    md_path, _ = write_privacy_utility(table, comparison)
+    text = md_path.read_text()
+    assert "best_reference_attack" in text and "lira_online" in text
+    assert "Reference-model runs: 2" in text
+
+    # two settings of one defense (seeds) would be mixed into one cell: refused, named
+    _write_reference_run(refs / "none_s1", "none", strength=2.5, seed=1)
+    reference = collect_results(sorted(refs.glob("*/results.json")))
+    with pytest.raises(ValueError, match="defense none: 2 reference runs"):
+        privacy_utility_frame(collect_results(comparison), reference_results=reference)

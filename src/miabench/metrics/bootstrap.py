@@ -435,6 +435,25 @@ def paired_mean(
     return _estimates({"delta": points}, reps, level, {})["delta"]
 
 
+def clustered_weights(
+    flat_labels: np.ndarray, n: int, k: int, n_boot: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
+    """Multiplicities of the pairs of an (n, k) samples × models matrix, flattened row-major,
+    when whole samples (rows) are drawn with replacement; in chunks of replicates.
+
+    A replicate with one class only (never, for a balanced membership matrix) is dropped:
+    it has no ROC.
+    """
+    chunk = max(1, MAX_CELLS // max(n * k, 1))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        draws = rng.integers(0, n, size=(b, n)) + n * np.arange(b)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=b * n).reshape(b, n)
+        weights = np.repeat(counts, k, axis=1).astype(np.float64)
+        ok = ((weights * flat_labels).sum(1) > 0) & ((weights * (1 - flat_labels)).sum(1) > 0)
+        yield weights[ok]
+
+
 def clustered_roc_intervals(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -476,17 +495,10 @@ def clustered_roc_intervals(
     shown = {"auc": True, **{tpr_key(f): observable(f, n_nonmembers) for f in fprs}}
     out: dict[str, Any] = {ci_key(name, level): None for name in names}
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        chunk = max(1, MAX_CELLS // max(n * k, 1))
-        parts: list[dict[str, np.ndarray]] = []
-        for start in range(0, n_boot, chunk):
-            b = min(chunk, n_boot - start)
-            draws = rng.integers(0, n, size=(b, n)) + n * np.arange(b)[:, None]
-            counts = np.bincount(draws.ravel(), minlength=b * n).reshape(b, n)
-            weights = np.repeat(counts, k, axis=1).astype(np.float64)
-            # a replicate with one class only (never, for a balanced matrix) has no ROC
-            ok = ((weights * flat_y).sum(1) > 0) & ((weights * (1 - flat_y)).sum(1) > 0)
-            parts.append(roc_replicates(flat_s, flat_y, weights[ok], fprs))
+        parts = [
+            roc_replicates(flat_s, flat_y, w, fprs)
+            for w in clustered_weights(flat_y, n, k, n_boot, np.random.default_rng(seed))
+        ]
         reps = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         for name in names:
             if shown[name]:
@@ -498,3 +510,57 @@ def clustered_roc_intervals(
         n_test_groups=int(n),
     )
     return out
+
+
+def clustered_paired_roc(
+    a: ArrayLike,
+    b: ArrayLike,
+    labels: ArrayLike,
+    fprs: Sequence[float] = (0.01,),
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Estimate]:
+    """Paired bootstrap of the difference of two scorers pooled over the same samples × models
+    matrix (e.g. the best reference attack minus the reference-free one, leave-one-out).
+
+    Every replicate draws whole samples (all their pairs, as :func:`clustered_roc_intervals`)
+    once and scores both scorers on that draw, so the samples both see cancel.
+
+    Args:
+        a: (N, K) scores of the first scorer.
+        b: (N, K) scores of the second, on the same pairs.
+        labels: (N, K) membership of the pairs.
+        fprs: target FPRs of the TPR differences.
+        n_boot: replicates; 0 gives no interval.
+        level: coverage; :attr:`Estimate.significant` is significance at 1 − level.
+        seed: seed of the resampling.
+
+    Returns:
+        ``{"auc": Estimate, "tpr_at_<x>pct_fpr": Estimate, ...}`` of a − b; a TPR the pooled
+        non-member pairs cannot resolve is None with a note.
+    """
+    sa, sb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64)
+    if sa.ndim != 2 or sa.shape != y.shape or sb.shape != y.shape:
+        raise ValueError(f"scores {sa.shape}, {sb.shape} and labels {y.shape} must be one (N, K)")
+    n, k = y.shape
+    flat_a, flat_b, flat_y = sa.reshape(-1), sb.reshape(-1), y.reshape(-1)
+    point_a, point_b = roc_metrics(flat_a, flat_y, fprs), roc_metrics(flat_b, flat_y, fprs)
+    points = {name: np.asarray([point_a[name] - point_b[name]]) for name in point_a}
+    reps = None
+    if n_boot > 0:
+        deltas: dict[str, list[np.ndarray]] = {name: [] for name in points}
+        for w in clustered_weights(flat_y, n, k, n_boot, np.random.default_rng(seed)):
+            ra = roc_replicates(flat_a, flat_y, w, fprs)
+            rb = roc_replicates(flat_b, flat_y, w, fprs)
+            for name in deltas:
+                deltas[name].append(ra[name] - rb[name])
+        reps = {name: np.concatenate(v) for name, v in deltas.items()}
+    n_nonmembers = int((flat_y == 0).sum())
+    notes = {
+        tpr_key(f): unobservable_note(f, n_nonmembers)
+        for f in fprs
+        if not observable(f, n_nonmembers)
+    }
+    return _estimates(points, reps, level, notes)

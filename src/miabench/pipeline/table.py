@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 from pathlib import Path
 
@@ -16,21 +15,11 @@ from miabench.results.table import (
     group_seeds,
     load_targets,
     no_targets,
+    result_paths,
     write_table,
 )
 
 log = logging.getLogger(__name__)
-
-
-def result_paths(patterns: list[str]) -> list[Path]:
-    """Expand the table's result patterns (globs or plain paths), sorted, deduplicated."""
-    paths: set[Path] = set()
-    for pattern in patterns:
-        matches = glob.glob(str(pattern))
-        if not matches and not glob.has_magic(str(pattern)):
-            raise FileNotFoundError(f"table.results: no results file at {pattern}")
-        paths.update(Path(m) for m in matches)
-    return sorted(paths)
 
 
 def make_table(cfg: DictConfig) -> tuple[Path, Path]:

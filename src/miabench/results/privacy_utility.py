@@ -7,6 +7,13 @@ seeds with the pooled interval (``<name>_per_seed`` has one row per seed). Defen
 the membership split and the test samples of a seed, so each is compared with the
 undefended victim (``none``) on the same samples: a paired bootstrap of the difference in
 AUC, in TPR at 1 % FPR and in every utility metric (:mod:`miabench.metrics.bootstrap`).
+
+Defenses judged by the strongest attack (Aerni et al., CCS 2024): given the runs of a
+reference-model comparison of the same defenses (``table.reference``; one
+``attack=reference`` run per defense), each row also gets the best reference attack of its
+defense (LiRA/RMIA, chosen per defense by leave-one-out TPR at 1 % FPR, then AUC) with its
+leave-one-out AUC and TPR, the reference-free attack of the same run on the same pairs, and
+the paired difference of the two (whole samples resampled with all their pairs).
 """
 
 from __future__ import annotations
@@ -23,7 +30,15 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from miabench.data.membership import group_of
-from miabench.metrics.bootstrap import Estimate, ScoredRows, paired_mean, paired_roc
+from miabench.metrics.bootstrap import (
+    Estimate,
+    ScoredRows,
+    clustered_paired_roc,
+    paired_mean,
+    paired_roc,
+)
+from miabench.metrics.roc import ci_key, note_key
+from miabench.results.reference_table import newest_per_setting
 from miabench.results.table import (
     INTERVAL_LEGEND,
     bootstrap_settings,
@@ -34,6 +49,7 @@ from miabench.results.table import (
     held_out_scores,
     markdown_view,
     read_run_csv,
+    result_paths,
     run_file,
     seed_estimate,
     seeds_label,
@@ -47,6 +63,8 @@ LOWER_IS_BETTER = {"l1", "loss"}
 REFERENCE = "none"
 #: the seed of the tables' paired bootstraps (a table rebuilt from the same runs is the same)
 TABLE_SEED = 0
+#: the score function of a reference run's reference-free attack (the target's own signal)
+REFERENCE_FREE = "miabench.pipeline.reference.reference_free"
 
 
 def _paired_columns(name: str, estimate: Estimate) -> dict[str, Any]:
@@ -160,12 +178,111 @@ def _unique(values: Iterable[Any]) -> Any:
     return found[0] if len(found) == 1 else "/".join(map(str, found))
 
 
+def _is_reference_free(metrics: Mapping[str, Any]) -> bool:
+    score = (metrics.get("describe") or {}).get("score") or {}
+    return score.get("_target_") == REFERENCE_FREE
+
+
+def _loo_estimate(loo: Mapping[str, Any], metric: str) -> Estimate:
+    """A leave-one-out metric of a reference run and its clustered bootstrap interval."""
+    low, high = loo.get(ci_key(metric, loo.get("ci_level", 0.95))) or (None, None)
+    return Estimate(loo.get(metric), low, high, None, 1, loo.get(note_key(metric)))
+
+
+def _strongest(result: Mapping[str, Any], attacks: Iterable[str], tpr_key: str) -> str | None:
+    """The attack of ``attacks`` with the highest leave-one-out TPR (then AUC)."""
+    loo = result.get("leave_one_out") or {}
+
+    def strength(name: str) -> tuple[float, float]:
+        values = loo.get(name) or {}
+        return (values.get(tpr_key) or -1.0, values.get("auc") or -1.0)
+
+    found = [a for a in attacks if a in loo]
+    return max(found, key=strength) if found else None
+
+
+def strongest_attack_columns(
+    reference_results: Sequence[Mapping[str, Any]],
+    tpr_key: str = "tpr_at_1pct_fpr",
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> dict[str, dict[str, Any]]:
+    """Per defense, the best reference attack beside the reference-free one of the same run.
+
+    Args:
+        reference_results: results.json contents of ``attack=reference`` runs, one setting
+            per defense (the newest result of a setting is kept).
+        tpr_key: the TPR reported beside the AUC and used (then the AUC) to pick the best.
+        n_boot: replicates of the paired bootstrap; level: its coverage.
+
+    Returns:
+        ``{defense: columns}``: ``reference_models``, ``best_reference_attack``, its
+        ``best_reference_auc`` and ``best_reference_<tpr_key>`` (leave-one-out, pooled over
+        every model as the target, with ``_lo``/``_hi``/``_note``), the same for
+        ``reference_free_*`` (the run's reference-free attack on the same pairs), and
+        ``best_vs_free_auc`` / ``best_vs_free_<tpr_key>``: paired bootstrap of best − free
+        (``_sig`` where the interval excludes 0).
+
+    Raises:
+        ValueError: naming the files, when a defense has reference runs of several settings
+            (seeds, numbers of references or knowledge): the column would mix them.
+    """
+    results, _ = newest_per_setting(reference_results)
+    by_defense: dict[str, list[Mapping[str, Any]]] = {}
+    for result in results:
+        by_defense.setdefault(result["run"]["defense"], []).append(result)
+    out: dict[str, dict[str, Any]] = {}
+    for defense, found in by_defense.items():
+        if len(found) > 1:
+            files = ", ".join(str(r.get("_path")) for r in found)
+            raise ValueError(
+                f"defense {defense}: {len(found)} reference runs of different settings "
+                f"({files}); narrow table.reference.results to one per defense"
+            )
+        result = found[0]
+        attacks = result["attacks"]
+        free = [a for a, m in attacks.items() if _is_reference_free(m)]
+        calibrated = [a for a in attacks if a not in free]
+        best = _strongest(result, calibrated, tpr_key)
+        worst_free = _strongest(result, free, tpr_key)
+        loo = result.get("leave_one_out") or {}
+        row: dict[str, Any] = {
+            "reference_models": result["run"]["reference"]["n_models"],
+            "best_reference_attack": best,
+        }
+        for metric in ("auc", tpr_key):
+            for prefix, name in (("best_reference", best), ("reference_free", worst_free)):
+                estimate = _loo_estimate(loo[name], metric) if name else Estimate(None, None, None)
+                row.update(estimate_columns(f"{prefix}_{metric}", estimate))
+        if best and worst_free:
+            scores = read_run_csv(Path(result["_path"]).parent / "scores_leave_one_out.csv")
+
+            def matrix(column: str, frame: pd.DataFrame = scores) -> np.ndarray:
+                # samples × models, whatever the file's row order
+                return frame.pivot(index="sample_id", columns="model", values=column).to_numpy()
+
+            deltas = clustered_paired_roc(
+                matrix(f"{best}.score"),
+                matrix(f"{worst_free}.score"),
+                matrix("label"),
+                fprs=(fpr_of(tpr_key),),
+                n_boot=n_boot,
+                level=level,
+                seed=TABLE_SEED,
+            )
+            for metric in ("auc", tpr_key):
+                row.update(_paired_columns(f"best_vs_free_{metric}", deltas[metric]))
+        out[defense] = row
+    return out
+
+
 def privacy_utility_frame(
     results: Sequence[Mapping[str, Any]],
     role: str = "nonmember",
     utility: Sequence[str] = ("l1", "psnr", "ssim"),
     tpr_key: str = "tpr_at_1pct_fpr",
     per_seed: bool = False,
+    reference_results: Sequence[Mapping[str, Any]] = (),
 ) -> pd.DataFrame:
     """One row per defense (its seeds aggregated; or per defense and seed), undefended first.
 
@@ -175,6 +292,8 @@ def privacy_utility_frame(
         utility: utility metrics to include (missing ones are left empty).
         tpr_key: the attack metric reported beside the AUC.
         per_seed: one row per run instead of one per defense.
+        reference_results: ``attack=reference`` runs of the same defenses: each defense's
+            row gets :func:`strongest_attack_columns` (empty where a defense has none).
 
     Returns:
         Columns ``defense``, ``n_seeds``, ``seeds``, ``epsilon``, ``delta``,
@@ -199,6 +318,11 @@ def privacy_utility_frame(
     reference = [r for runs in settings for r in runs if r["run"]["defense"] == REFERENCE]
     attacks = sorted({a for runs in settings for r in runs for a in r["attacks"]})
     n_boot, level = bootstrap_settings(results)
+    strongest = (
+        strongest_attack_columns(reference_results, tpr_key, n_boot, level)
+        if reference_results
+        else {}
+    )
     rows = []
     for runs in settings:
         run = runs[0]["run"]
@@ -238,6 +362,8 @@ def privacy_utility_frame(
                 if defense != REFERENCE:
                     estimate = paired_attack(pairs, attack, metric, n_boot, level)
                     row.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
+        if strongest:
+            row.update(strongest.get(defense, {}))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -317,8 +443,13 @@ def write_privacy_utility(
     spec = dict(table.get("utility") or {})
     role = spec.get("role", "nonmember")
     metrics = list(spec.get("metrics", ["l1", "psnr", "ssim"]))
-    frame = privacy_utility_frame(results, role=role, utility=metrics)
-    per_seed = privacy_utility_frame(results, role=role, utility=metrics, per_seed=True)
+    # the reference-model runs of the same defenses (best reference attack per defense)
+    reference_paths = result_paths(list((table.get("reference") or {}).get("results") or []))
+    reference = collect_results(reference_paths)
+    frame = privacy_utility_frame(results, role=role, utility=metrics, reference_results=reference)
+    per_seed = privacy_utility_frame(
+        results, role=role, utility=metrics, per_seed=True, reference_results=reference
+    )
     out_dir = Path(table["out_dir"])
     name = table["name"]
     plot_column = f"{role}_{spec.get('plot', metrics[0])}"
@@ -339,6 +470,20 @@ def write_privacy_utility(
         f"One row per seed: `{name}_per_seed.md` / `.csv`.",
         INTERVAL_LEGEND,
     ]
+    if reference:
+        spec_ref = table["reference"]
+        notes[1:1] = [
+            f"Reference-model runs: {len(reference_paths)} "
+            f"(`{spec_ref.get('command', '')}`). best_reference_*: per defense, the "
+            "reference attack (LiRA / RMIA, online / offline, dense LiRA) with the highest "
+            "leave-one-out TPR at 1 % FPR (then AUC) on that defense's reference run; "
+            "reference_free_*: the same run's reference-free attack (the target's own error) "
+            "on the same (sample, model) pairs; both pooled over every model of the run as "
+            "the target, whole samples resampled for the interval. best_vs_free_*: paired "
+            "bootstrap of best − reference-free on the same pairs. Picking the best of "
+            "several attacks on the same pairs favours it slightly. "
+            + str(spec_ref.get("note", "")),
+        ]
     for rows, stem, title in (
         (per_seed, f"{name}_per_seed", f"{table['title']} (one row per seed)"),
         (frame, name, table["title"]),

@@ -7,6 +7,7 @@ column it shows the measured value, the published one and their difference.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -261,6 +262,17 @@ def run_file(result: Mapping[str, Any], name: str) -> Path | None:
         return None
     candidate = Path(path).parent / name
     return candidate if candidate.is_file() else None
+
+
+def result_paths(patterns: list[str]) -> list[Path]:
+    """Expand the table's result patterns (globs or plain paths), sorted, deduplicated."""
+    paths: set[Path] = set()
+    for pattern in patterns:
+        matches = glob.glob(str(pattern))
+        if not matches and not glob.has_magic(str(pattern)):
+            raise FileNotFoundError(f"table.results: no results file at {pattern}")
+        paths.update(Path(m) for m in matches)
+    return sorted(paths)
 
 
 def read_run_csv(path: Path) -> pd.DataFrame:
