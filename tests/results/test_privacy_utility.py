@@ -192,9 +192,9 @@ def test_each_defense_is_judged_by_its_strongest_reference_attack(
         loo["lira_online"]["auc"] - loo["reconstruction"]["auc"], abs=1e-12
     )
     assert none["best_vs_free_auc_sig"] and none["best_vs_free_tpr_at_1pct_fpr_sig"]
-    assert none["best_reference_auc_lo"] <= none["best_reference_auc"] <= none[
-        "best_reference_auc_hi"
-    ]
+    assert (
+        none["best_reference_auc_lo"] <= none["best_reference_auc"] <= none["best_reference_auc_hi"]
+    )
     assert pd.isna(frame.loc["identical"]["best_reference_attack"])
 
     table = {

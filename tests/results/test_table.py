@@ -108,6 +108,29 @@ def test_build_table_deltas(result_files: list[Path]) -> None:
     assert facades["nonmember_psnr"] == 20.0 and facades["n_members"] == 48
 
 
+def test_measured_only_column_needs_no_published_number(result_files: list[Path]) -> None:
+    """`published: false` shows a measured column (e.g. a second definition of an attack)
+    without a published one; an unknown column without it is still refused as a typo."""
+    targets = load_targets("shafran2021_table1")
+    columns = {
+        **COLUMNS,
+        "second_definition_auc": {
+            "attack": "membership_error",
+            "metric": "auc",
+            "published": False,
+        },
+    }
+    table = build_table(collect_results(result_files), targets, columns, include_missing=False)
+    assert table.iloc[0]["second_definition_auc_measured"] == 0.95
+    assert (
+        "second_definition_auc_published" not in table
+        and "second_definition_auc_delta" not in table
+    )
+    columns["second_definition_auc"] = {"attack": "membership_error", "metric": "auc"}
+    with pytest.raises(ValueError, match="second_definition_auc"):
+        build_table(collect_results(result_files), targets, columns)
+
+
 def test_include_missing_adds_published_rows(result_files: list[Path]) -> None:
     targets = load_targets("shafran2021_table1")
     table = build_table(collect_results(result_files), targets, COLUMNS, include_missing=True)

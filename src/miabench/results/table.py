@@ -403,7 +403,8 @@ def build_table(
         targets: published numbers (see :func:`load_targets`).
         columns: target column -> ``{"attack": name, "metric": key}`` (or an
             ``(attack, metric)`` pair), e.g.
-            ``{"reconstruction_error_auc": {"attack": "reconstruction", "metric": "auc"}}``.
+            ``{"reconstruction_error_auc": {"attack": "reconstruction", "metric": "auc"}}``;
+            ``published: false`` in a spec: a measured-only column, not in ``targets``.
         include_missing: also list published rows that no run reproduces (measured = NaN).
         utility_metrics: non-member utility values shown as ``nonmember_<metric>`` (e.g.
             ``map_50`` for a detector); pix2pix's PSNR, SSIM and L1 by default.
@@ -425,7 +426,13 @@ def build_table(
         ValueError: a target column is not in ``targets``.
     """
     specs = {col: _spec(col, spec) for col, spec in columns.items()}
-    absent = [col for col in specs if col not in targets.columns]
+    # a column with `published: false` is measured only (no published number exists)
+    unpublished = {
+        col
+        for col, spec in columns.items()
+        if isinstance(spec, Mapping) and not spec.get("published", True)
+    }
+    absent = [col for col in specs if col not in targets.columns and col not in unpublished]
     if absent:
         raise ValueError(
             f"target column(s) {absent} not in the targets (columns: {list(targets.columns)})"
@@ -449,8 +456,10 @@ def build_table(
         row: dict[str, Any] = {"victim": run["victim"], "dataset": run["dataset"]}
         for col, (attack, metric) in specs.items():
             estimate = seed_estimate(runs, attack, metric)
-            reference = _float(target[col]) if target is not None else math.nan
             row.update(estimate_columns(f"{col}_measured", estimate))
+            if col in unpublished:
+                continue
+            reference = _float(target[col]) if target is not None else math.nan
             row[f"{col}_published"] = reference
             row[f"{col}_delta"] = _float(estimate.value) - reference
         for attack in attacks:
@@ -481,7 +490,8 @@ def build_table(
                 continue
             row = {"victim": target["victim"], "dataset": target["dataset"]}
             for col in specs:
-                row[f"{col}_published"] = _float(target[col])
+                if col not in unpublished:
+                    row[f"{col}_published"] = _float(target[col])
             rows.append(((order, *key, "", ""), row))
 
     siblings = ("", "_std", "_lo", "_hi", "_note")
@@ -493,8 +503,7 @@ def build_table(
             for col in specs
             for name in (
                 *(f"{col}_measured{s}" for s in siblings),
-                f"{col}_published",
-                f"{col}_delta",
+                *(() if col in unpublished else (f"{col}_published", f"{col}_delta")),
             )
         ),
         *(f"{attack}_{TPR_COLUMN}{s}" for attack in attacks for s in siblings),
