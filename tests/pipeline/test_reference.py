@@ -239,14 +239,14 @@ def test_signal_cache_key_follows_the_signal_code(
     assert "miabench.attacks.reconstruction" in key["code"]  # what the signal code imports
     assert signal_key(cfg, victim)["key"] == key["key"]
 
-    real = signals_module.code_sources
+    real = signals_module.module_closure
 
-    def edited(cfg_node):
-        sources = dict(real(cfg_node))
+    def edited(modules):
+        sources = dict(real(modules))
         sources["miabench.pipeline.signals"] += "\n# edited\n"
         return sources
 
-    monkeypatch.setattr(signals_module, "code_sources", edited)
+    monkeypatch.setattr(signals_module, "module_closure", edited)
     assert signal_key(cfg, victim)["key"] != key["key"]
     monkeypatch.undo()
     other = _cfg(
@@ -254,3 +254,9 @@ def test_signal_cache_key_follows_the_signal_code(
         [*overrides(population_root, tmp_path / "run"), "reference.signals.compute.grid=4"],
     )
     assert signal_key(other, victim)["key"] != key["key"]
+    # the attacker view's code is part of the key too (it shapes what the signals see)
+    truncated = _cfg(
+        "run_attack", [*overrides(population_root, tmp_path / "run"), "defense=output_truncation"]
+    )
+    assert "miabench.defenses.truncation" in signal_key(truncated, victim)["code"]
+    assert "miabench.defenses.truncation" not in key["code"]

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from miabench.attacks.reconstruction import reconstruction_error
 from miabench.attacks.segmentation import segmentation_error
-from miabench.pipeline.common import code_sources, to_container
+from miabench.pipeline.common import module_closure, target_modules, to_container
 from miabench.pipeline.train import TrainedVictim
 from miabench.utils.hashing import stable_hash
 from miabench.utils.io import atomic_write, verified_exists
@@ -148,17 +148,18 @@ def signal_key(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
     """Everything that shapes a model's cached signals, and its hash under ``key``.
 
     The victim key (weights, data, split), the signal config, the attacker view the signals
-    are computed through, and the source of the signal code: ``code_sources`` reads the
-    ``_target_`` modules under a config's ``victim`` and ``defense`` nodes and everything
-    they import, so the signal spec is handed over in the ``victim`` slot.
+    are computed through, and the source of the signal code and of the view (the modules
+    their ``_target_``s name and every ``miabench`` module those import): editing the
+    quantiser of ``defense=output_truncation`` gives new signals, never stale ones.
     """
-    spec = cfg.reference.signals.compute
+    spec = to_container(cfg.reference.signals.compute)
     view = cfg.defense.get("attacker_view")
+    view = to_container(view) if view is not None else None
     parts = {
         "victim": victim.key["key"],
-        "signals": to_container(spec),
-        "attacker_view": to_container(view) if view is not None else None,
-        "code": code_sources(OmegaConf.create({"victim": to_container(spec), "defense": {}})),
+        "signals": spec,
+        "attacker_view": view,
+        "code": module_closure(target_modules({"signals": spec, "view": view})),
     }
     parts["key"] = stable_hash(parts)
     return parts
