@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 import miabench.pipeline.signals as signals_module
+from miabench.pipeline.attack import run_attack
 from miabench.pipeline.reference import locate_models, model_config, run_reference_attack
 from miabench.pipeline.signals import signal_key
 from miabench.pipeline.train import locate_victim, train_victim
@@ -186,8 +187,10 @@ def test_never_trained_models_score_chance(population_root: Path, tmp_path: Path
 
 def test_missing_models_are_refused_with_the_command(population_root: Path, tmp_path: Path) -> None:
     cfg = _cfg("run_attack", overrides(population_root, tmp_path / "run", "reference.train=false"))
+    # `python -m miabench.run_attack attack=reference` runs the reference stage (its
+    # `_pipeline_`), which refuses to start without its models and names the command
     with pytest.raises(FileNotFoundError) as err:
-        run_reference_attack(cfg)
+        run_attack(cfg)
     message = str(err.value)
     assert "model(s) [0, 1, 2, 3, 4]" in message and "reference.train=true" in message
     # distinct seeds: one command per model, with its seed and the run's population seeds

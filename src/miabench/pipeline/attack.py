@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
 import miabench
@@ -291,7 +291,13 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
     Writes ``scores.csv`` (per sample: id, role, label, calibration/test, every attack's
     score and diagnostics), ``results.json`` and ROC plots to the attack folder, and returns
     the path of ``results.json``. Finished attacks are not recomputed on a rerun.
+
+    An attack group that names a stage of its own (``_pipeline_``; ``attack=reference``:
+    the reference-model stage) is run by that stage instead.
     """
+    stage = cfg.attack.get("_pipeline_")
+    if stage:
+        return get_object(stage)(cfg, victim)
     victim = victim or locate_victim(cfg)
     if not victim.weights.exists():
         raise FileNotFoundError(

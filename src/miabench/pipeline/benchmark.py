@@ -6,7 +6,6 @@ import logging
 import shutil
 from pathlib import Path
 
-from hydra.utils import get_object
 from omegaconf import DictConfig, open_dict
 
 from miabench.pipeline.attack import run_attack
@@ -33,9 +32,8 @@ def run_benchmark(cfg: DictConfig) -> Path:
     log.info("stage 1/3: train (or reuse) the victim")
     victim = train_victim(cfg)
     log.info("stage 2/3: attack it")
-    # an attack group may name a stage of its own (attack=reference: reference models)
-    stage = cfg.attack.get("_pipeline_")
-    results = get_object(stage)(cfg, victim) if stage else run_attack(cfg, victim)
+    # (an attack group may name a stage of its own: attack=reference, reference models)
+    results = run_attack(cfg, victim)
     if in_sweep():
         from hydra.core.hydra_config import HydraConfig
 
