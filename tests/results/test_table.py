@@ -245,6 +245,41 @@ def test_a_seed_sweep_aggregates_into_one_row(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "t_per_seed.md").is_file()
 
 
+def test_paired_columns_compare_two_attacks_of_the_same_runs(tmp_path: Path) -> None:
+    """`paired:` a − b on each seed's test samples: the mean over seeds of the two AUCs'
+    difference (as sklearn computes them), significant for a strong vs a blind scorer, exactly
+    0 for an attack against itself."""
+    from sklearn.metrics import roc_auc_score
+
+    expected = []
+    for seed in range(3):
+        folder = tmp_path / f"s{seed}"
+        write_seed_run(folder, seed, 2.0)
+        frame = pd.read_csv(folder / "scores.csv")
+        frame["blind.score"] = np.random.default_rng(10 + seed).normal(size=len(frame))
+        frame.to_csv(folder / "scores.csv", index=False)
+        result = json.loads((folder / "results.json").read_text())
+        result["attacks"]["blind"] = {**result["attacks"]["reconstruction"], "describe": {}}
+        (folder / "results.json").write_text(json.dumps(result))
+        test = frame[frame.split == "test"]
+        expected.append(
+            roc_auc_score(test.label, test["reconstruction.score"])
+            - roc_auc_score(test.label, test["blind.score"])
+        )
+    columns = {"rec_auc": {"attack": "reconstruction", "metric": "auc"}}
+    paired = {
+        "rec_vs_blind": {"a": "reconstruction", "b": "blind"},
+        "rec_vs_rec": {"a": "reconstruction", "b": "reconstruction", "metric": "auc"},
+        "rec_vs_missing": {"a": "reconstruction", "b": "nothing"},
+    }
+    paths = sorted(tmp_path.glob("*/results.json"))
+    row = build_table(collect_results(paths), no_targets(columns), columns, paired=paired).iloc[0]
+    assert row["rec_vs_blind"] == pytest.approx(np.mean(expected), abs=1e-12)
+    assert row["rec_vs_blind_sig"] and row["rec_vs_blind_lo"] > 0
+    assert row["rec_vs_rec"] == 0 and not row["rec_vs_rec_sig"]
+    assert pd.isna(row["rec_vs_missing"]) and "nothing" in row["rec_vs_missing_note"]
+
+
 def test_a_rerun_of_the_same_seed_replaces_the_older_result(tmp_path: Path) -> None:
     write_seed_run(tmp_path / "old", 0, 0.0)
     newer = write_seed_run(tmp_path / "new", 0, 2.0)

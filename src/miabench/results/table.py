@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from miabench.data.membership import group_of
-from miabench.metrics.bootstrap import Estimate, ScoredRows, pooled_roc
+from miabench.metrics.bootstrap import Estimate, ScoredRows, paired_roc, pooled_roc
 from miabench.metrics.roc import ci_key, note_key
 from miabench.utils.io import atomic_write, atomic_write_text, read_json
 
@@ -298,7 +298,7 @@ def held_out_scores(
     if path is None:
         return None
     frame = read_run_csv(path)
-    columns = [f"{a}.score" for a in attacks]
+    columns = list(dict.fromkeys(f"{a}.score" for a in attacks))
     if any(c not in frame for c in columns) or not {"label", "split"} <= set(frame):
         return None
     test = frame[frame["split"] == "test"] if (frame["split"] == "test").any() else frame
@@ -309,6 +309,28 @@ def held_out_scores(
 def _groups(result: Mapping[str, Any], test: pd.DataFrame) -> np.ndarray | None:
     units = {info.get("bootstrap_unit") for info in result["attacks"].values() if info}
     return test["sample_id"].map(group_of).to_numpy() if "group" in units else None
+
+
+def paired_attacks(
+    runs: Sequence[Mapping[str, Any]], a: str, b: str, metric: str = "auc"
+) -> Estimate:
+    """Paired bootstrap of attack ``a`` minus attack ``b`` scored in the same runs, on each
+    run's test samples (one resample applied to both), averaged over the runs' seeds.
+
+    Returns an empty estimate with a note when a run has no scores.csv with both attacks.
+    """
+    rows = []
+    for result in runs:
+        found = held_out_scores(result, [a, b])
+        if found is None:
+            return Estimate(None, None, None, note=f"no scores.csv with {a} and {b}")
+        test, groups = found
+        rows.append(
+            ScoredRows.of(test["label"], test[f"{a}.score"], test[f"{b}.score"], groups=groups)
+        )
+    n_boot, level = bootstrap_settings(runs)
+    fpr = fpr_of(metric)
+    return paired_roc(rows, fprs=(fpr,) if fpr else (), n_boot=n_boot, level=level)[metric]
 
 
 def bootstrap_settings(runs: Sequence[Mapping[str, Any]]) -> tuple[int, float]:
@@ -395,6 +417,7 @@ def build_table(
     include_missing: bool = True,
     utility_metrics: Sequence[str] = UTILITY_METRICS,
     per_seed: bool = False,
+    paired: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pd.DataFrame:
     """Join runs with published numbers, one row per setting (its seeds aggregated).
 
@@ -409,6 +432,9 @@ def build_table(
         utility_metrics: non-member utility values shown as ``nonmember_<metric>`` (e.g.
             ``map_50`` for a detector); pix2pix's PSNR, SSIM and L1 by default.
         per_seed: one row per run instead of one per setting.
+        paired: column -> ``{"a": attack, "b": attack, "metric": "auc"}``: the paired
+            bootstrap of a − b on each run's test samples (:func:`paired_attacks`), e.g. a
+            new definition of an attack against the old one scored in the same run.
 
     Returns:
         One row per setting (runs equal but for their seed, :func:`setting_key`; the newest
@@ -466,6 +492,9 @@ def build_table(
             row.update(
                 estimate_columns(f"{attack}_{TPR_COLUMN}", seed_estimate(runs, attack, TPR_COLUMN))
             )
+        for col, spec in (paired or {}).items():
+            estimate = paired_attacks(runs, spec["a"], spec["b"], spec.get("metric", "auc"))
+            row.update(estimate_columns(col, estimate), **{f"{col}_sig": estimate.significant})
         for metric in utility_metrics:
             values = [_float(_utility(r).get(metric)) for r in runs]
             row[f"nonmember_{metric}"] = float(np.mean(values))
@@ -507,6 +536,7 @@ def build_table(
             )
         ),
         *(f"{attack}_{TPR_COLUMN}{s}" for attack in attacks for s in siblings),
+        *(f"{col}{s}" for col in (paired or {}) for s in (*siblings, "_sig")),
         *(f"nonmember_{metric}" for metric in utility_metrics),
         "data",
         "image_size",
