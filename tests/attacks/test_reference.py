@@ -279,6 +279,13 @@ def test_tuned_a_transfers_from_a_reference_to_the_target() -> None:
     assert on_target[best] > min(on_target.values()) + 0.01  # the choice of a matters here
     with pytest.raises(ValueError, match="at least 2"):
         tune_rmia_a(ref_p[:, :1], mem[:, :1])
+    # a="tune" inside the attack: the same a, chosen from the references it is given
+    tuned = rmia(target_p, ref_p, mem, a="tune")
+    np.testing.assert_array_equal(tuned, rmia(target_p, ref_p, mem, a=best))
+    with pytest.raises(ValueError, match="membership"):
+        rmia(target_p, ref_p, None, a="tune")
+    with pytest.raises(ValueError, match="'tune'"):
+        rmia(target_p, ref_p, mem, a="auto")
 
 
 # --------------------------------------------------------------------------- dense LiRA

@@ -137,6 +137,7 @@ def test_reference_run_resumes_reuses_and_beats_reference_free(
             "lira_offline",
             "rmia_online",
             "rmia_offline",
+            "rmia_offline_tuned",
             "pixel_lira_online",
             "pixel_lira_offline",
         }
@@ -157,6 +158,10 @@ def test_reference_run_resumes_reuses_and_beats_reference_free(
         2,
         4,
     ]
+    # tuning RMIA's a takes 2 references: the 1-reference point says so, the others are scored
+    tuned = results["strength_vs_references"]["rmia_offline_tuned"]
+    assert "at least 2" in tuned[0]["note"] and tuned[0]["n_subsets"] == 0
+    assert all(p["pooled_auc_mean"] is not None for p in tuned[1:])
     folder = results_path.parent
     for plot in ("roc_loglog.png", "leave_one_out/roc_loglog.png", "strength_vs_references.png"):
         assert (folder / plot).stat().st_size > 0

@@ -577,7 +577,7 @@ def rmia(
     membership: ArrayLike | None = None,
     population: ArrayLike | None = None,
     gamma: float = 1.0,
-    a: float | None = None,
+    a: float | str | None = None,
     balance: bool = True,
 ) -> np.ndarray:
     """RMIA: the fraction of population samples z that x dominates by a likelihood ratio ≥ γ.
@@ -599,7 +599,10 @@ def rmia(
         population: indices (or an (N,) bool mask) of the rows used as z; default all rows.
             A row is never compared with itself.
         gamma: the dominance threshold γ > 0 on LR(x, z).
-        a: offline scaling in [0, 1]; None = online (needs IN and OUT references).
+        a: offline scaling in [0, 1]; None = online (needs IN and OUT references);
+            ``"tune"`` = offline with ``a`` chosen by :func:`tune_rmia_a` on the references
+            alone (one of them attacked by the others, as the authors tune it; needs
+            ``membership`` and M >= 2), so nothing about the target enters ``a``.
         balance: equal IN/OUT reference counts per sample (:func:`rmia_marginal`).
 
     Returns:
@@ -610,6 +613,12 @@ def rmia(
     _check_target(t, ref, "target_p", "reference_p")
     if not gamma > 0:
         raise ValueError(f"RMIA gamma must be > 0, got {gamma}")
+    if isinstance(a, str):
+        if a != "tune":
+            raise ValueError(f"RMIA a must be a number in [0, 1], None or 'tune', got {a!r}")
+        if membership is None:
+            raise ValueError("RMIA a='tune' needs the references' membership to tune on")
+        a, _ = tune_rmia_a(ref, membership, gamma=gamma)
     n = t.shape[0]
     ratio = np.log(t) - np.log(rmia_marginal(ref, membership, a, balance))
     if population is None:

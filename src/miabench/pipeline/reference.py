@@ -363,12 +363,19 @@ def _strength(
             for refs in references
         ]
         n_draws = max(len(c) for c in choices)
-        for d in range(n_draws):
-            subset = [refs[c[d % len(c)]] for refs, c in zip(references, choices, strict=True)]
-            scores = as_targets(attack.score, stats, membership, subset)
-            pooled.append(_pairs_metrics(scores, membership, fprs))
-            target.append(evaluate_scores(scores[:, 0], membership[:, 0], is_cal, fprs=fprs))
         point: dict[str, Any] = {"n_references": int(size), "n_subsets": n_draws}
+        try:
+            for d in range(n_draws):
+                subset = [refs[c[d % len(c)]] for refs, c in zip(references, choices, strict=True)]
+                scores = as_targets(attack.score, stats, membership, subset)
+                pooled.append(_pairs_metrics(scores, membership, fprs))
+                target.append(evaluate_scores(scores[:, 0], membership[:, 0], is_cal, fprs=fprs))
+        except ValueError as err:
+            # an attack that cannot run with this few references (RMIA a=tune needs 2): the
+            # point says why and the curve starts at the next size
+            log.info("%s with %d reference(s): %s", attack.name, size, err)
+            points.append({**point, "n_subsets": 0, "note": str(err)})
+            continue
         for where, runs in (("pooled", pooled), ("target", target)):
             for metric in ("auc", *(tpr_key(f) for f in fprs)):
                 # a TPR at an FPR too low for the rows' non-members may be None (unresolved)
