@@ -168,7 +168,7 @@ def _write_reference_run(folder: Path, defense: str, strength: float, seed: int 
 
 
 def test_each_defense_is_judged_by_its_strongest_reference_attack(
-    comparison: list[Path], tmp_path: Path
+    comparison: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The best calibrated attack of each defense's reference run is picked by leave-one-out
     TPR at 1 % FPR, shown beside the same run's reference-free attack with a paired test, and
@@ -208,6 +208,25 @@ def test_each_defense_is_judged_by_its_strongest_reference_attack(
     md_path, _ = write_privacy_utility(table, comparison)
     text = md_path.read_text()
     assert "best_reference_attack" in text and "lira_online" in text
+    # the plot shows the attacks' AUCs only, not differences or the reference runs' columns
+    from miabench.results import privacy_utility
+
+    plotted = []
+    real = privacy_utility.Figure.add_subplot
+
+    def spy(fig, *args, **kwargs):
+        ax = real(fig, *args, **kwargs)
+        original = ax.errorbar
+        ax.errorbar = lambda *a, **k: plotted.append(k["label"]) or original(*a, **k)
+        return ax
+
+    monkeypatch.setattr(privacy_utility.Figure, "add_subplot", spy)
+    frame = privacy_utility_frame(
+        collect_results(comparison), utility=("psnr",), reference_results=reference
+    )
+    privacy_utility.plot_privacy_utility(frame, tmp_path / "p.png", "nonmember_psnr", "t")
+    monkeypatch.undo()
+    assert plotted == ["reconstruction"]
     assert "Reference-model runs: 2" in text
 
     # two settings of one defense (seeds) would be mixed into one cell: refused, named

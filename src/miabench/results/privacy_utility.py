@@ -380,7 +380,15 @@ def plot_privacy_utility(
     fig = Figure(figsize=(6.5, 5), layout="constrained")
     FigureCanvasAgg(fig)  # no pyplot state, no GUI backend
     ax = fig.add_subplot()
-    auc_columns = [c for c in frame.columns if c.endswith("_auc")]
+    # the attacks' own AUCs: not paired differences, nor the reference runs' columns (their
+    # victims are trained at another recipe, so the table's utility is not theirs)
+    auc_columns = [
+        c
+        for c in frame.columns
+        if c.endswith("_auc")
+        and "_vs_" not in c
+        and not c.startswith(("best_reference_", "reference_free_"))
+    ]
     markers = "osD^v<>"
     for i, column in enumerate(auc_columns):
         y = frame[column].astype(float)
