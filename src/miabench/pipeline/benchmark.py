@@ -42,8 +42,9 @@ def run_benchmark(cfg: DictConfig) -> Path:
         return record
     log.info("stage 3/3: table")
     with open_dict(cfg):
-        if not cfg.table.get("writer"):
-            cfg.table.results = [str(results)]
+        # this run's table, as a sweep's table is its jobs' (a writer table too: the run's
+        # experiment may not write where the table config's globs look)
+        cfg.table.results = [str(results)]
     md_path = write_sweep_table(cfg, [results])
     log.info("benchmark table → %s", md_path)
     return md_path
