@@ -517,7 +517,13 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
             continue
         stats = views[attack.view]
         start = time.perf_counter()
-        loo = as_targets(attack.score, stats, membership, references)
+        try:
+            loo = as_targets(attack.score, stats, membership, references)
+        except ValueError as err:
+            # e.g. RMIA a=tune with a single reference per model: say so and go on
+            skipped[attack.name] = f"cannot run with these references: {err}"
+            log.warning("attack %s skipped: %s", attack.name, skipped[attack.name])
+            continue
         seconds = time.perf_counter() - start
         score = loo[:, 0]  # model 0 against models 1..M: the target's attack
         metrics = evaluate_scores(score, labels, is_cal, fprs=fprs)
