@@ -119,3 +119,32 @@ def test_shift_changes_the_rendering_not_the_size() -> None:
     roughness = [np.abs(np.diff(x.astype(float), axis=1)).mean() for x in (image, shifted)]
     assert roughness[1] < 0.6 * roughness[0]
     assert np.array_equal(shift_image(image, 1.0, None), image)  # no shift is the identity
+
+
+def test_max_audited_caps_the_scored_samples_not_the_training_set(tmp_path: Path) -> None:
+    from functools import partial
+
+    from miabench.data.datamodule import MembershipDataModule
+
+    write_identity_folders(tmp_path / "faces", n_ids=6, per_id=5)
+    dataset = partial(ImageFolderFaces, **_kwargs(tmp_path / "faces"))
+    common = {"members_from": "members", "nonmembers_from": "nonmembers", "seed": 0}
+    full = MembershipDataModule(dataset, n_members=12, n_nonmembers=10, **common)
+    capped = MembershipDataModule(dataset, n_members=12, n_nonmembers=10, max_audited=4, **common)
+    full.setup()
+    capped.setup()
+    assert capped.manifest == full.manifest  # the split (and so the victim) is unchanged
+    assert len(capped.train_dataloader().dataset) == 12
+
+    def ids(loader) -> list[str]:
+        return [r.sample_id for r in loader.dataset.records()]
+
+    members, nonmembers = ids(capped.member_dataloader()), ids(capped.nonmember_dataloader())
+    assert len(members) == len(nonmembers) == 4
+    assert set(members) <= set(full.manifest.ids("member"))
+    assert set(nonmembers) <= set(full.manifest.ids("nonmember"))
+    assert members == [i for i in full.manifest.ids("member") if i in set(members)]  # order
+    calibration = members[:2]
+    assert ids(capped.role_dataloader("member", calibration)) == calibration
+    with pytest.raises(ValueError, match="max_audited must be >= 1"):
+        MembershipDataModule(dataset, max_audited=0)
