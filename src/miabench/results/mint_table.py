@@ -256,8 +256,12 @@ def _unit_text(cells: pd.DataFrame) -> str:
 
 
 def is_untrained(result: Mapping[str, Any]) -> bool:
-    """A run whose victim trained zero epochs (the control of a MINT table)."""
-    return result["run"].get("victim_epochs") == 0
+    """A run whose victim trained zero epochs from its random initialisation (the control of
+    a MINT table); a released backbone (``victim.net.weights``) also trains zero epochs here
+    but is the audited model, not a control."""
+    run = result["run"]
+    released = bool((run.get("victim_info") or {}).get("weights_sha256"))
+    return run.get("victim_epochs") == 0 and not released
 
 
 def write_mint_table(table: Any, paths: Sequence[Path]) -> tuple[Path, Path]:
