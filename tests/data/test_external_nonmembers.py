@@ -148,3 +148,39 @@ def test_max_audited_caps_the_scored_samples_not_the_training_set(tmp_path: Path
     assert ids(capped.role_dataloader("member", calibration)) == calibration
     with pytest.raises(ValueError, match="max_audited must be >= 1"):
         MembershipDataModule(dataset, max_audited=0)
+
+
+def test_shifted_proxy_nonmembers_are_the_controls_identities_rerendered(tmp_path: Path) -> None:
+    from miabench.data.proxy_faces import FashionIdentities, build_shifted_nonmembers
+    from tests.data.test_faces_proxy import write_idx
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), 30)
+    images = rng.integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    write_idx(raw, "train", images[:240], labels[:240])
+    write_idx(raw, "t10k", images[240:], labels[240:])
+    sizes = {"images_per_identity": 15, "n_member_identities": 10, "n_nonmember_identities": 10}
+    out = build_shifted_nonmembers(
+        tmp_path, tmp_path / "shifted", cluster_seed=0, identity_seed=3, **sizes
+    )
+    control = FashionIdentities(root=tmp_path, phase="nonmembers", identity_seed=3, **sizes)
+    spec = [{"name": "shifted", "root": str(out)}]
+    published = FashionIdentities(
+        root=tmp_path, phase="nonmembers", identity_seed=3, nonmembers=spec, **sizes
+    )
+    # the same identities and images, only rendered differently
+    assert [
+        f"{sid.split('/')[0]}@shifted/{sid.split('/')[1]}.png" for sid, *_ in control._entries
+    ] == [sid for sid, *_ in published._entries]
+    a, b = control[0]["input"], published[0]["input"]
+    assert a.shape == b.shape == (1, 32, 32) and not torch_equal(a, b)
+    assert float(b[0, :2].abs().sum()) == 0  # zero-padded like the proxy's own images
+    # rebuilt only when missing; other settings in the same folder are refused
+    assert build_shifted_nonmembers(tmp_path, out, cluster_seed=0, identity_seed=3, **sizes) == out
+    with pytest.raises(ValueError, match="was built with"):
+        build_shifted_nonmembers(tmp_path, out, cluster_seed=0, identity_seed=4, **sizes)
+
+
+def torch_equal(a, b) -> bool:  # noqa: ANN001 - two tensors
+    return bool((a == b).all())
