@@ -468,7 +468,9 @@ def protocol_summary(cells: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
             row: dict[str, Any] = {"protocol": protocol, "auditor": auditor}
             for name, frame in (("trained", trained), ("never-trained", control)):
                 s = seed_summary(frame.auc.tolist())
-                row[f"{name} auc"] = interval_cell(s["mean"], s["low"], s["high"], std=s["sd"])
+                # an AUC lies in [0, 1]; the t-interval of three seeds near 1 would not
+                low, high = max(0.0, s["low"]), min(1.0, s["high"])
+                row[f"{name} auc"] = interval_cell(s["mean"], low, high, std=s["sd"])
                 row[f"{name} accuracy"] = frame.accuracy.mean() if len(frame) else None
             s = seed_summary(gain)
             row["training adds (auc)"] = interval_cell(s["mean"], s["low"], s["high"], std=s["sd"])
