@@ -201,3 +201,46 @@ def test_mint_mlp_as_written_and_unstandardised() -> None:
     assert auditor.describe()["mlp_as_written"] and not auditor.describe()["standardize"]
     with pytest.raises(ValueError, match="mlp_as_written applies to arch 'mlp'"):
         MintAuditor("c", ["conv1"], arch="cnn", mlp_as_written=True)
+
+
+def test_insightface_schedule_in_a_lightning_fit() -> None:
+    import lightning.pytorch as pl
+    from pytorch_metric_learning.losses import CosFaceLoss
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(0)
+    items = [
+        {
+            "sample_id": f"id{i % 2}/{i}",
+            "input": torch.rand(1, 16, 16),
+            "target": torch.tensor(i % 2),
+            "identity": torch.tensor(i % 2),
+        }
+        for i in range(8)
+    ]
+    victim = FaceRecognitionVictim(
+        iresnet_test(in_channels=1, input_size=16, num_features=16),
+        CosFaceLoss(2, 16, margin=0.35, scale=32),
+        lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4),
+        scheduler="insightface",
+        warmup_epochs=1,
+    )
+    rates: list[float] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, *args) -> None:  # noqa: ANN001, ANN002
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = pl.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+    )
+    trainer.fit(victim, DataLoader(items, batch_size=2))  # 4 steps per epoch, 12 in all
+    # epoch 1 warms up from 0; then (1 - t/8)^2 down towards 0 at step 12
+    assert rates[:4] == pytest.approx([0.0, 0.025, 0.05, 0.075])
+    assert rates[4] == pytest.approx(0.1) and rates[8] == pytest.approx(0.1 * 0.5**2)
+    assert rates[-1] == pytest.approx(0.1 * (1 - 7 / 8) ** 2)
