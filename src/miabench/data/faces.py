@@ -1,8 +1,8 @@
 """Face-recognition datasets: identity-per-folder images, InsightFace RecordIO, LFW pairs.
 
-Membership for MINT (DeAlcala et al.) is disjoint by *identity*: the victim trains on the
-images of some identities, the audited non-members come from identities it never saw. Every
-dataset here therefore partitions its identities once (seeded) into a member side and a
+Membership here is disjoint by *identity* within one dataset: the victim trains on the
+images of some identities, the audited non-members come from identities of the same dataset
+it never saw. Every dataset here therefore partitions its identities once (seeded) into a member side and a
 non-member side, exposed as the phases ``members`` and ``nonmembers``; the membership split
 (:func:`miabench.data.membership.make_split`) then draws samples from each side, disjoint by
 content hash as usual. The identity is the first path component of every ``sample_id``
