@@ -91,7 +91,10 @@ def test_margin_head_trains(head: str) -> None:
 def test_auditable_signals_and_fingerprint() -> None:
     victim = _victim(CosFaceLoss(4, 16)).eval()
     batch = _batch(8)
-    assert victim.auditable_layers() == ("conv1", "conv2", "conv3", "conv4", "embedding")
+    # stage outputs, then every block's last convolution (one block per stage here), then
+    # the embedding
+    blocks = tuple(f"conv{k}.{b}" for k in range(1, 5) for b in ("0", "last"))
+    assert victim.auditable_layers() == ("conv1", "conv2", "conv3", "conv4", *blocks, "embedding")
     assert "activation.conv1" not in victim.signal_step(batch)
     victim.select_signals(
         ["sample_id", "activation.conv1", "activation.conv4", "activation.embedding"]

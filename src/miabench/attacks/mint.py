@@ -88,17 +88,31 @@ class BalancedDraw:
 
 
 class MintMLP(nn.Module):
-    """Vanilla MINT model: standardise → Linear(d, hidden) → ReLU → Dropout → Linear(hidden, 1)."""
+    """Vanilla MINT model: standardise → Linear(d, hidden) → ReLU → Dropout → Linear(hidden, 1).
 
-    def __init__(self, in_features: int, hidden: int = 64, dropout: float = 0.3) -> None:
+    ``as_written``: the paper's wording, "three fully connected layers—input-size neurons
+    ..., 64 neurons, and 1 neuron" with dropout between layers: Linear(d, d) → ReLU →
+    Dropout → Linear(d, 64) → ReLU → Dropout → Linear(64, 1). ``standardize=False`` drops the
+    parameter-free input standardisation (the paper does not mention one).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int = 64,
+        dropout: float = 0.3,
+        standardize: bool = True,
+        as_written: bool = False,
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.BatchNorm1d(in_features, affine=False),
-            nn.Linear(in_features, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, 1),
-        )
+        layers: list[nn.Module] = []
+        if standardize:
+            layers.append(nn.BatchNorm1d(in_features, affine=False))
+        if as_written:
+            layers += [nn.Linear(in_features, in_features), nn.ReLU(), nn.Dropout(dropout)]
+        layers += [nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(hidden, 1))
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
@@ -114,9 +128,10 @@ class MintCNN(nn.Module):
         channels: Sequence[int] = (64, 128),
         hidden: int = 64,
         dropout: float = 0.3,
+        standardize: bool = True,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.BatchNorm2d(in_channels, affine=False)]
+        layers: list[nn.Module] = [nn.BatchNorm2d(in_channels, affine=False)] if standardize else []
         c, (h, w) = in_channels, spatial
         for width in channels:
             # ceil_mode keeps 1x1 maps (e.g. a small victim's last stage) at 1x1
@@ -156,6 +171,10 @@ class MintAuditor(Attack):
         hidden: width of the hidden fully connected layer.
         dropout: dropout before the last layer (paper: 0.3).
         conv_channels: CNN filters (paper: 64, 128).
+        standardize: start with a parameter-free standardisation of the input (default; the
+            paper does not say how inputs are scaled). False: raw activations, as written.
+        mlp_as_written: the MLP with the paper's three fully connected layers (input-size,
+            64, 1) instead of the default (64, 1) after the input.
         cache_dir: where extracted activations are stored (chunks, keyed).
         chunk_rows: rows per stored chunk.
         seed: seed of the auditor's initialisation and minibatch order.
@@ -178,6 +197,8 @@ class MintAuditor(Attack):
         hidden: int = 64,
         dropout: float = 0.3,
         conv_channels: Sequence[int] = (64, 128),
+        standardize: bool = True,
+        mlp_as_written: bool = False,
         cache_dir: str | Path = "outputs/cache/activations",
         chunk_rows: int = 4096,
         seed: int = 0,
@@ -205,6 +226,10 @@ class MintAuditor(Attack):
         self.hidden = hidden
         self.dropout = dropout
         self.conv_channels = tuple(conv_channels)
+        self.standardize = bool(standardize)
+        self.mlp_as_written = bool(mlp_as_written)
+        if self.mlp_as_written and arch != "mlp":
+            raise ValueError(f"attack.{name}.mlp_as_written applies to arch 'mlp', not {arch!r}")
         self.cache_dir = Path(cache_dir)
         self.chunk_rows = chunk_rows
         self.seed = seed
@@ -265,13 +290,20 @@ class MintAuditor(Attack):
     # -- training -----------------------------------------------------------------------
     def _build(self, example: torch.Tensor) -> nn.Module:
         if self.arch == "mlp":
-            return MintMLP(example.shape[1], self.hidden, self.dropout)
+            return MintMLP(
+                example.shape[1],
+                self.hidden,
+                self.dropout,
+                standardize=self.standardize,
+                as_written=self.mlp_as_written,
+            )
         return MintCNN(
             example.shape[1],
             tuple(example.shape[2:]),
             self.conv_channels,
             self.hidden,
             self.dropout,
+            standardize=self.standardize,
         )
 
     def _penalty(self, model: nn.Module) -> torch.Tensor:
@@ -325,6 +357,8 @@ class MintAuditor(Attack):
             "n_train": self.n_train,
             "epochs": self.epochs,
             "l1": self.l1,
+            "standardize": self.standardize,
+            "mlp_as_written": self.mlp_as_written,
             "decision_threshold": self.decision_threshold,
             **self.report,
         }

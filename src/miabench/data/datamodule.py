@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from miabench.data.membership import Manifest, Population, SampleRecord, make_split
@@ -52,6 +53,11 @@ class MembershipDataModule(pl.LightningDataModule):
             manifest as ``population-<hash>.csv``), and this module serves model
             ``model``'s column: its IN samples are the members, its OUT samples the
             non-members; validation samples stay validation for every model.
+        max_audited: at most this many members and as many non-members are served to the
+            attack stage (:meth:`member_dataloader`, :meth:`nonmember_dataloader`), a seeded
+            draw from each role; training still uses every member. ``None``: all. A victim
+            trained on millions of images (MINT on Glint360k) is then audited on a capped
+            set instead of having every image scored by every auditor.
     """
 
     def __init__(
@@ -71,8 +77,12 @@ class MembershipDataModule(pl.LightningDataModule):
         collate_fn: Callable[[list[Any]], Any] | None = None,
         benchmark: Any = None,
         population: dict[str, Any] | None = None,
+        max_audited: int | None = None,
     ) -> None:
         super().__init__()
+        if max_audited is not None and max_audited < 1:
+            raise ValueError(f"max_audited must be >= 1 or null, got {max_audited}")
+        self.max_audited = max_audited
         self.dataset = dataset
         self.members_from = members_from
         self.nonmembers_from = nonmembers_from
@@ -156,6 +166,16 @@ class MembershipDataModule(pl.LightningDataModule):
             "validation": plain[self.members_from].subset(manifest.ids("validation")),
             "nonmember": plain[self.nonmembers_from].subset(manifest.ids("nonmember")),
         }
+        if self.max_audited is not None:
+            rng = np.random.default_rng(self.seed)
+            for role, phase in (("member", self.members_from), ("nonmember", self.nonmembers_from)):
+                ids = manifest.ids(role)
+                if len(ids) > self.max_audited:
+                    keep = np.sort(rng.choice(len(ids), self.max_audited, replace=False))
+                    self._sets[role] = plain[phase].subset([ids[i] for i in keep])
+                    log.info(
+                        "auditing %d of %d %ss (max_audited)", self.max_audited, len(ids), role
+                    )
         self._manifest = manifest
 
     def _population_column(

@@ -1,12 +1,20 @@
 """Face-recognition datasets: identity-per-folder images, InsightFace RecordIO, LFW pairs.
 
-Membership for MINT (DeAlcala et al.) is disjoint by *identity*: the victim trains on the
-images of some identities, the audited non-members come from identities it never saw. Every
-dataset here therefore partitions its identities once (seeded) into a member side and a
+Membership here is disjoint by *identity* within one dataset: the victim trains on the
+images of some identities, the audited non-members come from identities of the same dataset
+it never saw. Every dataset here therefore partitions its identities once (seeded) into a member side and a
 non-member side, exposed as the phases ``members`` and ``nonmembers``; the membership split
 (:func:`miabench.data.membership.make_split`) then draws samples from each side, disjoint by
 content hash as usual. The identity is the first path component of every ``sample_id``
 (``<identity>/<file or record key>``), so the manifest records it.
+
+That identity-disjoint, same-dataset split is this code's default and the *control*: it is
+not the paper's protocol. DeAlcala et al. audit InsightFace's released IResNet-100 (trained on
+all of Glint360k) and take the non-members from *other datasets* (IJB-C, FDDB, Adience,
+GANDiffFace), so their auditors can score dataset shift as well as membership. That protocol
+is available too: ``nonmembers`` (``data.nonmembers``) names one or more external aligned face
+sets (:func:`external_entries`: identity folders or image lists) that replace the non-member
+side, and ``victim.net.weights`` loads the released backbone.
 
 Items are dicts ``{"sample_id", "input": FloatTensor[C, S, S] in [0, 1], "target":
 LongTensor[] (class index among member identities, -1 for non-member identities),
@@ -70,6 +78,125 @@ def _quotas(sizes: dict[str, int], total: int) -> dict[str, int]:
     return quota
 
 
+#: layouts of an external non-member set (``data.nonmembers[i].layout``)
+EXTERNAL_LAYOUTS = ("folder", "list")
+#: keys of one ``data.nonmembers`` entry
+EXTERNAL_KEYS = ("name", "root", "layout", "list", "extensions")
+
+
+@dataclass(frozen=True)
+class ExternalKey:
+    """Where an external non-member image is (a file), and which set it belongs to."""
+
+    path: Path
+    set_name: str
+
+
+def _external_spec(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    spec = dict(spec)
+    unknown = sorted(set(spec) - set(EXTERNAL_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; expected {list(EXTERNAL_KEYS)}")
+    for key in ("name", "root"):
+        if not spec.get(key):
+            raise ValueError(f"{where}: set {where}.{key}")
+    name = str(spec["name"])
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"{where}.name {name!r}: use letters, digits, '_', '.', '-' only")
+    layout = spec.get("layout", "folder")
+    if layout not in EXTERNAL_LAYOUTS:
+        raise ValueError(f"{where}.layout must be one of {EXTERNAL_LAYOUTS}, got {layout!r}")
+    if layout == "list" and not spec.get("list"):
+        raise ValueError(f"{where}: layout 'list' needs {where}.list (the image-list file)")
+    spec["layout"] = layout
+    return spec
+
+
+def external_entries(
+    specs: Sequence[Mapping[str, Any]], config_key: str = "data.nonmembers"
+) -> list[tuple[str, str, ExternalKey]]:
+    """``(sample_id, identity, key)`` of every image of the external non-member sets.
+
+    Each entry of ``specs`` is ``{name, root, layout, list, extensions}``:
+
+    - ``layout: folder`` (default): ``root/<identity>/<image>``, as
+      :class:`ImageFolderFaces` reads (e.g. an aligned IJB-C or Adience export);
+    - ``layout: list``: ``list`` is a text file (relative to ``root`` unless absolute) with one
+      image per line, ``<path relative to root> [<identity>]``; an image without an identity
+      label (FDDB, GAN-generated faces) is its own identity.
+
+    An external identity is named ``<identity>@<name>``, so it is the first component of the
+    sample id (``<identity>@<name>/<file>``) and never collides with a member identity or
+    another set's.
+
+    Raises:
+        ValueError: a malformed entry, list line or duplicate set name (names the config key
+            and file).
+        FileNotFoundError: a missing root, list or listed image, or a set without images.
+    """
+    if isinstance(specs, (str, bytes)) or isinstance(specs, Mapping):
+        raise ValueError(
+            f"{config_key} must be a list of sets ({{name, root, layout}}), got {specs!r}"
+        )
+    entries: list[tuple[str, str, ExternalKey]] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(specs):
+        where = f"{config_key}[{i}]"
+        spec = _external_spec(raw, where)
+        name, root = str(spec["name"]), Path(os.path.expanduser(str(spec["root"])))
+        if name in seen:
+            raise ValueError(f"{where}.name {name!r} is used by another external set")
+        seen.add(name)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{where}.root: {root} is not a folder")
+        extensions = tuple(e.lower() for e in spec.get("extensions") or DEFAULT_EXTENSIONS)
+        found: list[tuple[str, str, ExternalKey]] = []
+        if spec["layout"] == "folder":
+            for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+                identity = f"{check_file_name(folder).name}@{name}"
+                found += [
+                    (f"{identity}/{path.name}", identity, ExternalKey(path, name))
+                    for path in sorted(folder.iterdir())
+                    if listed_image(path, extensions)
+                ]
+        else:
+            listing = Path(os.path.expanduser(str(spec["list"])))
+            listing = listing if listing.is_absolute() else root / listing
+            if not listing.is_file():
+                raise FileNotFoundError(f"{where}.list: {listing} does not exist")
+            for line_no, line in enumerate(read_text_lines(listing), start=1):
+                fields = line.split()
+                if not fields or line.lstrip().startswith("#"):
+                    continue
+                if len(fields) > 2:
+                    raise ValueError(
+                        f"{listing}, line {line_no}: expected '<image path> [<identity>]', got "
+                        f"{line!r}"
+                    )
+                relative = Path(fields[0])
+                path = root / relative
+                if relative.is_absolute() or ".." in relative.parts:
+                    raise ValueError(f"{listing}, line {line_no}: {fields[0]} is not under {root}")
+                if not path.is_file():
+                    raise FileNotFoundError(f"{listing}, line {line_no}: {path} does not exist")
+                label = fields[1] if len(fields) == 2 else relative.with_suffix("").as_posix()
+                identity = f"{label.replace('/', '_')}@{name}"
+                found.append(
+                    (f"{identity}/{relative.as_posix()}", identity, ExternalKey(path, name))
+                )
+        if not found:
+            raise FileNotFoundError(
+                f"{where}: {root} holds no images ({spec['layout']} layout, extensions "
+                f"{list(extensions)})"
+            )
+        entries += found
+    ids = [e[0] for e in entries]
+    if len(set(ids)) != len(ids):
+        duplicate = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ValueError(f"{config_key}: sample ids listed twice: {duplicate}")
+    return entries
+
+
 def partition_identities(
     identities: Sequence[str],
     n_member: int,
@@ -91,8 +218,10 @@ def partition_identities(
         ValueError: fewer identities than requested (says how many exist).
     """
     names = sorted(set(identities))
-    if n_member < 1 or n_nonmember < 1:
-        raise ValueError(f"need >= 1 identity per side, got {n_member} and {n_nonmember}")
+    if n_member < 1 or n_nonmember < 0:
+        raise ValueError(
+            f"need >= 1 member and >= 0 non-member identities, got {n_member} and {n_nonmember}"
+        )
     if n_member + n_nonmember > len(names):
         raise ValueError(
             f"asked for {n_member} member + {n_nonmember} non-member identities, but the "
@@ -153,6 +282,11 @@ class IdentityDataset(Dataset):
         stratum_pattern: regular expression whose first match in an identity's name is its
             stratum (e.g. the class of a proxy identity); the identity partition is then
             stratified (see :func:`partition_identities`). None: a plain random draw.
+        nonmembers: external non-member sets (``data.nonmembers``, see
+            :func:`external_entries`); when given, the ``nonmembers`` phase serves their
+            images instead of this dataset's non-member identities (MINT's published
+            protocol: non-members from other datasets). The member side is unchanged, so a
+            run with and one without them train on the same members.
     """
 
     name = "faces"
@@ -167,6 +301,7 @@ class IdentityDataset(Dataset):
         channels: int = 3,
         augment: bool = False,
         stratum_pattern: str | None = None,
+        nonmembers: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
@@ -177,6 +312,8 @@ class IdentityDataset(Dataset):
         self.channels = channels
         self.augment = augment
         self.stratum_pattern = stratum_pattern
+        #: the external non-member sets (``nonmembers``), as given
+        self.external = nonmembers or []
         entries = self._index()
         sizes: dict[str, int] = {}
         for entry in entries:
@@ -192,8 +329,14 @@ class IdentityDataset(Dataset):
         #: class index of each member identity: what the victim's margin head predicts.
         self.classes = {name: i for i, name in enumerate(members)}
         all_names = sorted({e[1] for e in entries})
+        if self.external and phase == "nonmembers":
+            # the published protocol: non-members come from other datasets
+            entries = external_entries(self.external)
+            all_names += sorted({e[1] for e in entries})
+            side = {e[1] for e in entries}
+        else:
+            side = set(members if phase == "members" else nonmembers)
         self.identity_index = {name: i for i, name in enumerate(all_names)}
-        side = set(members if phase == "members" else nonmembers)
         self._entries = sorted((e for e in entries if e[1] in side), key=lambda e: e[0])
         self._records: list[SampleRecord] | None = None
 
@@ -217,7 +360,7 @@ class IdentityDataset(Dataset):
         return len(self._entries)
 
     def _pixels(self, key: Any) -> np.ndarray:
-        image = self._read(key)
+        image = read_rgb(key.path) if isinstance(key, ExternalKey) else self._read(key)
         if image.ndim == 2:
             image = image[:, :, None]
         if image.shape[2] == 3 and self.channels == 1:
@@ -249,10 +392,15 @@ class IdentityDataset(Dataset):
         """One record per sample; ``sha256`` hashes the decoded pixels (computed once)."""
         if self._records is None:
             self._records = [
-                SampleRecord(sid, self._where(key), self._content_hash(key))
+                SampleRecord(sid, str(key.path), self._external_hash(key))
+                if isinstance(key, ExternalKey)
+                else SampleRecord(sid, self._where(key), self._content_hash(key))
                 for sid, _, key in self._entries
             ]
         return list(self._records)
+
+    def _external_hash(self, key: ExternalKey) -> str:
+        return cached_digest(key.path, lambda: sha256_array(self._pixels(key)), settings_salt(self))
 
     def _content_hash(self, key: Any) -> str:
         # in-memory samples (no file to key a cache on); file readers cache (see overrides)

@@ -15,17 +15,22 @@ Images are 28x28 grayscale, zero-padded to 32x32 (IResNet needs a multiple of 16
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from sklearn.cluster import MiniBatchKMeans
 
+from miabench.data.build import COMPLETE_MARKER, completed_build
 from miabench.data.faces import IdentityDataset
 from miabench.data.fashion_mnist import load_fashion_mnist
-from miabench.utils.io import atomic_write
+from miabench.utils.io import atomic_write, atomic_write_json
 
 #: bump when the identity construction changes (the cache file name carries it).
 PROXY_VERSION = 1
@@ -120,3 +125,97 @@ class FashionIdentities(IdentityDataset):
     def _where(self, key: Any) -> str:
         split, index = ("train", key) if key < 60_000 else ("test", key - 60_000)
         return f"fashion-mnist:{split}[{index}]"
+
+
+#: bump when the shifted rendering changes (the build's marker carries it)
+SHIFT_VERSION = 1
+
+
+def shift_image(image: np.ndarray, downscale: float, jpeg_quality: int | None) -> np.ndarray:
+    """A proxy image as another "camera" would give it: lower resolution, lossy compression.
+
+    ``image`` (uint8 [H, W]) is resized to ``downscale`` of its side and back (bilinear), then,
+    with ``jpeg_quality``, JPEG-encoded and decoded at that quality. This mimics what tells
+    external face sets (IJB-C, FDDB, Adience: lower-resolution, differently compressed photos)
+    apart from Glint360k's crops, without touching who is depicted.
+    """
+    side = image.shape[0]
+    small = max(1, round(side * downscale))
+    out = (
+        Image.fromarray(image)
+        .resize((small, small), Image.BILINEAR)
+        .resize((side, side), Image.BILINEAR)
+    )
+    if jpeg_quality is not None:
+        buffer = io.BytesIO()
+        out.save(buffer, format="JPEG", quality=int(jpeg_quality))
+        buffer.seek(0)
+        out = Image.open(buffer).convert("L")
+    return np.asarray(out, dtype=np.uint8)
+
+
+def build_shifted_nonmembers(
+    root: str | os.PathLike,
+    out_root: str | os.PathLike,
+    images_per_identity: int,
+    cluster_seed: int,
+    n_member_identities: int,
+    n_nonmember_identities: int,
+    identity_seed: int,
+    stratum_pattern: str | None = FashionIdentities.CLASS_PATTERN,
+    downscale: float = 0.75,
+    jpeg_quality: int | None = 75,
+) -> Path:
+    """Write the proxy's non-member identities, domain-shifted, as an external face set.
+
+    The CPU stand-in for MINT's published protocol (non-members from *other datasets*): the
+    same unseen identities the identity-disjoint control uses as non-members, each image
+    passed through :func:`shift_image`, written to ``out_root/<identity>/<index>.png``
+    (32x32, zero-padded like the proxy's own images) and read back through
+    ``data.nonmembers`` (``layout: folder``) like any external set. Only the rendering
+    differs from the control, so what an auditor gains over the control here is the
+    dataset shift. Built once (a marker file names the settings); returns ``out_root``.
+    """
+    out = Path(out_root)
+    params = {
+        "version": SHIFT_VERSION,
+        "images_per_identity": images_per_identity,
+        "cluster_seed": cluster_seed,
+        "n_member_identities": n_member_identities,
+        "n_nonmember_identities": n_nonmember_identities,
+        "identity_seed": identity_seed,
+        "stratum_pattern": stratum_pattern,
+        "downscale": downscale,
+        "jpeg_quality": jpeg_quality,
+    }
+    if completed_build(out, params, "shifted proxy non-members"):
+        return out
+    source = FashionIdentities(
+        root=root,
+        images_per_identity=images_per_identity,
+        cluster_seed=cluster_seed,
+        phase="nonmembers",
+        n_member_identities=n_member_identities,
+        n_nonmember_identities=n_nonmember_identities,
+        identity_seed=identity_seed,
+        stratum_pattern=stratum_pattern,
+    )
+    images = source._data()[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        for sample_id, identity, key in source._entries:
+            folder = tmp / identity
+            folder.mkdir(exist_ok=True)
+            shifted = np.pad(shift_image(images[key], downscale, jpeg_quality), 2)
+            Image.fromarray(shifted).save(folder / f"{sample_id.split('/')[1]}.png")
+        atomic_write_json(tmp / COMPLETE_MARKER, {"params": params, "n": len(source)})
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            # another job may have finished the same build meanwhile
+            if not completed_build(out, params, "shifted proxy non-members"):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

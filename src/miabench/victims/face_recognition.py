@@ -6,11 +6,17 @@ the victim only wires the backbone to the head. Auditors (MINT) read named layer
 :meth:`FaceRecognitionVictim.auditable_layers` and :meth:`select_signals`. Its utility pass
 also scores an LFW-style verification benchmark when the data module carries one
 (:meth:`FaceRecognitionVictim.benchmark_utility`, 10-fold LFW protocol as InsightFace).
+
+A released InsightFace backbone (``victim.net.weights=<backbone.pth>``) is loaded as is and
+audited without training (MINT's published protocol audits InsightFace's released IResNet-100);
+:func:`load_insightface_backbone` refuses a file whose keys or shapes differ.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,6 +31,8 @@ from torchmetrics.functional.classification import binary_roc
 from tqdm.auto import tqdm
 
 from miabench.attacks.activations import LayerTap, layer_of, signal_name
+from miabench.utils.hashing import sha256_file
+from miabench.utils.weights import checkpoint_path
 from miabench.victims.base import Signals, Victim
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -33,6 +41,116 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 STAGE_LAYERS = {"conv1": "layer1", "conv2": "layer2", "conv3": "layer3", "conv4": "layer4"}
 #: the model outcome (the embedding) is the backbone's output itself.
 EMBEDDING = "embedding"
+
+
+def block_layers(backbone: nn.Module) -> dict[str, str]:
+    """Auditable name → module path of the last convolution of every residual block.
+
+    ``conv<stage>.<block>`` (e.g. ``conv2.0``) is the output of ``layer<stage>[<block>].conv2``,
+    the block's last convolution (before its BN and the shortcut sum); ``conv<stage>.last`` is
+    that of the stage's final block, the paper's "final convolutional layer of each of the 4
+    major ResNet-100 blocks". The stage outputs ``conv1``..``conv4`` (after the shortcut sum)
+    are the other reading, and this code's default.
+    """
+    out = {}
+    for stage, module_name in enumerate(STAGE_LAYERS.values(), start=1):
+        stage_module = getattr(backbone, module_name, None)
+        if stage_module is None:
+            continue
+        for index, block in enumerate(stage_module):
+            if hasattr(block, "conv2"):
+                out[f"conv{stage}.{index}"] = f"{module_name}.{index}.conv2"
+                out[f"conv{stage}.last"] = f"{module_name}.{index}.conv2"
+    return out
+
+
+class CheckpointMismatchError(ValueError):
+    """A weights file whose keys or shapes are not those of the configured backbone."""
+
+
+def load_insightface_backbone(
+    backbone: nn.Module, weights: str | os.PathLike, config_key: str = "victim.net.weights"
+) -> dict[str, Any]:
+    """Load a backbone ``state_dict`` saved by InsightFace (``torch.save(backbone.state_dict())``,
+    e.g. arcface_torch's ``model.pt`` / the released ``backbone.pth``) into ``backbone``.
+
+    The key layout of :class:`~miabench.victims.nets.iresnet.IResNet` is InsightFace's
+    (``conv1``, ``bn1``, ``prelu``, ``layer<k>.<i>.{bn1,conv1,bn2,prelu,conv2,bn3,downsample}``,
+    ``bn2``, ``fc``, ``features``), so the file is loaded strictly: a missing or unexpected
+    key, or a tensor of another shape (another depth, width or input size), is refused.
+
+    Returns:
+        ``{"weights": path, "weights_sha256": ...}``, recorded in the victim's description.
+
+    Raises:
+        FileNotFoundError: the file does not exist (names ``config_key``).
+        CheckpointMismatchError: naming the file, the missing / unexpected keys and the
+            tensors whose shapes differ.
+    """
+    path = checkpoint_path(weights, f"{config_key}: face-recognition backbone")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors alike: not a tensor state dict
+        raise CheckpointMismatchError(
+            f"{config_key}: {path} is not a state_dict saved with torch.save ({err})"
+        ) from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a Lightning-style wrapper around the state dict
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointMismatchError(
+            f"{config_key}: {path} does not hold a state_dict (name → tensor); InsightFace "
+            "saves backbone.state_dict() with torch.save"
+        )
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
+    if missing or unexpected or shapes:
+
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {show(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys: {show(unexpected)}")
+        if shapes:
+            problems.append(f"shape mismatches: {show(shapes)}")
+        hint = ""
+        if any(k.startswith("module.") for k in unexpected):
+            hint = " (keys start with 'module.': save backbone.module.state_dict(), as InsightFace)"
+        raise CheckpointMismatchError(
+            f"{config_key}: {path} does not match the configured backbone "
+            f"({type(backbone).__name__}); {'; '.join(problems)}{hint}. Check the depth, "
+            "widths, input size and embedding size of victim.module.backbone"
+        )
+    backbone.load_state_dict(state, strict=True)
+    return {"weights": str(path), "weights_sha256": sha256_file(path)}
+
+
+def warmup_poly_lambda(warmup_steps: int, total_steps: int, power: float = 2.0) -> Callable:
+    """Factor of the base learning rate at a step: linear warm-up, then polynomial decay.
+
+    The schedule of InsightFace's arcface_torch (``PolyScheduler``): the rate rises linearly
+    from 0 over ``warmup_steps`` and then decays as ``(1 - t / T) ** power`` to 0 at
+    ``total_steps``. A plain function for :class:`torch.optim.lr_scheduler.LambdaLR`
+    (one multiplicative factor per step); see :func:`insightface_scheduler`.
+    """
+    if total_steps <= warmup_steps:
+        raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / warmup_steps
+        done = (step - warmup_steps) / (total_steps - warmup_steps)
+        return max(0.0, 1.0 - done) ** power
+
+    return factor
 
 
 class VerificationMetrics(Metric):
@@ -197,31 +315,56 @@ class FaceRecognitionVictim(Victim):
             margin=0.4, scale=64)``).
         optimizer: partial optimiser over backbone and head parameters (InsightFace: SGD 0.1,
             momentum 0.9, weight decay 5e-4).
-        scheduler: optional partial LR scheduler, stepped per epoch.
+        scheduler: optional partial LR scheduler, stepped per epoch, or ``insightface``:
+            arcface_torch's linear warm-up then polynomial decay (power 2), stepped per
+            optimiser step (``warmup_epochs`` of the ``trainer.max_epochs``).
+        warmup_epochs: warm-up length of the ``insightface`` schedule (arcface_torch: 0 for
+            its Glint360k configs, 2 for some others; fractions allowed).
+        weights: a released InsightFace backbone ``state_dict`` to audit as is
+            (:func:`load_insightface_backbone`); the victim then refuses to train (run it
+            with ``trainer.max_epochs=0``) and ``head`` may be None.
     """
 
     def __init__(
         self,
         backbone: nn.Module,
-        head: nn.Module,
+        head: nn.Module | None,
         optimizer: OptimizerFactory,
-        scheduler: Callable[..., Any] | None = None,
+        scheduler: Callable[..., Any] | str | None = None,
+        warmup_epochs: float = 0.0,
+        weights: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self._optimizer = optimizer
         self._scheduler = scheduler
+        self.warmup_epochs = warmup_epochs
         self._selected: tuple[str, ...] = ()
         self._fingerprint: str | None = None
+        self._weights_info: dict[str, Any] = {}
+        if weights is not None and str(weights).lower() not in ("", "none"):
+            self._weights_info = load_insightface_backbone(backbone, weights)
+        elif head is None:
+            raise ValueError(
+                "victim.module.head is null: only a released backbone (victim.net.weights) can "
+                "go without a margin head, since training needs one"
+            )
+        self._blocks = block_layers(backbone)
         self.save_hyperparameters(
             ignore=["backbone", "head", "optimizer", "scheduler"], logger=False
         )
 
     # -- auditing contract --------------------------------------------------------------
+    @property
+    def released(self) -> bool:
+        """Whether the backbone is a released checkpoint audited as is (no training)."""
+        return bool(self._weights_info)
+
     def auditable_layers(self) -> tuple[str, ...]:
-        """Layers an auditor may ask for: ``conv1``..``conv4`` (stage outputs), ``embedding``."""
-        return (*STAGE_LAYERS, EMBEDDING)
+        """Layers an auditor may ask for: ``conv1``..``conv4`` (stage outputs), the last
+        convolution of every block (``conv<stage>.<block>``) and ``embedding``."""
+        return (*STAGE_LAYERS, *self._blocks, EMBEDDING)
 
     @property
     def provides(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -273,6 +416,14 @@ class FaceRecognitionVictim(Victim):
         """Embedding of images in [0, 1] (normalised to [-1, 1] as InsightFace does)."""
         return self.backbone(x * 2.0 - 1.0)
 
+    def on_train_epoch_start(self) -> None:
+        if self.released:
+            raise RuntimeError(
+                f"victim.net.weights={self._weights_info['weights']} is a released model, "
+                "audited as is: set trainer.max_epochs=0 (fine-tuning it would change what "
+                "is audited)"
+            )
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         self._fingerprint = None
         labels = batch["target"]
@@ -294,16 +445,30 @@ class FaceRecognitionVictim(Victim):
         return loss
 
     def configure_optimizers(self) -> Any:
-        optimizer = self._optimizer(params=self.parameters())
+        optimizer = self._optimizer(params=[p for p in self.parameters() if p.requires_grad])
         if self._scheduler is None:
             return optimizer
+        if self._scheduler == "insightface":
+            return {"optimizer": optimizer, "lr_scheduler": self._insightface_schedule(optimizer)}
         return [optimizer], [self._scheduler(optimizer=optimizer)]
+
+    def _insightface_schedule(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """arcface_torch's warm-up + polynomial decay over the whole run, stepped per step."""
+        total = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        warmup = math.ceil(self.warmup_epochs * steps_per_epoch)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_poly_lambda(warmup, max(total, warmup + 1))
+        )
+        return {"scheduler": schedule, "interval": "step", "frequency": 1}
 
     def signal_step(self, batch: dict[str, Any]) -> Signals:
         modules = {
-            layer: getattr(self.backbone, STAGE_LAYERS[layer])
+            layer: self.backbone.get_submodule(
+                STAGE_LAYERS[layer] if layer in STAGE_LAYERS else self._blocks[layer]
+            )
             for layer in self._selected
-            if layer in STAGE_LAYERS
+            if layer != EMBEDDING
         }
         with LayerTap(modules) as tap:
             embedding = self(batch["input"])
@@ -321,9 +486,12 @@ class FaceRecognitionVictim(Victim):
 
     # -- utility ------------------------------------------------------------------------
     def utility(self, signals: Signals) -> dict[str, torch.Tensor]:
-        """Per sample: whether the head recognises a member's identity (NaN for others)."""
-        logits = F.normalize(signals["embedding"], dim=1) @ F.normalize(self.head.W, dim=0)
+        """Per sample: whether the head recognises a member's identity (NaN for others, and
+        for every sample of a released backbone, which has no head for these classes)."""
         target = signals["target"]
+        if self.head is None:
+            return {"identification": torch.full(target.shape, torch.nan)}
+        logits = F.normalize(signals["embedding"], dim=1) @ F.normalize(self.head.W, dim=0)
         correct = (logits.argmax(1) == target).float()
         return {"identification": torch.where(target >= 0, correct, torch.nan)}
 
@@ -385,9 +553,12 @@ class FaceRecognitionVictim(Victim):
         return {benchmark.name: {**metrics, **benchmark.describe()}}
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "head": type(self.head).__qualname__,
-            "num_classes": int(self.head.W.shape[1]),
-            "embedding_size": int(self.head.W.shape[0]),
-            "fingerprint": self.fingerprint(),
-        }
+        if self.head is None:
+            head = {"head": None}
+        else:
+            head = {
+                "head": type(self.head).__qualname__,
+                "num_classes": int(self.head.W.shape[1]),
+                "embedding_size": int(self.head.W.shape[0]),
+            }
+        return {**head, **self._weights_info, "fingerprint": self.fingerprint()}
