@@ -196,6 +196,13 @@ def test_each_defense_is_judged_by_its_strongest_reference_attack(
         none["best_reference_auc_lo"] <= none["best_reference_auc"] <= none["best_reference_auc_hi"]
     )
     assert pd.isna(frame.loc["identical"]["best_reference_attack"])
+    assert none["reference_seed"] == 0
+    # one row per seed: only the seed the reference run was made with shows it
+    per_seed = privacy_utility_frame(
+        collect_results(comparison), utility=("psnr",), per_seed=True, reference_results=reference
+    )
+    shown = per_seed[per_seed.defense == "none"].set_index("seeds")["best_reference_attack"]
+    assert shown["0"] == "lira_online" and shown[["1", "2"]].isna().all()
 
     table = {
         "name": "defenses",

@@ -53,7 +53,7 @@ class Estimate:
         value: the metric (mean over runs); None when not observable.
         low: lower end of the interval of ``value``.
         high: upper end.
-        std: standard deviation over runs (``ddof=1``; 0 for one run).
+        std: standard deviation over runs (``ddof=1``; None for one run).
         n_runs: number of runs (seeds) averaged.
         note: why ``value`` is None.
     """
@@ -301,7 +301,8 @@ def _estimates(
             out[name] = Estimate(None, None, None, None, len(values), notes[name])
             continue
         low, high = percentile_interval(reps[name], level) if reps is not None else (None, None)
-        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        # one run has no spread over runs (None, not 0: a table then shows no ± for it)
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else None
         out[name] = Estimate(float(np.mean(values)), low, high, std, len(values))
     return out
 

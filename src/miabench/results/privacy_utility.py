@@ -216,7 +216,8 @@ def strongest_attack_columns(
         n_boot: replicates of the paired bootstrap; level: its coverage.
 
     Returns:
-        ``{defense: columns}``: ``reference_models``, ``best_reference_attack``, its
+        ``{defense: columns}``: ``reference_seed``, ``reference_models``,
+        ``best_reference_attack``, its
         ``best_reference_auc`` and ``best_reference_<tpr_key>`` (leave-one-out, pooled over
         every model as the target, with ``_lo``/``_hi``/``_note``), the same for
         ``reference_free_*`` (the run's reference-free attack on the same pairs), and
@@ -247,6 +248,7 @@ def strongest_attack_columns(
         worst_free = _strongest(result, free, tpr_key)
         loo = result.get("leave_one_out") or {}
         row: dict[str, Any] = {
+            "reference_seed": result["run"].get("seed"),
             "reference_models": result["run"]["reference"]["n_models"],
             "best_reference_attack": best,
         }
@@ -362,8 +364,10 @@ def privacy_utility_frame(
                 if defense != REFERENCE:
                     estimate = paired_attack(pairs, attack, metric, n_boot, level)
                     row.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
-        if strongest:
-            row.update(strongest.get(defense, {}))
+        found = strongest.get(defense, {})
+        # a per-seed row shows the reference run of its own seed only
+        if found and not (per_seed and found["reference_seed"] != run.get("seed")):
+            row.update(found)
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
