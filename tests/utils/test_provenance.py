@@ -24,7 +24,13 @@ def test_git_state_names_the_commit_and_sees_uncommitted_edits(tmp_path: Path) -
     head = _git(tmp_path, "rev-parse", "HEAD")
     assert git_state(tmp_path) == {"commit": head, "dirty": False}
     (tmp_path / "a.py").write_text("x = 2\n")
-    assert git_state(tmp_path) == {"commit": head, "dirty": True}
+    (tmp_path / "b file.py").write_text("y = 1\n")
+    _git(tmp_path, "add", "b file.py")
+    assert git_state(tmp_path) == {
+        "commit": head,
+        "dirty": True,
+        "dirty_files": ["a.py", "b file.py"],
+    }
 
 
 def test_versions_and_stage_clock() -> None:

@@ -58,9 +58,13 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+#: modified files listed in a dirty checkout's provenance (the rest are counted)
+MAX_DIRTY_FILES = 50
+
+
 def git_state(path: str | Path | None = None) -> dict[str, Any]:
     """Commit of the checkout that holds ``path`` (default: this package's source) and
-    whether its tree differs from that commit.
+    whether its tree differs from that commit (and, if so, which tracked files).
 
     Returns ``{"commit": None, "dirty": None}`` outside a git checkout (an installed wheel):
     the package version then identifies the code.
@@ -69,8 +73,21 @@ def git_state(path: str | Path | None = None) -> dict[str, Any]:
     commit = _git(["rev-parse", "HEAD"], where)
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = _git(["status", "--porcelain", "--untracked-files=no"], where)
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    # -z: NUL-separated and unquoted paths (a path with spaces stays as it is)
+    status = _git(["status", "--porcelain", "-z", "--untracked-files=no"], where)
+    if status is None:
+        return {"commit": commit, "dirty": None}
+    state: dict[str, Any] = {"commit": commit, "dirty": bool(status)}
+    if status:
+        # which tracked files differ (e.g. only results/ the run itself rewrote, or code)
+        # "XY path" per entry (the output arrives stripped, so the first X may be gone; a
+        # rename's second entry is the bare old path, skipped)
+        entries = [e.split(maxsplit=1) for e in status.split("\0") if e.strip()]
+        changed = [e[1] for e in entries if len(e) == 2]
+        state["dirty_files"] = changed[:MAX_DIRTY_FILES]
+        if len(changed) > MAX_DIRTY_FILES:
+            state["dirty_files_omitted"] = len(changed) - MAX_DIRTY_FILES
+    return state
 
 
 #: The checkout's state when this process imported miabench: the code a long-running
