@@ -46,7 +46,9 @@ def _named_backbones(node: object) -> Iterator[str]:
     if isinstance(node, dict):
         for key, value in node.items():
             if key in ("arch", "backbone", "encoder") and isinstance(value, str):
-                if value not in ("mlp", "cnn"):
+                # an interpolation (`${attack.membership_error.arch}`) names the backbone of
+                # another entry, which is checked where it is written
+                if value not in ("mlp", "cnn") and not value.startswith("${"):
                     yield value
             yield from _named_backbones(value)
     elif isinstance(node, list):

@@ -48,7 +48,9 @@ def make_table(cfg: DictConfig) -> tuple[Path, Path]:
             include_missing=table.include_missing,
             utility_metrics=list(table.get("utility") or UTILITY_METRICS),
             per_seed=per_seed,
-            paired=OmegaConf.to_container(table.get("paired") or {}, resolve=True),
+            paired=OmegaConf.to_container(table.paired, resolve=True)
+            if table.get("paired")
+            else {},
         )
         for per_seed in (False, True)
     ]
