@@ -1,0 +1,262 @@
+"""Tables and plots of Shafran et al.'s two claims: attack strength against output dimension
+and against the task's uncertainty (``table=shafran2021_dimensionality`` /
+``table=shafran2021_uncertainty``, results/shafran2021_claims/).
+
+Rows are :func:`miabench.results.table.build_table` rows (every metric with its bootstrap
+interval, member / non-member counts, seeds of a setting aggregated), one per setting, each
+matched to a *point* of the table config: the first ``points`` entry whose ``match`` fields
+(run fields of results.json: ``victim``, ``data_name``, ``direction``, ``image_size``, ...)
+all equal the run's. Runs that match no point are left out, so a glob over a shared
+output folder gives the same table as the sweep. A point may name its output dimension as a
+product of config keys of the trained victim (read from its ``key.json``, e.g.
+``[data.image_size, data.image_size, data.num_classes]``) and its unit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+
+from miabench.results.table import (
+    TPR_COLUMN,
+    build_table,
+    collect_results,
+    group_seeds,
+    no_targets,
+    write_table,
+)
+from miabench.utils.io import atomic_write, read_json
+
+#: files of each run copied beside the table (as the generic table does)
+RUN_FILES = ("roc_linear.png", "roc_loglog.png", "scores.csv", "results.json")
+#: x axes a claims table can plot against
+X_AXES = ("output_dim", "point")
+
+
+def match_point(run: Mapping[str, Any], points: Sequence[Mapping[str, Any]]) -> int | None:
+    """Index of the first point whose ``match`` fields all equal the run's, or None."""
+    for index, point in enumerate(points):
+        if all(run.get(k) == v for k, v in (point.get("match") or {}).items()):
+            return index
+    return None
+
+
+def output_dimension(victim_key: Mapping[str, Any], keys: Sequence[str], where: str) -> int:
+    """Product of the config values at ``keys`` (dotted, e.g. ``data.num_classes``).
+
+    Raises:
+        KeyError: naming ``where`` (the key file) and the missing key.
+    """
+    config = OmegaConf.create(dict(victim_key))
+    dims = []
+    for key in keys:
+        value = OmegaConf.select(config, key)
+        if value is None:
+            raise KeyError(f"{where}: no config value at {key!r} for the output dimension")
+        dims.append(int(value))
+    return int(math.prod(dims))
+
+
+def _victim_key(run: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    path = Path(str(run.get("victim_dir", ""))) / "key.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the victim's key file is needed for its output dimension (results.json "
+            "names victim_dir); rerun the experiment to restore the cached victim"
+        )
+    return read_json(path), str(path)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def claims_frame(
+    results: Sequence[Mapping[str, Any]],
+    points: Sequence[Mapping[str, Any]],
+    columns: Mapping[str, Any],
+    utility: Sequence[str],
+    per_seed: bool = False,
+) -> tuple[pd.DataFrame, list[list[Mapping[str, Any]]]]:
+    """One row per setting matched to a point, in point order (then output dimension).
+
+    Returns:
+        The frame (``point``, ``output_dim``, ``output_dim_of`` then the
+        :func:`~miabench.results.table.build_table` columns without published numbers) and
+        the runs of each row.
+    """
+    settings, _ = group_seeds(results)
+    if per_seed:
+        settings = [[run] for runs in settings for run in runs]
+    rows: list[tuple[tuple[Any, ...], pd.DataFrame, list[Mapping[str, Any]]]] = []
+    for runs in settings:
+        run = runs[0]["run"]
+        index = match_point(run, points)
+        if index is None:
+            continue
+        point = points[index]
+        dim, dim_of = math.nan, None
+        if point.get("output_dim"):
+            key, where = _victim_key(run)
+            dim = output_dimension(key, list(point["output_dim"]), where)
+            dim_of = point.get("output_dim_unit")
+        frame = build_table(
+            runs, no_targets(columns), columns, include_missing=False, utility_metrics=utility
+        )
+        frame = frame.drop(columns=[c for c in frame if c.endswith(("_published", "_delta"))])
+        # nothing published to compare with: "<col>_measured" is just "<col>"
+        frame = frame.rename(columns=lambda c: c.replace("_measured", "", 1))
+        frame.insert(0, "output_dim_of", dim_of)
+        frame.insert(0, "output_dim", dim)
+        frame.insert(0, "point", point.get("label", run["victim"]))
+        sort = (index, dim, str(run.get("seed")))
+        rows.append((sort, frame, runs))
+    if not rows:
+        raise ValueError(
+            "no result matches the table's points (check table.points[*].match against the "
+            "runs' victim / data_name / direction / image_size)"
+        )
+    rows.sort(key=lambda r: r[0])
+    frame = pd.concat([f for _, f, _ in rows], ignore_index=True)
+    frame["output_dim"] = pd.to_numeric(frame["output_dim"]).astype("Int64")
+    return frame, [runs for _, _, runs in rows]
+
+
+def _figure(ncols: int) -> Figure:
+    fig = Figure(figsize=(5.5 * ncols, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)  # no pyplot state
+    return fig
+
+
+def plot_claim(
+    frame: pd.DataFrame,
+    auc_columns: Mapping[str, str],
+    x_axis: str,
+    path: str | os.PathLike,
+    title: str,
+) -> Path:
+    """AUC and TPR at 1 % FPR of every attack against ``x_axis``, with the intervals.
+
+    ``auc_columns`` maps each attack to its AUC column (with ``_lo`` / ``_hi`` siblings);
+    its TPR column is ``<attack>_tpr_at_1pct_fpr``, as :func:`build_table` names it.
+
+    ``output_dim``: a log axis, each point labelled; ``point``: one position per row in
+    table order. TPRs the test half cannot resolve are left out.
+    """
+    if x_axis not in X_AXES:
+        raise ValueError(f"table.x_axis must be one of {X_AXES}, got {x_axis!r}")
+    fig = _figure(2)
+    axes = fig.subplots(1, 2)
+    positions = (
+        frame["output_dim"].astype(float).to_numpy()
+        if x_axis == "output_dim"
+        else np.arange(len(frame), dtype=float)
+    )
+    markers = "osD^v<>"
+    attacks = list(auc_columns)
+    offsets = np.linspace(-0.12, 0.12, max(len(attacks), 1))
+    for ax, (metric, label) in zip(
+        axes, (("auc", "ROC AUC"), (TPR_COLUMN, "TPR at 1 % FPR")), strict=True
+    ):
+        for i, attack in enumerate(attacks):
+            col = auc_columns[attack] if metric == "auc" else f"{attack}_{TPR_COLUMN}"
+            if col not in frame:
+                continue
+            y = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+            lo = pd.to_numeric(frame[f"{col}_lo"], errors="coerce").to_numpy(dtype=float)
+            hi = pd.to_numeric(frame[f"{col}_hi"], errors="coerce").to_numpy(dtype=float)
+            keep = ~np.isnan(y)
+            if not keep.any():
+                continue
+            x = positions * (1.0 + offsets[i]) if x_axis == "output_dim" else positions + offsets[i]
+            err = np.vstack([np.nan_to_num(y - lo), np.nan_to_num(hi - y)])
+            ax.errorbar(
+                x[keep],
+                y[keep],
+                yerr=err[:, keep],
+                fmt=markers[i % len(markers)],
+                capsize=3,
+                label=attack,
+            )
+        if metric == "auc":
+            ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_ylabel(label)
+        ax.set_ylim(-0.02 if metric != "auc" else 0.4, 1.02)
+        if x_axis == "output_dim":
+            ax.set_xscale("log")
+            ax.set_xlabel("output dimension (pixels x channels or classes; classes)")
+            for xv, name in zip(positions, frame["point"], strict=True):
+                ax.annotate(
+                    str(name),
+                    (xv, ax.get_ylim()[0]),
+                    textcoords="offset points",
+                    xytext=(0, 4),
+                    rotation=90,
+                    fontsize=7,
+                    ha="center",
+                    va="bottom",
+                )
+        else:
+            ax.set_xticks(positions, [str(p) for p in frame["point"]], rotation=15, fontsize=8)
+            ax.set_xlabel("task (uncertainty of the output given the input decreases →)")
+        ax.legend(fontsize=8, loc="lower right" if metric == "auc" else "upper left")
+    fig.suptitle(title, fontsize=10)
+    return atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=150))
+
+
+def _copy_runs(frame: pd.DataFrame, runs: Sequence[Sequence[Mapping[str, Any]]], out: Path) -> None:
+    """Each run's files under ``runs/<point>[-<output dim>]-s<seed>/``."""
+    for name, dim, setting in zip(frame["point"], frame["output_dim"], runs, strict=True):
+        label = name if pd.isna(dim) else f"{name}-{dim}"
+        for result in setting:
+            src_dir = Path(str(result["_path"])).parent
+            target = out / "runs" / _slug(f"{label}-s{result['run'].get('seed')}")
+            for file in RUN_FILES:
+                src = src_dir / file
+                if src.exists():
+                    atomic_write(target / file, lambda tmp, src=src: shutil.copyfile(src, tmp))
+
+
+def write_claims_table(table: DictConfig, paths: Sequence[Path]) -> tuple[Path, Path]:
+    """Write ``<name>.md`` / ``.csv`` (+ ``_per_seed``), ``<name>.png`` and the runs' files.
+
+    ``table`` keys: ``name``, ``title``, ``out_dir``, ``command``, ``columns`` (as every
+    table), ``points`` (see the module docstring), ``x_axis`` (``output_dim`` or
+    ``point``), ``utility`` (non-member utility metrics shown).
+    """
+    results = collect_results(paths)
+    columns = OmegaConf.to_container(table.columns, resolve=True)
+    points = OmegaConf.to_container(table.points, resolve=True)
+    utility = list(table.get("utility") or [])
+    frame, runs = claims_frame(results, points, columns, utility)
+    per_seed, _ = claims_frame(results, points, columns, utility, per_seed=True)
+    out = Path(table.out_dir)
+    auc_columns = {
+        spec["attack"]: col for col, spec in columns.items() if spec.get("metric") == "auc"
+    }
+    plot_claim(
+        frame,
+        auc_columns,
+        str(table.get("x_axis", "output_dim")),
+        out / f"{table.name}.png",
+        str(table.title),
+    )
+    _copy_runs(frame, runs, out)
+    notes = [
+        f"Regenerate: `{table.command}`",
+        f"Result files: {len(paths)}; plot: `{table.name}.png`",
+        "output_dim: the victim's output per query, a product of config values of the "
+        "trained victim (output_dim_of says which).",
+    ]
+    return write_table(frame, out, table.name, table.title, notes, per_seed=per_seed)
