@@ -195,7 +195,9 @@ def plot_claim(
         ax.set_ylim(-0.02 if metric != "auc" else 0.4, 1.02)
         if x_axis == "output_dim":
             ax.set_xscale("log")
-            ax.set_xlabel("output dimension (pixels x channels or classes; classes)")
+            ax.set_xlabel(
+                "output dimension per query (pixels x channels | pixels x classes | classes)"
+            )
             for xv, name in zip(positions, frame["point"], strict=True):
                 ax.annotate(
                     str(name),
@@ -210,7 +212,8 @@ def plot_claim(
         else:
             ax.set_xticks(positions, [str(p) for p in frame["point"]], rotation=15, fontsize=8)
             ax.set_xlabel("task (uncertainty of the output given the input decreases →)")
-        ax.legend(fontsize=8, loc="lower right" if metric == "auc" else "upper left")
+        # the middle of the plot is free: points sit at the top, their labels at the bottom
+        ax.legend(fontsize=8, loc="center")
     fig.suptitle(title, fontsize=10)
     return atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=150))
 
