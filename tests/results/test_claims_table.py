@@ -144,3 +144,65 @@ def test_write_claims_table(tmp_path: Path) -> None:
     # no run at all: a clear error instead of an empty table
     with pytest.raises(ValueError, match="no result matches"):
         write_claims_table(table, paths[3:])
+
+
+def _scores(path: Path, ids: list[str], labels: list[int], score: list[float]) -> None:
+    pd.DataFrame(
+        {
+            "sample_id": ids,
+            "role": ["member" if y else "nonmember" for y in labels],
+            "label": labels,
+            "split": "test",
+            "reconstruction.score": score,
+        }
+    ).to_csv(path.parent / "scores.csv", index=False)
+
+
+def test_paired_differences_on_shared_test_samples(tmp_path: Path) -> None:
+    key64 = {"data": {"image_size": 64}, "victim": {"module": {"out_channels": 3}}}
+    key16 = {"data": {"image_size": 16}, "victim": {"module": {"out_channels": 3}}}
+    ref = _run(tmp_path, "ref", {"victim": "pix2pix", "direction": "AtoB"}, key64, 1.0)
+    same = _run(tmp_path, "same", {"victim": "pix2pix", "direction": "AtoB"}, key16, 1.0)
+    other = _run(
+        tmp_path,
+        "cls",
+        {"victim": "resnet18", "direction": "BtoB"},
+        {"data": {"num_classes": 10}},
+        0.5,
+    )
+    ids = [f"train/{i}.png" for i in range(40)]
+    labels = [1] * 20 + [0] * 20
+    perfect = [1.0] * 20 + [0.0] * 20
+    _scores(ref, ids, labels, perfect)
+    _scores(same, ids[::-1], labels[::-1], perfect[::-1])  # row order does not matter
+    # the same samples scored at chance: AUC 0.5 exactly (every score equal)
+    _scores(other, ids, labels, [0.0] * 40)
+    table = OmegaConf.create(
+        {
+            "name": "paired",
+            "title": "paired",
+            "out_dir": str(tmp_path / "out"),
+            "command": "c",
+            "columns": {"reconstruction_auc": {"attack": "reconstruction", "metric": "auc"}},
+            "points": POINTS,
+            "paired_reference": {"match": {"victim": "pix2pix", "image_size": 64}},
+        }
+    )
+    _, csv = write_claims_table(table, [ref, same, other])
+    frame = pd.read_csv(csv).set_index("output_dim")
+    # identical scorers: a difference of exactly 0 in every replicate, never significant
+    assert frame.loc[768, "reconstruction_auc_vs_ref"] == 0.0
+    assert not frame.loc[768, "reconstruction_auc_vs_ref_sig"]
+    # chance vs perfect on the same samples: -0.5, significant
+    assert frame.loc[10, "reconstruction_auc_vs_ref"] == pytest.approx(-0.5)
+    assert frame.loc[10, "reconstruction_auc_vs_ref_sig"]
+    assert (frame["paired_reference"] == "pix2pix").all()
+    # a run tested on other samples gets no difference
+    # (a new file size: the table caches a scores.csv by path, mtime and size)
+    _scores(same, [f"elsewhere/{i}.png" for i in range(40)], labels, perfect)
+    _, csv = write_claims_table(table, [ref, same])
+    assert pd.isna(pd.read_csv(csv).set_index("output_dim").loc[768, "reconstruction_auc_vs_ref"])
+    # a reference that matches several settings is refused
+    table.paired_reference = {"match": {"victim": "pix2pix"}}
+    with pytest.raises(ValueError, match="matches 2 settings"):
+        write_claims_table(table, [ref, same])

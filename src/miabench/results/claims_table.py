@@ -10,6 +10,13 @@ all equal the run's. Runs that match no point are left out, so a glob over a sha
 output folder gives the same table as the sweep. A point may name its output dimension as a
 product of config keys of the trained victim (read from its ``key.json``, e.g.
 ``[data.image_size, data.image_size, data.num_classes]``) and its unit.
+
+With ``paired_reference: {match: {...}}``, every row whose runs were tested on exactly the
+test samples of the reference's runs (same sample ids and labels, seed by seed) also gets
+the paired-bootstrap difference row − reference of each attack's AUC and TPR at 1 % FPR
+(``<attack>_auc_vs_ref``, ``_lo``, ``_hi``, ``_sig``: one resample applied to both, as the
+defense comparison does); an attack the reference lacks (the classifier's confidence) is
+compared with the reference's ``reconstruction``.
 """
 
 from __future__ import annotations
@@ -28,11 +35,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
+from miabench.metrics.bootstrap import ScoredRows, paired_roc
 from miabench.results.table import (
     TPR_COLUMN,
+    bootstrap_settings,
     build_table,
     collect_results,
+    estimate_columns,
     group_seeds,
+    held_out_scores,
     no_targets,
     write_table,
 )
@@ -131,6 +142,75 @@ def claims_frame(
     frame = pd.concat([f for _, f, _ in rows], ignore_index=True)
     frame["output_dim"] = pd.to_numeric(frame["output_dim"]).astype("Int64")
     return frame, [runs for _, _, runs in rows]
+
+
+def _paired(
+    runs: Sequence[Mapping[str, Any]],
+    reference: Sequence[Mapping[str, Any]],
+    attack: str,
+    ref_attack: str,
+) -> dict[str, Any] | None:
+    """Paired difference (runs − reference) of ``attack`` vs ``ref_attack``, or None when the
+    two were not tested on the same samples (or a run lacks its scores)."""
+    by_seed = {r["run"].get("seed"): r for r in reference}
+    scored = []
+    for run in runs:
+        ref = by_seed.get(run["run"].get("seed"))
+        if ref is None:
+            return None
+        ours, theirs = held_out_scores(run, [attack]), held_out_scores(ref, [ref_attack])
+        if ours is None or theirs is None:
+            return None
+        a = ours[0].rename(columns={f"{attack}.score": "score"})
+        b = theirs[0].rename(columns={f"{ref_attack}.score": "score_ref", "label": "label_ref"})
+        if sorted(a["sample_id"]) != sorted(b["sample_id"]):
+            return None
+        merged = a.merge(b, on="sample_id")
+        if not (merged["label"] == merged["label_ref"]).all():
+            return None
+        scored.append(ScoredRows.of(merged["label"], merged["score"], merged["score_ref"]))
+    n_boot, level = bootstrap_settings([*runs, *reference])
+    diff = paired_roc(scored, fprs=(0.01,), n_boot=n_boot, level=level)
+    out: dict[str, Any] = {}
+    for metric, estimate in diff.items():
+        name = f"{attack}_{metric}_vs_ref"
+        out.update(estimate_columns(name, estimate))
+        out[f"{name}_sig"] = estimate.significant
+    return out
+
+
+def add_paired_differences(
+    frame: pd.DataFrame,
+    runs: Sequence[Sequence[Mapping[str, Any]]],
+    reference: Mapping[str, Any],
+    attacks: Sequence[str],
+) -> pd.DataFrame:
+    """Columns of :func:`_paired` for every row tested on the reference's samples."""
+    matches = [i for i, r in enumerate(runs) if match_point(r[0]["run"], [reference]) is not None]
+    if not matches:
+        return frame
+    if len(matches) > 1:
+        raise ValueError(
+            f"table.paired_reference {dict(reference)} matches {len(matches)} settings "
+            f"({[str(frame['point'].iloc[i]) for i in matches]}); add fields to its match"
+        )
+    ref_runs = runs[matches[0]]
+    ref_attacks = set(ref_runs[0]["attacks"])
+    rows = []
+    for setting in runs:
+        row: dict[str, Any] = {}
+        for attack in attacks:
+            if attack not in setting[0]["attacks"]:
+                continue
+            ref_attack = attack if attack in ref_attacks else "reconstruction"
+            if ref_attack not in ref_attacks:
+                continue
+            row.update(_paired(setting, ref_runs, attack, ref_attack) or {})
+        rows.append(row)
+    extra = pd.DataFrame(rows, index=frame.index)
+    frame = pd.concat([frame, extra], axis=1)
+    frame.insert(3, "paired_reference", frame["point"].iloc[matches[0]])
+    return frame
 
 
 def _figure(ncols: int) -> Figure:
@@ -248,6 +328,16 @@ def write_claims_table(table: DictConfig, paths: Sequence[Path]) -> tuple[Path, 
     auc_columns = {
         spec["attack"]: col for col, spec in columns.items() if spec.get("metric") == "auc"
     }
+    notes_paired: list[str] = []
+    if table.get("paired_reference"):
+        reference = OmegaConf.to_container(table.paired_reference, resolve=True)
+        frame = add_paired_differences(frame, runs, reference, list(auc_columns))
+        notes_paired.append(
+            "`<attack>_auc_vs_ref` / `_tpr_at_1pct_fpr_vs_ref`: paired-bootstrap difference "
+            "row − paired_reference on the same test samples (one resample applied to both; "
+            "`*` = interval excludes 0); rows tested on other samples have none. An attack the "
+            "reference lacks is compared with its `reconstruction`."
+        )
     plot_claim(
         frame,
         auc_columns,
@@ -261,5 +351,6 @@ def write_claims_table(table: DictConfig, paths: Sequence[Path]) -> tuple[Path, 
         f"Result files: {len(paths)}; plot: `{table.name}.png`",
         "output_dim: the victim's output per query, a product of config values of the "
         "trained victim (output_dim_of says which).",
+        *notes_paired,
     ]
     return write_table(frame, out, table.name, table.title, notes, per_seed=per_seed)
