@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,8 @@ def _paired(
     diff = paired_roc(scored, fprs=(0.01,), n_boot=n_boot, level=level)
     out: dict[str, Any] = {}
     for metric, estimate in diff.items():
+        if len(scored) == 1:
+            estimate = replace(estimate, std=None)  # one seed: no spread over seeds
         name = f"{attack}_{metric}_vs_ref"
         out.update(estimate_columns(name, estimate))
         out[f"{name}_sig"] = estimate.significant
@@ -292,8 +295,12 @@ def plot_claim(
         else:
             ax.set_xticks(positions, [str(p) for p in frame["point"]], rotation=15, fontsize=8)
             ax.set_xlabel("task (uncertainty of the output given the input decreases →)")
-        # the middle of the plot is free: points sit at the top, their labels at the bottom
-        ax.legend(fontsize=8, loc="center")
+        # free space: the middle of the AUC panel (points at the top, labels at the bottom)
+        # and the top left of the TPR panel, right of the lowest-dimensional point
+        if metric == "auc":
+            ax.legend(fontsize=8, loc="center")
+        else:
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.1, 1.0))
     fig.suptitle(title, fontsize=10)
     return atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=150))
 
