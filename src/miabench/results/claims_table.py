@@ -275,7 +275,12 @@ def plot_claim(
         if metric == "auc":
             ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_ylabel(label)
-        ax.set_ylim(-0.02 if metric != "auc" else 0.4, 1.02)
+        # AUCs from 0.4 up, lower when an interval reaches below
+        lows = [
+            pd.to_numeric(frame[f"{c}_lo"], errors="coerce").min() for c in auc_columns.values()
+        ]
+        floor = min([0.4, *(v - 0.02 for v in lows if not pd.isna(v))])
+        ax.set_ylim(-0.02 if metric != "auc" else floor, 1.02)
         if x_axis == "output_dim":
             ax.set_xscale("log")
             ax.set_xlabel(
@@ -298,9 +303,11 @@ def plot_claim(
         # free space: the middle of the AUC panel (points at the top, labels at the bottom)
         # and the top left of the TPR panel, right of the lowest-dimensional point
         if metric == "auc":
-            ax.legend(fontsize=8, loc="center")
-        else:
+            ax.legend(fontsize=8, loc="center" if x_axis == "output_dim" else "upper right")
+        elif x_axis == "output_dim":
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.1, 1.0))
+        else:
+            ax.legend(fontsize=8, loc="upper right")
     fig.suptitle(title, fontsize=10)
     return atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=150))
 
