@@ -110,6 +110,7 @@ BACKBONES = (
     TimmWeights("hrnet_w18", "victim=hrnetv2_w18"),
     TimmWeights("hrnet_w48", "victim=hrnetv2_w48"),
     TimmWeights("res2net50_26w_4s", "victim=pranet, victim=infnet"),
+    TimmWeights("resnet18", "victim=resnet18 (classifier)"),
     SmpEncoderWeights("resnet50", "victim=upernet50"),
     SmpEncoderWeights("resnet101", "victim=upernet101"),
 )

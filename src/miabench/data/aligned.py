@@ -21,7 +21,13 @@ from torchvision.transforms import InterpolationMode
 from miabench.data.membership import SampleRecord, subset_view
 from miabench.utils.hashing import cached_digest, settings_salt, sha256_array
 
-DIRECTIONS = ("AtoB", "BtoA")
+#: ``AtoB`` / ``BtoA`` translate one half into the other (pix2pix's ``--direction``);
+#: ``AtoA`` / ``BtoB`` serve one half as both input and target: the identity task of an
+#: autoencoder, the reconstruction that CycleGAN's cycle loss asks for and that Shafran et
+#: al. (ICCV 2021) show resists reconstruction-based attacks (nothing to guess: no uncertainty).
+DIRECTIONS = ("AtoB", "BtoA", "AtoA", "BtoB")
+#: (input half, target half) of each direction: 0 = A (left), 1 = B (right).
+_HALVES = {"AtoB": (0, 1), "BtoA": (1, 0), "AtoA": (0, 0), "BtoB": (1, 1)}
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -152,7 +158,9 @@ class AlignedDataset(Dataset):
     Args:
         root: dataset folder holding ``train/``, ``val/``, ``test/``.
         phase: which subfolder to read.
-        direction: ``AtoB`` (input = left half) or ``BtoA`` (input = right half).
+        direction: ``AtoB`` (input = left half, target = right half), ``BtoA`` (the
+            reverse), or the identity tasks ``AtoA`` / ``BtoB`` (input = target = that half;
+            see :data:`DIRECTIONS`).
         load_size: side the halves are resized to before the random crop.
         crop_size: side of the random crop (augment) or of the resize (no augment).
         augment: random crop and flip, for training.
@@ -256,8 +264,13 @@ class AlignedDataset(Dataset):
         a, b = pixels[:, :half], pixels[:, half:]
         pair = torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2).contiguous()
         pair = F.to_dtype(self._transform(pair, path), torch.float32, scale=True)
-        first, second = (0, 1) if self.direction == "AtoB" else (1, 0)
-        return {"sample_id": self.sample_id(path), "input": pair[first], "target": pair[second]}
+        first, second = _HALVES[self.direction]
+        # clone: an identity task's input and target must not share storage
+        return {
+            "sample_id": self.sample_id(path),
+            "input": pair[first],
+            "target": pair[second].clone() if first == second else pair[second],
+        }
 
     def records(self) -> list[SampleRecord]:
         """One record per file; ``sha256`` hashes the decoded RGB pixels of the whole file.

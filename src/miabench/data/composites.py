@@ -7,6 +7,9 @@ the real readers of :mod:`miabench.data.segmentation` serve them:
   class + 1, background = 0, in the ADE20K layout
   (``ADEChallengeData2016/{images,annotations}/{training,validation}/``). Read it with
   ``ADE20KDataset(num_classes=11, reduce_zero_label=False)``: background is a class here.
+  :class:`FashionScenesDataset` reads the same build with fewer classes (a class-count
+  knob: the ten item classes merged into ``num_classes - 1`` groups), so one set of images,
+  members and non-members serves label maps of 2 to 11 classes.
 * ``fashion_polyps`` (:func:`build_fashion_polyps`): one item per canvas, mask = the item,
   in PraNet's polyp layout (``TrainDataset/`` and ``TestDataset/Fashion/``, each with
   ``images/`` and ``masks/``). Read it with ``PolypDataset``.
@@ -31,6 +34,7 @@ from PIL import Image
 
 from miabench.data.build import COMPLETE_MARKER, completed_build
 from miabench.data.fashion_mnist import load_fashion_mnist
+from miabench.data.segmentation import ADE20KDataset
 from miabench.utils.hashing import sha256_array
 from miabench.utils.io import atomic_write_json
 
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 RENDER_VERSION = 1
 #: Fashion-MNIST grey level above which a pixel belongs to the item.
 ITEM_THRESHOLD = 40
+#: Fashion-MNIST classes; a scene's stored labels are 0 (background) and 1..ITEM_CLASSES.
+ITEM_CLASSES = 10
 #: Name of the embedded polyp test set (``TestDataset/<name>``).
 POLYP_TEST_NAME = "Fashion"
 
@@ -196,6 +202,70 @@ def build_fashion_scenes(
             (phase, n, render, base / "images" / phase, base / "annotations" / phase, prefix)
         )
     return _build(out_root, params, "fashion_scenes", splits, seed)
+
+
+def item_group(item_class: np.ndarray, num_classes: int) -> np.ndarray:
+    """Served label of Fashion-MNIST item classes when scenes have ``num_classes`` classes.
+
+    Background is class 0; the ten item classes are merged into ``num_classes - 1`` groups
+    of consecutive Fashion-MNIST labels, class ``c`` going to ``1 + floor(c (K - 1) / 10)``
+    (K = ``num_classes``): K = 11 keeps every class (the build's own labels), K = 2 is
+    item vs background, K = 3 puts T-shirt..Coat (0-4) against Sandal..Ankle boot (5-9).
+
+    Raises:
+        ValueError: ``num_classes`` outside 2..11.
+    """
+    if not 2 <= num_classes <= ITEM_CLASSES + 1:
+        raise ValueError(
+            f"data.num_classes must be in 2..{ITEM_CLASSES + 1} for fashion_scenes, got "
+            f"{num_classes}"
+        )
+    return 1 + (np.asarray(item_class, dtype=np.int64) * (num_classes - 1)) // ITEM_CLASSES
+
+
+class FashionScenesDataset(ADE20KDataset):
+    """The embedded scenes (:func:`build_fashion_scenes`) served with ``num_classes`` classes.
+
+    The build stores label ``c + 1`` for Fashion-MNIST class ``c`` and 0 for the background;
+    this reader merges the item classes by :func:`item_group`, so the images, sample ids and
+    hence the membership split are those of the 11-class set (the split is drawn from sample
+    ids) while the victim's output has ``num_classes`` channels. With ``num_classes=11`` it
+    serves what ``ADE20KDataset(num_classes=11, reduce_zero_label=False)`` serves.
+
+    Args:
+        root: the build's folder.
+        phase: ``training`` or ``validation`` (or ``train`` / ``val`` / ``test``).
+        num_classes: classes served, 2..11 (background included).
+        reduce_zero_label: must be False (background is a class here); accepted so the
+            reader takes fashion_scenes' dataset config as it is.
+        **kwargs: see :class:`~miabench.data.segmentation.SegmentationDataset`.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        phase: str,
+        num_classes: int = ITEM_CLASSES + 1,
+        reduce_zero_label: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if reduce_zero_label:
+            raise ValueError(
+                "fashion_scenes: background (label 0) is a class; reduce_zero_label must be false"
+            )
+        item_group(np.zeros(1), num_classes)  # validates num_classes before any reading
+        super().__init__(root, phase, num_classes=num_classes, reduce_zero_label=False, **kwargs)
+
+    def _labels(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        stored = raw.astype(np.int64)
+        bad = (stored < 0) | (stored > ITEM_CLASSES)
+        if bad.any():
+            raise ValueError(
+                f"{path}: label values {sorted(np.unique(stored[bad]).tolist())[:10]} outside "
+                f"0..{ITEM_CLASSES} (a fashion_scenes build stores background 0, items 1..10)"
+            )
+        grouped = np.where(stored == 0, 0, item_group(np.maximum(stored - 1, 0), self.num_classes))
+        return grouped.astype(np.uint8)
 
 
 def build_fashion_polyps(
