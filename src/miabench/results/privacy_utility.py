@@ -37,7 +37,6 @@ from miabench.metrics.bootstrap import (
     paired_mean,
     paired_roc,
 )
-from miabench.metrics.roc import ci_key, note_key
 from miabench.results.reference_table import newest_per_setting
 from miabench.results.table import (
     INTERVAL_LEGEND,
@@ -49,6 +48,7 @@ from miabench.results.table import (
     held_out_scores,
     markdown_view,
     read_run_csv,
+    recorded_estimate,
     result_paths,
     run_file,
     seed_estimate,
@@ -183,12 +183,6 @@ def _is_reference_free(metrics: Mapping[str, Any]) -> bool:
     return score.get("_target_") == REFERENCE_FREE
 
 
-def _loo_estimate(loo: Mapping[str, Any], metric: str) -> Estimate:
-    """A leave-one-out metric of a reference run and its clustered bootstrap interval."""
-    low, high = loo.get(ci_key(metric, loo.get("ci_level", 0.95))) or (None, None)
-    return Estimate(loo.get(metric), low, high, None, 1, loo.get(note_key(metric)))
-
-
 def _strongest(result: Mapping[str, Any], attacks: Iterable[str], tpr_key: str) -> str | None:
     """The attack of ``attacks`` with the highest leave-one-out TPR (then AUC)."""
     loo = result.get("leave_one_out") or {}
@@ -245,7 +239,7 @@ def strongest_attack_columns(
         free = [a for a, m in attacks.items() if _is_reference_free(m)]
         calibrated = [a for a in attacks if a not in free]
         best = _strongest(result, calibrated, tpr_key)
-        worst_free = _strongest(result, free, tpr_key)
+        best_free = _strongest(result, free, tpr_key)
         loo = result.get("leave_one_out") or {}
         row: dict[str, Any] = {
             "reference_seed": result["run"].get("seed"),
@@ -253,10 +247,12 @@ def strongest_attack_columns(
             "best_reference_attack": best,
         }
         for metric in ("auc", tpr_key):
-            for prefix, name in (("best_reference", best), ("reference_free", worst_free)):
-                estimate = _loo_estimate(loo[name], metric) if name else Estimate(None, None, None)
+            for prefix, name in (("best_reference", best), ("reference_free", best_free)):
+                estimate = (
+                    recorded_estimate(loo[name], metric) if name else Estimate(None, None, None)
+                )
                 row.update(estimate_columns(f"{prefix}_{metric}", estimate))
-        if best and worst_free:
+        if best and best_free:
             scores = read_run_csv(Path(result["_path"]).parent / "scores_leave_one_out.csv")
 
             def matrix(column: str, frame: pd.DataFrame = scores) -> np.ndarray:
@@ -265,7 +261,7 @@ def strongest_attack_columns(
 
             deltas = clustered_paired_roc(
                 matrix(f"{best}.score"),
-                matrix(f"{worst_free}.score"),
+                matrix(f"{best_free}.score"),
                 matrix("label"),
                 fprs=(fpr_of(tpr_key),),
                 n_boot=n_boot,

@@ -346,6 +346,17 @@ def fpr_of(metric: str) -> float | None:
     return float(match.group(1)) / 100 if match else None
 
 
+def recorded_estimate(info: Mapping[str, Any], metric: str, level: float | None = None) -> Estimate:
+    """A metric as one results.json entry records it: its value, its interval at ``level``
+    (the entry's own ``ci_level`` by default) and, where the value is null, the note why."""
+    level = info.get("ci_level", 0.95) if level is None else level
+    low, high = info.get(ci_key(metric, level)) or (None, None)
+    value = info.get(metric)
+    return Estimate(
+        None if value is None else float(value), low, high, None, 1, info.get(note_key(metric))
+    )
+
+
 def seed_estimate(runs: Sequence[Mapping[str, Any]], attack: str, metric: str) -> Estimate:
     """One attack metric over the seeds of a setting (see :func:`pooled_roc`).
 
@@ -364,8 +375,7 @@ def seed_estimate(runs: Sequence[Mapping[str, Any]], attack: str, metric: str) -
         return Estimate(None, None, None, None, len(runs), note)
     values = [_float(info.get(metric)) for info in infos]
     if len(runs) == 1:
-        ci = infos[0].get(ci_key(metric, level)) or [None, None]
-        return Estimate(values[0], ci[0], ci[1], None, 1)
+        return recorded_estimate(infos[0], metric, level)
     std = float(np.std(values, ddof=1))
     fpr = fpr_of(metric)
     rows = [held_out_scores(r, [attack]) for r in runs]
