@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from miabench.attacks.activations import ActivationStore, LayerTap
+from miabench.attacks.activations import ActivationStore
 from miabench.attacks.mint import MintAuditor, MintCNN, channel_max
+from miabench.victims.signals import LayerTap
 
 
 def _signals(n: int, shift: float, generator: torch.Generator, offset: int = 0) -> dict[str, Any]:

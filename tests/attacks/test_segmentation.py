@@ -20,7 +20,7 @@ from miabench.attacks.segmentation import (
     prediction_error,
     segmentation_error,
 )
-from miabench.victims.segmentation import EPS
+from miabench.metrics.segmentation import EPS
 
 
 def _probs(b: int = 3, k: int = 5, h: int = 12, w: int = 10, seed: int = 0) -> torch.Tensor:

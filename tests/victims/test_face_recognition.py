@@ -14,13 +14,13 @@ from sklearn.metrics import roc_curve
 from torch.utils.data import DataLoader
 
 from miabench.data.faces import VerificationPairs
-from miabench.victims.face_recognition import (
-    FaceRecognitionVictim,
+from miabench.metrics.verification import (
     VerificationMetrics,
     best_threshold,
     fold_accuracies,
     verification_benchmark_metrics,
 )
+from miabench.victims.face_recognition import FaceRecognitionVictim
 from miabench.victims.nets.iresnet import IResNet, iresnet, iresnet_test
 from tests.data.test_faces import write_lfw
 

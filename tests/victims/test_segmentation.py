@@ -12,17 +12,13 @@ import torch.nn.functional as F
 import torchvision
 from sklearn.metrics import f1_score, jaccard_score
 
+from miabench.metrics.segmentation import binary_overlap
 from miabench.utils.hashing import sha256_file
 from miabench.victims.nets.hrnetv2 import HRNetV2
 from miabench.victims.nets.infnet import InfNet
 from miabench.victims.nets.pranet import PraNet
 from miabench.victims.nets.seg_backbones import UPerNet
-from miabench.victims.segmentation import (
-    SegmentationVictim,
-    binary_overlap,
-    mask_edges,
-    structure_loss,
-)
+from miabench.victims.segmentation import SegmentationVictim, mask_edges, structure_loss
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 

@@ -1,10 +1,8 @@
-"""Activations of named layers, and an on-disk chunked store for auditors that learn from them.
+"""An on-disk chunked store of activations for auditors that learn from them.
 
-:class:`LayerTap` reads layer outputs with forward hooks (torchvision's
-``create_feature_extractor`` would re-trace the model into a new module per layer set; hooks
-keep the victim's own module, its weights and its ``forward``). :class:`ActivationStore`
-holds what an auditor extracted from its training samples in chunks of a few thousand rows on
-disk, so 100K samples of full activation maps never sit in memory at once, and several
+Victims return activations of named layers as signals (``miabench.victims.signals``).
+:class:`ActivationStore` holds what an auditor extracted from its training samples in
+chunks of a few thousand rows on disk, so 100K samples of full activation maps never sit in memory at once, and several
 training epochs stream them back.
 """
 
@@ -15,63 +13,12 @@ import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import torch
-from torch import nn
 
 from miabench.utils.hashing import stable_hash
 from miabench.utils.io import atomic_write, atomic_write_json, read_json
-
-#: prefix of activation signals: ``activation.<layer>`` (e.g. ``activation.conv1``).
-PREFIX = "activation."
-
-
-def signal_name(layer: str) -> str:
-    """Signal key under which a victim returns the activation of ``layer``."""
-    return f"{PREFIX}{layer}"
-
-
-def layer_of(signal: str) -> str | None:
-    """``activation.conv1`` → ``conv1``; None for signals that are not activations."""
-    return signal[len(PREFIX) :] if signal.startswith(PREFIX) else None
-
-
-class LayerTap:
-    """Context manager recording the outputs of named modules during forward passes.
-
-    Args:
-        modules: name → module to hook (names are the keys of :attr:`outputs`).
-        detach: store detached outputs (auditing needs no gradients through the victim).
-    """
-
-    def __init__(self, modules: Mapping[str, nn.Module], detach: bool = True) -> None:
-        self.modules = dict(modules)
-        self.detach = detach
-        self.outputs: dict[str, torch.Tensor] = {}
-        self._handles: list[Any] = []
-
-    def _hook(self, name: str) -> Any:
-        def record(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            self.outputs[name] = output.detach() if self.detach else output
-
-        return record
-
-    def __enter__(self) -> LayerTap:
-        self.outputs = {}
-        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
 
 
 def sample_set_hash(sample_ids: Sequence[str]) -> str:

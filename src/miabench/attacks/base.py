@@ -30,6 +30,10 @@ class Attack(ABC):
     #: attacks that learn (reference models, MINT auditors) set this; the pipeline then
     #: calls :meth:`fit` with the calibration half before scoring.
     trainable: bool = False
+    #: the score at or above which the attack itself decides "member" (MINT's 0.5 on its
+    #: sigmoid), or None for attacks that only rank; with one, the attack stage also
+    #: reports ``accuracy_at_decision`` on the test half, as those attacks' papers do.
+    decision_threshold: float | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from miabench.attacks.activations import ActivationStore, signal_name
+from miabench.attacks.activations import ActivationStore
 from miabench.attacks.base import Attack
 from miabench.victims.base import Signals
+from miabench.victims.signals import signal_name
 
 log = logging.getLogger(__name__)
 

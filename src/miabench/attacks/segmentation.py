@@ -52,8 +52,8 @@ from miabench.attacks.predictability import (
     split_sizes,
     strict_float32,
 )
+from miabench.metrics.segmentation import EPS, pixel_accuracy, pixel_loss
 from miabench.victims.base import Signals
-from miabench.victims.segmentation import EPS, pixel_accuracy, pixel_loss
 
 ERRORS = ("loss", "pixel_error", "brier")
 #: per-pixel measures of a linear prediction against the one-hot truth

@@ -130,12 +130,9 @@ def _utility(
         computed[role] = {k: _plain(m.compute()) for k, m in metrics.items()}
 
     frame = _collect(model, victim, device, model.utility, desc="utility", on_role=accumulate)
-    # optional, like select_signals: victims without benchmarks need not know about them
-    benchmark_utility = getattr(model, "benchmark_utility", None)
-    if benchmark_utility is not None:
-        benchmark = _plain(benchmark_utility(victim.datamodule, device))
-        if benchmark:
-            computed[BENCHMARK] = benchmark
+    benchmark = _plain(model.benchmark_utility(victim.datamodule, device))
+    if benchmark:
+        computed[BENCHMARK] = benchmark
     _write_csv(per_sample_path, frame)
     atomic_write_json(dataset_path, computed, checksum=True)
     return frame, computed
@@ -189,9 +186,7 @@ def _prepare_attacks(attacks: list[Attack], model: Victim, device: torch.device)
     the attacks to ``device``."""
     for attack in attacks:
         attack.check_signals(model.provides)
-    select = getattr(model, "select_signals", None)
-    if select is not None:
-        select(tuple(dict.fromkeys(s for attack in attacks for s in attack.requires)))
+    model.select_signals(tuple(dict.fromkeys(s for attack in attacks for s in attack.requires)))
     for attack in attacks:
         attack.setup(device)
 
@@ -389,7 +384,7 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
                 seed=cfg.seed,
             )
         )
-        decision = getattr(attack, "decision_threshold", None)
+        decision = attack.decision_threshold
         if decision is not None:
             # attacks with a decision of their own (MINT's 0.5 on a sigmoid) also report its
             # accuracy on the test half, as their papers do

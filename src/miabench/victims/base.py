@@ -9,7 +9,7 @@ victim's internals.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -22,6 +22,34 @@ from tqdm.auto import tqdm
 #: signals are float tensors shaped (B, C, H, W) with values in [0, 1]:
 #: ``input`` (the query), ``target`` (its ground truth) and ``output`` (the victim's answer).
 Signals = dict[str, Any]
+
+#: What a victim config's ``optimizer`` (``_partial_: true``) instantiates to: a callable
+#: taking the parameters (and keyword overrides) and returning the optimizer.
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+#: What a config's ``scheduler`` (``_partial_: true``) instantiates to: called with
+#: ``optimizer=``, it returns a learning-rate scheduler.
+SchedulerFactory = Callable[..., Any]
+
+
+def optimizers_with_schedule(
+    optimizer: torch.optim.Optimizer,
+    scheduler: SchedulerFactory | None = None,
+    interval: str = "epoch",
+) -> Any:
+    """What ``configure_optimizers`` returns for one optimizer and an optional scheduler.
+
+    Args:
+        optimizer: the victim's optimizer, already built on its parameters.
+        scheduler: a scheduler factory (``_partial_: true`` in the config) called with
+            ``optimizer=``; None trains at a constant rate.
+        interval: when Lightning steps the scheduler, ``epoch`` or ``step``.
+    """
+    if scheduler is None:
+        return optimizer
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler(optimizer=optimizer), "interval": interval},
+    }
 
 
 class Victim(pl.LightningModule):
@@ -97,3 +125,26 @@ class Victim(pl.LightningModule):
     def describe(self) -> dict[str, Any]:
         """What shaped this victim beyond its config (e.g. backbone weights used); recorded."""
         return {}
+
+    def benchmark_utility(self, datamodule: Any, device: torch.device | str) -> dict[str, Any]:
+        """Utility on evaluation-only benchmarks the data module serves; optional.
+
+        Face recognition scores LFW-style verification pairs here (``data.verification``):
+        pairs that are neither members nor non-members, so they stay out of the per-role
+        utility pass. The result is recorded under ``utility.benchmark``; ``{}`` (the
+        default) records nothing.
+        """
+        return {}
+
+    def auditable_layers(self) -> tuple[str, ...]:
+        """Names of the layers whose activations :meth:`select_signals` can add; optional."""
+        return ()
+
+    def select_signals(self, names: Iterable[str]) -> None:  # noqa: B027
+        """Compute, besides the fixed signals, those of ``names`` it can provide; optional.
+
+        The attack stage calls this with every signal its attacks read before it streams
+        signals, so a victim with costly optional signals (activations of named layers,
+        read with forward hooks) computes only those asked for. The default computes only
+        the fixed signals of :attr:`provides`.
+        """

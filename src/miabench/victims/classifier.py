@@ -14,18 +14,20 @@ top probability.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from miabench.victims.base import Signals, Victim
-from miabench.victims.segmentation import pixel_accuracy, pixel_loss
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., Any]
+from miabench.metrics.segmentation import pixel_accuracy, pixel_loss
+from miabench.victims.base import (
+    OptimizerFactory,
+    SchedulerFactory,
+    Signals,
+    Victim,
+    optimizers_with_schedule,
+)
 
 
 class ClassifierVictim(Victim):
@@ -104,16 +106,9 @@ class ClassifierVictim(Victim):
         return loss
 
     def configure_optimizers(self) -> Any:
-        optimizer = self._optimizer(params=self.parameters())
-        if self._scheduler is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": self._scheduler(optimizer=optimizer),
-                "interval": self.scheduler_interval,
-            },
-        }
+        return optimizers_with_schedule(
+            self._optimizer(params=self.parameters()), self._scheduler, self.scheduler_interval
+        )
 
     def signal_step(self, batch: dict[str, Any]) -> Signals:
         """Probabilities and class as 1 x 1 maps: ``output`` (B, K, 1, 1), ``target`` (B, 1, 1)."""

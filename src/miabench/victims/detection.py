@@ -12,7 +12,7 @@ Labels follow torchvision's convention: index 0 is background, the face class is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -36,9 +36,8 @@ from torchvision.ops import misc as misc_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from miabench.utils.weights import checkpoint_path
-from miabench.victims.base import Signals, Victim
+from miabench.victims.base import OptimizerFactory, Signals, Victim
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
 FACE_LABEL = 1
 NUM_CLASSES = 2  # background + face
 

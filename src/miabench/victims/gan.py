@@ -13,9 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from miabench.victims.base import Victim
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
+from miabench.victims.base import OptimizerFactory, Victim
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:

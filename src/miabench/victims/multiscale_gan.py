@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from miabench.metrics.utility import image_utility
-from miabench.victims.base import Signals
-from miabench.victims.gan import GANVictim, OptimizerFactory, to_unit
+from miabench.victims.base import OptimizerFactory, Signals
+from miabench.victims.gan import GANVictim, to_unit
 from miabench.victims.nets.multiscale import (
     MultiscaleDiscriminator,
     feature_matching_loss,
