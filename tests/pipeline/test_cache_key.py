@@ -7,7 +7,7 @@ from pathlib import Path
 
 import miabench
 import miabench.victims.pix2pix
-from miabench.pipeline import common
+from miabench.pipeline import code_hash, keys
 from miabench.pipeline.train import locate_victim
 from tests.pipeline.test_end_to_end import _cfg, tiny_overrides
 
@@ -38,14 +38,14 @@ def test_key_tracks_what_shapes_the_victim(aligned_root: Path, tmp_path: Path) -
 
 
 def test_code_version_follows_the_victims_package(monkeypatch) -> None:
-    before = common.code_version()
+    before = code_hash.code_version()
     monkeypatch.setattr(miabench, "__version__", "0.0.0-test")
-    assert common.code_version() != before
+    assert code_hash.code_version() != before
 
 
 def test_code_version_covers_the_victims_own_code(aligned_root: Path, tmp_path: Path) -> None:
     cfg = _cfg("train_victim", tiny_overrides(aligned_root, tmp_path))
-    sources = common.code_sources(cfg)
+    sources = code_hash.code_sources(cfg)
     # the module, its networks, what they import (transitively), and nothing unrelated
     for module in (
         "miabench.victims.pix2pix",
@@ -64,22 +64,20 @@ def test_code_version_covers_the_victims_own_code(aligned_root: Path, tmp_path: 
     # an edit to one of those files changes the key; the key is the hash of these sources
     edited = dict(sources)
     edited["miabench.victims.nets.unet"] += "\n# edited\n"
-    assert common.stable_hash({"version": miabench.__version__, "sources": edited}) != (
-        common.code_version(cfg)
+    assert code_hash.stable_hash({"version": miabench.__version__, "sources": edited}) != (
+        code_hash.code_version(cfg)
     )
-    assert common.stable_hash({"version": miabench.__version__, "sources": sources}) == (
-        common.code_version(cfg)
+    assert code_hash.stable_hash({"version": miabench.__version__, "sources": sources}) == (
+        code_hash.code_version(cfg)
     )
 
 
 def test_split_key_ignores_how_data_is_batched(aligned_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    base = common.split_key(_cfg("train_victim", tiny_overrides(aligned_root, out)))
+    base = keys.split_key(_cfg("train_victim", tiny_overrides(aligned_root, out)))
     batched = tiny_overrides(aligned_root, out, "data.batch_size=2", "data.eval_batch_size=3")
-    assert common.split_key(_cfg("train_victim", batched)) == base
-    assert (
-        common.split_key(_cfg("train_victim", tiny_overrides(aligned_root, out, "seed=1"))) != base
-    )
+    assert keys.split_key(_cfg("train_victim", batched)) == base
+    assert keys.split_key(_cfg("train_victim", tiny_overrides(aligned_root, out, "seed=1"))) != base
 
 
 def test_attack_folder_key_follows_attack_and_metrics_code(
@@ -92,22 +90,22 @@ def test_attack_folder_key_follows_attack_and_metrics_code(
     victim = locate_victim(cfg)
     base = attack_dir(cfg, victim)
     assert attack_dir(cfg, victim) == base
-    real_source = common._source
+    real_source = code_hash._source
     for module in ("miabench.attacks.reconstruction", "miabench.metrics.roc"):
         edited = tmp_path / f"{module}.py"
         edited.write_text(real_source(module).read_text(encoding="utf-8") + "\n# edited\n")
         monkeypatch.setattr(
-            common,
+            code_hash,
             "_source",
             lambda m, module=module, edited=edited: edited if m == module else real_source(m),
         )
         assert attack_dir(cfg, victim) != base, module
-        monkeypatch.setattr(common, "_source", real_source)
+        monkeypatch.setattr(code_hash, "_source", real_source)
     # an attack that is not run does not shape the folder
     edited = tmp_path / "detection.py"
     edited.write_text("# another attack\n")
     monkeypatch.setattr(
-        common,
+        code_hash,
         "_source",
         lambda m: edited if m == "miabench.attacks.detection" else real_source(m),
     )

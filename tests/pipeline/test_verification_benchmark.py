@@ -16,7 +16,8 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, open_dict
 
 from miabench.pipeline.attack import BENCHMARK, attack_dir, run_attack
-from miabench.pipeline.common import build_datamodule, split_key, victim_key
+from miabench.pipeline.common import build_datamodule
+from miabench.pipeline.keys import split_key, victim_key
 from miabench.pipeline.train import TrainedVictim, locate_victim, train_victim
 from miabench.utils.io import atomic_write_json
 from tests.conftest import CONF_DIR

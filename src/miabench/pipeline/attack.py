@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ from miabench.data.membership import group_of, grouped_calibration_split
 from miabench.metrics.bootstrap import roc_intervals
 from miabench.metrics.roc import calibration_split, evaluate_scores
 from miabench.metrics.utility import summarize
-from miabench.pipeline.common import attack_code_version, resolve_device, to_container
+from miabench.pipeline.code_hash import attack_code_version
+from miabench.pipeline.common import resolve_device
 from miabench.pipeline.logging_hooks import log_results
 from miabench.pipeline.train import TrainedVictim, locate_victim
 from miabench.results.plots import plot_roc
+from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
 from miabench.utils.io import atomic_write, atomic_write_json, read_json, verified_exists
 from miabench.utils.locks import cache_lock_dir, locked
@@ -40,7 +43,7 @@ def attack_dir(cfg: DictConfig, victim: TrainedVictim) -> Path:
     """Output folder of one victim's attacks: readable prefix + hash of what shaped them.
 
     The hash covers the victim's key, the attack and evaluation settings, and the code of
-    the attacks and metrics (:func:`~miabench.pipeline.common.attack_code_version`), so a
+    the attacks and metrics (:func:`~miabench.pipeline.code_hash.attack_code_version`), so a
     change in ``attacks/`` or ``metrics/`` never returns scores computed by older code.
     """
     parts = {
@@ -306,21 +309,71 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
 
 
 def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Path:
-    """The body of :func:`run_attack`, run under the attack folder's lock."""
+    """The body of :func:`run_attack`, run under the attack folder's lock.
+
+    Five steps, each logged: the victim's utility pass, the calibration/test split, the
+    attacks' scores and metrics, the run's record, and the atomic write of ``results.json``.
+    """
     results_path = out / "results.json"
     if verified_exists(results_path):
         log.info("attack results exist: %s", results_path)
         return results_path
     out.mkdir(parents=True, exist_ok=True)
-    clock = StageClock()
-    started = now_iso()
+    clock, started = StageClock(), now_iso()
     device = resolve_device(cfg.evaluation.device)
     model = victim.load(cfg).to(device)
 
+    log.info("[1/5] utility of the victim on members and non-members")
     with clock.stage("utility"):
         utility, utility_dataset = _utility(model, victim, device, out)
-    view = _attacker_view(cfg)
 
+    log.info("[2/5] calibration/test halves (seed %s)", cfg.seed)
+    halves = split_halves(cfg, utility)
+
+    log.info("[3/5] attacks: %s", ", ".join(k for k, v in cfg.attack.items() if v))
+    view = _attacker_view(cfg)
+    attacks = _instantiate_attacks(cfg)
+    with clock.stage("shared_pass"):
+        _score_in_one_pass(attacks, model, victim, device, out, view)
+    table, attacks_out, curves = _evaluate_attacks(
+        cfg, attacks, halves, model, victim, device, out, view
+    )
+
+    log.info("[4/5] run record: utility, generalization gap, provenance")
+    record = provenance(victim, device, clock, started)
+    results = _results(cfg, victim, model, utility, utility_dataset, attacks_out, record)
+
+    log.info("[5/5] results → %s", results_path)
+    _write_csv(out / "scores.csv", table)
+    plot_roc(curves, out, title=f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name})")
+    atomic_write_json(results_path, results, checksum=True)
+    # the composed config and every numeric result also reach the configured loggers
+    log_results(cfg, results_path)
+    return results_path
+
+
+@dataclass
+class Halves:
+    """Who is in the calibration half and the test half of one attack run.
+
+    Attributes:
+        table: ``sample_id``, ``role``, ``label`` (1 member / 0 non-member), ``split``.
+        is_calibration: (N,) bool, in the table's row order.
+        test: (N,) bool, the rows metrics are computed on (every row when no calibration).
+        calibration: role → calibration sample ids in the order trainable attacks see them.
+        test_groups: the test rows' groups (identities) when intervals resample whole
+            groups (``evaluation.bootstrap_by_group``), else None.
+    """
+
+    table: pd.DataFrame
+    is_calibration: np.ndarray
+    test: np.ndarray
+    calibration: dict[str, list[str]]
+    test_groups: np.ndarray | None
+
+
+def split_halves(cfg: DictConfig, utility: pd.DataFrame) -> Halves:
+    """Draw the calibration/test halves over the utility pass's samples (seeded by the run)."""
     table = utility[["sample_id", "role"]].copy()
     table["label"] = table["role"].map(ROLES)
     if cfg.evaluation.get("calibration_by_group"):
@@ -349,54 +402,77 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
     for role in ROLES:
         ids = table.loc[is_cal & (table["role"] == role), "sample_id"].tolist()
         calibration[role] = [ids[i] for i in order.permutation(len(ids))]
-
-    # every attack is judged on the same rows (merging scores keeps the table's row order)
-    labels = table["label"].to_numpy()
     test = ~is_cal if is_cal.any() else np.ones_like(is_cal)
-    evaluation = cfg.evaluation
     # identity-labelled data: the test metrics' uncertainty is set by how many identities the
     # test half holds, not how many images (metrics.bootstrap.resample_weights)
-    by_group = bool(evaluation.bootstrap_by_group)
+    by_group = bool(cfg.evaluation.bootstrap_by_group)
     test_groups = table["sample_id"].map(group_of).to_numpy()[test] if by_group else None
+    return Halves(table, is_cal, test, calibration, test_groups)
 
-    attacks = _instantiate_attacks(cfg)
-    with clock.stage("shared_pass"):
-        _score_in_one_pass(attacks, model, victim, device, out, view)
+
+def _evaluate_attacks(
+    cfg: DictConfig,
+    attacks: dict[str, Attack],
+    halves: Halves,
+    model: Victim,
+    victim: TrainedVictim,
+    device: torch.device,
+    out: Path,
+    view: Any,
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Every attack's scores (read back or computed) and its metrics on the test half.
+
+    Returns the per-sample table with every attack's columns, ``{attack: metrics}`` and the
+    test half's ``(scores, labels)`` per attack for the ROC plots.
+    """
+    evaluation = cfg.evaluation
+    fprs = tuple(evaluation.fprs)
+    # every attack is judged on the same rows (merging scores keeps the table's row order)
+    table, labels, test = halves.table, halves.table["label"].to_numpy(), halves.test
     attacks_out: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, attack in attacks.items():
-        scores = _attack_scores(name, attack, model, victim, device, out, view, calibration)
+        scores = _attack_scores(name, attack, model, victim, device, out, view, halves.calibration)
         scores = scores.drop(columns="role").add_prefix(f"{name}.")
         scores = scores.rename(columns={f"{name}.sample_id": "sample_id"})
         table = table.merge(scores, on="sample_id", how="left", validate="one_to_one")
         score = table[f"{name}.score"].to_numpy()
-        fprs = tuple(evaluation.fprs)
-        metrics = evaluate_scores(score, labels, is_cal, fprs=fprs)
+        metrics = evaluate_scores(score, labels, halves.is_calibration, fprs=fprs)
         # seeded by the run's seed: a rerun gives the same intervals
         metrics.update(
             roc_intervals(
                 score[test],
                 labels[test],
-                test_groups,
+                halves.test_groups,
                 fprs=fprs,
                 n_boot=int(evaluation.bootstrap),
                 level=float(evaluation.ci_level),
                 seed=cfg.seed,
             )
         )
-        decision = attack.decision_threshold
-        if decision is not None:
+        if attack.decision_threshold is not None:
             # attacks with a decision of their own (MINT's 0.5 on a sigmoid) also report its
             # accuracy on the test half, as their papers do
-            predicted = score[test] >= decision
+            predicted = score[test] >= attack.decision_threshold
             metrics["accuracy_at_decision"] = float(np.mean(predicted == labels[test].astype(bool)))
         metrics["describe"] = attack.describe()
         attacks_out[name] = metrics
         curves[name] = (score[test], labels[test])
         log.info("%s: AUC %.4f", name, metrics["auc"])
+    return table, attacks_out, curves
 
-    _write_csv(out / "scores.csv", table)
-    plot_roc(curves, out, title=f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name})")
+
+def _results(
+    cfg: DictConfig,
+    victim: TrainedVictim,
+    model: Victim,
+    utility: pd.DataFrame,
+    utility_dataset: dict[str, Any],
+    attacks_out: dict[str, Any],
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``results.json`` record: run (with its provenance ``record``), utility, gap and
+    attacks."""
     util = {
         role: {
             **summarize(
@@ -414,23 +490,14 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
     }
     run = describe_run(cfg, victim)
     run["victim_info"] = model.describe()
-    run["provenance"] = provenance(victim, device, clock, started)
-    if view is not None:
+    run["provenance"] = record
+    if cfg.defense.get("attacker_view") is not None:
         run["attacker_view"] = to_container(cfg.defense.attacker_view)
-    results = {
-        "run": run,
-        "utility": util,
-        "generalization_gap": gap,
-        "attacks": attacks_out,
-    }
+    results = {"run": run, "utility": util, "generalization_gap": gap, "attacks": attacks_out}
     if utility_dataset.get(BENCHMARK):
         # beside "utility", whose keys are roles (the gap and the tables read those)
         results["utility_benchmark"] = utility_dataset[BENCHMARK]
-    atomic_write_json(results_path, results, checksum=True)
-    log.info("results → %s", results_path)
-    # the composed config and every numeric result also reach the configured loggers
-    log_results(cfg, results_path)
-    return results_path
+    return results
 
 
 def provenance(

@@ -43,11 +43,13 @@ from miabench.data.membership import Population
 from miabench.metrics.bootstrap import clustered_roc_intervals, roc_intervals
 from miabench.metrics.roc import calibration_split, evaluate_scores, tpr_key
 from miabench.pipeline.attack import describe_run, provenance
-from miabench.pipeline.common import attack_code_version, resolve_device, to_container
+from miabench.pipeline.code_hash import attack_code_version
+from miabench.pipeline.common import resolve_device
 from miabench.pipeline.signals import compute_signals, signal_key, stack_signals
 from miabench.pipeline.train import TrainedVictim, locate_victim, train_victim
 from miabench.results.plots import plot_roc
 from miabench.results.reference_table import plot_strength
+from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
 from miabench.utils.io import atomic_write, atomic_write_json, read_json, verified_exists
 from miabench.utils.provenance import StageClock, now_iso

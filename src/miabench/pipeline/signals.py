@@ -30,8 +30,9 @@ from omegaconf import DictConfig
 
 from miabench.attacks.reconstruction import reconstruction_error
 from miabench.attacks.segmentation import segmentation_error
-from miabench.pipeline.common import module_closure, target_modules, to_container
+from miabench.pipeline.code_hash import module_closure, target_modules
 from miabench.pipeline.train import TrainedVictim
+from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
 from miabench.utils.io import atomic_write, verified_exists
 from miabench.victims.base import Signals, Victim

@@ -17,7 +17,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from miabench.defenses.base import build_defense
-from miabench.pipeline.common import build_datamodule, to_container, victim_dir, victim_key
+from miabench.pipeline.common import build_datamodule
+from miabench.pipeline.keys import victim_dir, victim_key
+from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
 from miabench.utils.io import (
     CorruptFileError,

@@ -1,0 +1,90 @@
+"""Cache keys: what shaped a membership split and a trained victim, and their folders.
+
+A key hashes everything that shaped its object and nothing else: a split its data and split
+settings; a victim its config, data, training defense, trainer, manifest content, seed and
+code (:func:`miabench.pipeline.code_hash.code_version`). Where things run, how they log and
+where data lives do not enter, so the same work is found again from another machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from miabench.pipeline.code_hash import POST_HOC_DEFENSE_KEYS, code_version
+from miabench.utils.config import to_container
+from miabench.utils.hashing import stable_hash
+
+#: Trainer keys that do not change what is learned (where and how it is shown).
+_COSMETIC_TRAINER_KEYS = {
+    "accelerator",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "log_every_n_steps",
+    "default_root_dir",
+    "num_sanity_val_steps",
+}
+
+
+#: Data keys that say where data lives or how fast it is read, not what it is (the content
+#: itself enters the key through the manifest's content hashes).
+_LOCATION_KEYS = {"root", "out_root", "num_workers", "eval_batch_size"}
+
+
+#: Data keys of evaluation-only benchmarks (``data.verification``: LFW-style pairs, and the
+#: ``datamodule.benchmark`` built from it): scored in the utility pass, never trained on nor
+#: drawn into the split, so neither the victim nor the split depends on them.
+EVALUATION_ONLY_DATA_KEYS = {"verification", "benchmark"}
+
+
+#: Data keys that say how the data is batched and read; a split does not depend on them.
+_LOADER_KEYS = {"batch_size", "eval_batch_size", "num_workers"}
+
+
+def _strip(obj: Any, keys: set[str]) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip(v, keys) for k, v in obj.items() if k not in keys}
+    if isinstance(obj, list):
+        return [_strip(v, keys) for v in obj]
+    return obj
+
+
+def split_key(cfg: DictConfig) -> str:
+    """Key of a membership split: the data it is drawn from and the split settings."""
+    data = _strip(to_container(cfg.data), _LOADER_KEYS | EVALUATION_ONLY_DATA_KEYS)
+    split = to_container(cfg.split)
+    if not (split.get("population") or {}).get("n_models"):
+        # no reference models: the ordinary split, keyed as before the population existed
+        split.pop("population", None)
+    return stable_hash({"data": data, "split": split})
+
+
+def victim_key(cfg: DictConfig, manifest_sha256: str) -> dict[str, Any]:
+    """Everything that shaped a trained victim, and its hash under ``key``."""
+    trainer = {
+        k: v for k, v in to_container(cfg.trainer).items() if k not in _COSMETIC_TRAINER_KEYS
+    }
+    parts = {
+        "victim": to_container(cfg.victim),
+        "data": to_container(cfg.data),
+        # Only what shapes training: a defense's name is a label, and its attacker_view
+        # (output truncation) acts after training, so defenses that differ only there share
+        # one trained victim.
+        "defense": {
+            k: v for k, v in to_container(cfg.defense).items() if k not in POST_HOC_DEFENSE_KEYS
+        },
+        "trainer": trainer,
+        "manifest_sha256": manifest_sha256,
+        "seed": cfg.seed,
+        "code_version": code_version(cfg),
+    }
+    parts["data"] = _strip(parts["data"], _LOCATION_KEYS | EVALUATION_ONLY_DATA_KEYS)
+    parts["key"] = stable_hash(parts)
+    return parts
+
+
+def victim_dir(cfg: DictConfig, key: str) -> Path:
+    """Cache folder of one trained victim."""
+    return Path(cfg.paths.cache_dir) / "victims" / f"{cfg.victim.name}-{cfg.data.name}-{key}"
