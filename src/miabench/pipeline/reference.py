@@ -27,7 +27,7 @@ import logging
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -465,13 +465,19 @@ def _reference_block(
 def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
     """Attack the target of ``cfg`` with reference-model attacks; return results.json.
 
+    Four steps, each logged: the population's models (trained or found), their signals (one
+    cached pass per model), every attack on the target and leave-one-out on every model,
+    and the write of tables, plots and ``results.json``.
+
     Args:
         cfg: a config with ``reference.n_models > 0`` and ``attack=reference``.
         victim: the target, when the caller has it (the benchmark trained it already).
     """
     clock, started = StageClock(), now_iso()
+    log.info("[1/4] population: the target and %s reference models", cfg.reference.n_models)
     models = locate_models(cfg, victim)
     device = resolve_device(cfg.evaluation.device)
+    log.info("[2/4] signals of every model (one pass each, cached)")
     with clock.stage("signals"):
         paths = [
             compute_signals(c, v, device)
@@ -486,9 +492,66 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
     out.mkdir(parents=True, exist_ok=True)
     models.population.to_csv(out / "population.csv")
 
-    population = models.population
-    stacked = stack_signals(paths, population.sample_ids)
-    views = _views(cfg, stacked.values)
+    log.info("[3/4] attacks: the target's test half and leave-one-out over every model")
+    stacked = stack_signals(paths, models.population.sample_ids)
+    scored = _score_attacks(cfg, models.population, stacked.values)
+
+    log.info("[4/4] results → %s", results_path)
+    _write_csv(out / "scores.csv", scored.table)
+    _write_csv(out / "scores_leave_one_out.csv", scored.loo_table)
+    n_refs = int(cfg.reference.n_models)
+    title = f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name}), {n_refs} refs"
+    plot_roc(scored.curves, out, title=f"{title}\ntarget, test half")
+    plot_roc(scored.loo_curves, out / "leave_one_out", title=f"{title}\nleave-one-out, all pairs")
+    plot_strength(scored.strength, out / "strength_vs_references.png", title=title)
+    results = {
+        "run": {
+            **_run_block(cfg, models, device, clock, started),
+            "reference": _reference_block(cfg, models, paths),
+        },
+        "attacks": scored.attacks,
+        "leave_one_out": scored.leave_one_out,
+        "strength_vs_references": scored.strength,
+    }
+    if scored.skipped:
+        results["skipped_attacks"] = scored.skipped
+    atomic_write_json(results_path, results, checksum=True)
+    return results_path
+
+
+@dataclass
+class ReferenceScores:
+    """What the reference attacks produced on one population.
+
+    Attributes:
+        table: per target sample: ``sample_id``, ``label``, ``split``, one score per attack.
+        loo_table: per (sample, model) pair: ``sample_id``, ``model``, ``label``, scores.
+        attacks: attack → the target's metrics on its test half.
+        leave_one_out: attack → metrics over all (sample, model) pairs.
+        strength: attack → metrics against the number of references.
+        skipped: attack → why it could not run on these signals or references.
+        curves: attack → the target's test half ``(scores, labels)``.
+        loo_curves: attack → all pairs' ``(scores, labels)``.
+    """
+
+    table: pd.DataFrame
+    loo_table: pd.DataFrame
+    attacks: dict[str, Any] = field(default_factory=dict)
+    leave_one_out: dict[str, Any] = field(default_factory=dict)
+    strength: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    loo_curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def _score_attacks(
+    cfg: DictConfig, population: Population, signals: dict[str, np.ndarray]
+) -> ReferenceScores:
+    """Every configured reference attack on the target (model 0) and leave-one-out.
+
+    ``signals``: view name → samples x models array of the stacked per-model signals.
+    """
+    views = _views(cfg, signals)
     membership = population.matrix
     references = [population.references_of(k) for k in range(population.n_models)]
     labels = membership[:, 0].astype(int)
@@ -507,15 +570,14 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
             "label": membership.reshape(-1).astype(int),
         }
     )
-    attacks_out, loo_out, strength, skipped = {}, {}, {}, {}
-    curves, loo_curves = {}, {}
+    scored = ReferenceScores(table=table, loo_table=loo_table)
     for attack in _attacks(cfg):
         if attack.view not in views:
-            skipped[attack.name] = (
+            scored.skipped[attack.name] = (
                 f"view {attack.view!r} not available from the signals "
-                f"{sorted(stacked.values)} (reference.signals.views)"
+                f"{sorted(signals)} (reference.signals.views)"
             )
-            log.warning("attack %s skipped: %s", attack.name, skipped[attack.name])
+            log.warning("attack %s skipped: %s", attack.name, scored.skipped[attack.name])
             continue
         stats = views[attack.view]
         start = time.perf_counter()
@@ -523,8 +585,8 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
             loo = as_targets(attack.score, stats, membership, references)
         except ValueError as err:
             # e.g. RMIA a=tune with a single reference per model: say so and go on
-            skipped[attack.name] = f"cannot run with these references: {err}"
-            log.warning("attack %s skipped: %s", attack.name, skipped[attack.name])
+            scored.skipped[attack.name] = f"cannot run with these references: {err}"
+            log.warning("attack %s skipped: %s", attack.name, scored.skipped[attack.name])
             continue
         seconds = time.perf_counter() - start
         score = loo[:, 0]  # model 0 against models 1..M: the target's attack
@@ -542,12 +604,12 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
             )
         )
         metrics["describe"] = {**attack.config, "name": attack.name}
-        attacks_out[attack.name] = metrics
-        loo_out[attack.name] = {
+        scored.attacks[attack.name] = metrics
+        scored.leave_one_out[attack.name] = {
             **_pairs_metrics(loo, membership, fprs, cfg.evaluation, cfg.seed),
             "seconds": seconds,
         }
-        strength[attack.name] = _strength(
+        scored.strength[attack.name] = _strength(
             attack,
             stats,
             membership,
@@ -558,34 +620,14 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
             int(cfg.seed),
             fprs,
         )
-        table[f"{attack.name}.score"] = score
-        loo_table[f"{attack.name}.score"] = loo.reshape(-1)
-        curves[attack.name] = (score[test], labels[test])
-        loo_curves[attack.name] = (loo.reshape(-1), membership.reshape(-1).astype(int))
+        scored.table[f"{attack.name}.score"] = score
+        scored.loo_table[f"{attack.name}.score"] = loo.reshape(-1)
+        scored.curves[attack.name] = (score[test], labels[test])
+        scored.loo_curves[attack.name] = (loo.reshape(-1), membership.reshape(-1).astype(int))
         log.info(
             "%s: target AUC %.4f, leave-one-out AUC %.4f",
             attack.name,
             metrics["auc"],
-            loo_out[attack.name]["auc"],
+            scored.leave_one_out[attack.name]["auc"],
         )
-
-    _write_csv(out / "scores.csv", table)
-    _write_csv(out / "scores_leave_one_out.csv", loo_table)
-    title = f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name}), {n_refs} refs"
-    plot_roc(curves, out, title=f"{title}\ntarget, test half")
-    plot_roc(loo_curves, out / "leave_one_out", title=f"{title}\nleave-one-out, all pairs")
-    plot_strength(strength, out / "strength_vs_references.png", title=title)
-    results = {
-        "run": {
-            **_run_block(cfg, models, device, clock, started),
-            "reference": _reference_block(cfg, models, paths),
-        },
-        "attacks": attacks_out,
-        "leave_one_out": loo_out,
-        "strength_vs_references": strength,
-    }
-    if skipped:
-        results["skipped_attacks"] = skipped
-    atomic_write_json(results_path, results, checksum=True)
-    log.info("reference attack results → %s", results_path)
-    return results_path
+    return scored
