@@ -473,7 +473,6 @@ def build_table(
         raise ValueError(
             f"target column(s) {absent} not in the targets (columns: {list(targets.columns)})"
         )
-    attacks = list(dict.fromkeys(attack for attack, _ in specs.values()))
     published = {
         (_norm(row["victim"]), _norm(row["dataset"])): (order, row)
         for order, (_, row) in enumerate(targets.iterrows())
@@ -489,37 +488,7 @@ def build_table(
         key = (_norm(run["victim"]), _norm(run["dataset"]))
         order, target = published.get(key, (len(published), None))
         reproduced.add(key)
-        row: dict[str, Any] = {"victim": run["victim"], "dataset": run["dataset"]}
-        for col, (attack, metric) in specs.items():
-            estimate = seed_estimate(runs, attack, metric)
-            row.update(estimate_columns(f"{col}_measured", estimate))
-            if col in unpublished:
-                continue
-            reference = _float(target[col]) if target is not None else math.nan
-            row[f"{col}_published"] = reference
-            row[f"{col}_delta"] = _float(estimate.value) - reference
-        for attack in attacks:
-            row.update(
-                estimate_columns(f"{attack}_{TPR_COLUMN}", seed_estimate(runs, attack, TPR_COLUMN))
-            )
-        for col, spec in (paired or {}).items():
-            estimate = paired_attacks(runs, spec["a"], spec["b"], spec.get("metric", "auc"))
-            row.update(estimate_columns(col, estimate), **{f"{col}_sig": estimate.significant})
-        for metric in utility_metrics:
-            values = [_float(_utility(r).get(metric)) for r in runs]
-            row[f"nonmember_{metric}"] = float(np.mean(values))
-        row.update(
-            data=_data_label(run),
-            image_size=run.get("image_size"),
-            weights=_weights(runs[0].get("attacks") or {}),
-            n_members=run.get("n_members"),
-            n_nonmembers=run.get("n_nonmembers"),
-            n_test_members=_count(runs, attacks, "n_test_members"),
-            n_test_nonmembers=_count(runs, attacks, "n_test_nonmembers"),
-            defense=run.get("defense"),
-            n_seeds=len(runs),
-            seeds=seeds_label(runs),
-        )
+        row = _setting_row(runs, specs, unpublished, target, paired or {}, utility_metrics)
         sort_key = (order, *key, str(run.get("defense")), row["seeds"])
         rows.append((sort_key, row))
 
@@ -533,8 +502,72 @@ def build_table(
                     row[f"{col}_published"] = _float(target[col])
             rows.append(((order, *key, "", ""), row))
 
+    ordered = _column_order(specs, unpublished, paired or {}, utility_metrics)
+    frame = pd.DataFrame([row for _, row in sorted(rows, key=lambda r: r[0])], columns=ordered)
+    # Nullable integers keep counts as "48" rather than "48.0" when a row has no run.
+    for col in ("image_size", "n_members", "n_nonmembers", "n_seeds"):
+        frame[col] = pd.to_numeric(frame[col]).astype("Int64")
+    for col in ("n_test_members", "n_test_nonmembers"):
+        if frame[col].map(lambda v: v is None or isinstance(v, (int, float))).all():
+            frame[col] = pd.to_numeric(frame[col]).astype("Int64")
+    return frame
+
+
+def _setting_row(
+    runs: Sequence[Mapping[str, Any]],
+    specs: Mapping[str, tuple[str, str]],
+    unpublished: set[str],
+    target: pd.Series | None,
+    paired: Mapping[str, Mapping[str, str]],
+    utility_metrics: Sequence[str],
+) -> dict[str, Any]:
+    """One table row: a setting's runs (its seeds) beside its published row ``target``."""
+    run = runs[0]["run"]
+    attacks = list(dict.fromkeys(attack for attack, _ in specs.values()))
+    row: dict[str, Any] = {"victim": run["victim"], "dataset": run["dataset"]}
+    for col, (attack, metric) in specs.items():
+        estimate = seed_estimate(runs, attack, metric)
+        row.update(estimate_columns(f"{col}_measured", estimate))
+        if col in unpublished:
+            continue
+        reference = _float(target[col]) if target is not None else math.nan
+        row[f"{col}_published"] = reference
+        row[f"{col}_delta"] = _float(estimate.value) - reference
+    for attack in attacks:
+        row.update(
+            estimate_columns(f"{attack}_{TPR_COLUMN}", seed_estimate(runs, attack, TPR_COLUMN))
+        )
+    for col, spec in paired.items():
+        estimate = paired_attacks(runs, spec["a"], spec["b"], spec.get("metric", "auc"))
+        row.update(estimate_columns(col, estimate), **{f"{col}_sig": estimate.significant})
+    for metric in utility_metrics:
+        values = [_float(_utility(r).get(metric)) for r in runs]
+        row[f"nonmember_{metric}"] = float(np.mean(values))
+    row.update(
+        data=_data_label(run),
+        image_size=run.get("image_size"),
+        weights=_weights(runs[0].get("attacks") or {}),
+        n_members=run.get("n_members"),
+        n_nonmembers=run.get("n_nonmembers"),
+        n_test_members=_count(runs, attacks, "n_test_members"),
+        n_test_nonmembers=_count(runs, attacks, "n_test_nonmembers"),
+        defense=run.get("defense"),
+        n_seeds=len(runs),
+        seeds=seeds_label(runs),
+    )
+    return row
+
+
+def _column_order(
+    specs: Mapping[str, tuple[str, str]],
+    unpublished: set[str],
+    paired: Mapping[str, Any],
+    utility_metrics: Sequence[str],
+) -> list[str]:
+    """The columns of :func:`build_table`, in order (see its Returns)."""
+    attacks = list(dict.fromkeys(attack for attack, _ in specs.values()))
     siblings = ("", "_std", "_lo", "_hi", "_note")
-    ordered = [
+    return [
         "victim",
         "dataset",
         *(
@@ -546,7 +579,7 @@ def build_table(
             )
         ),
         *(f"{attack}_{TPR_COLUMN}{s}" for attack in attacks for s in siblings),
-        *(f"{col}{s}" for col in (paired or {}) for s in (*siblings, "_sig")),
+        *(f"{col}{s}" for col in paired for s in (*siblings, "_sig")),
         *(f"nonmember_{metric}" for metric in utility_metrics),
         "data",
         "image_size",
@@ -559,14 +592,6 @@ def build_table(
         "n_seeds",
         "seeds",
     ]
-    frame = pd.DataFrame([row for _, row in sorted(rows, key=lambda r: r[0])], columns=ordered)
-    # Nullable integers keep counts as "48" rather than "48.0" when a row has no run.
-    for col in ("image_size", "n_members", "n_nonmembers", "n_seeds"):
-        frame[col] = pd.to_numeric(frame[col]).astype("Int64")
-    for col in ("n_test_members", "n_test_nonmembers"):
-        if frame[col].map(lambda v: v is None or isinstance(v, (int, float))).all():
-            frame[col] = pd.to_numeric(frame[col]).astype("Int64")
-    return frame
 
 
 # -- Markdown ----------------------------------------------------------------------------------
