@@ -55,7 +55,8 @@ def optimizers_with_schedule(
 class Victim(pl.LightningModule):
     """Base class of every victim model.
 
-    Subclasses implement :meth:`signal_step`; :meth:`iter_signals` runs it over a
+    Subclasses name their signals in :attr:`provides` and override :meth:`signal_step`
+    unless ``forward(input)`` is their whole answer; :meth:`iter_signals` runs it over a
     dataloader in eval mode without gradients.
     """
 
@@ -63,8 +64,20 @@ class Victim(pl.LightningModule):
     provides: tuple[str, ...] = ("sample_id",)
 
     def signal_step(self, batch: dict[str, Any]) -> Signals:
-        """Compute per-sample signals for one batch (already on the victim's device)."""
-        raise NotImplementedError
+        """Compute per-sample signals for one batch (already on the victim's device).
+
+        The default serves every victim whose ``forward`` maps the query to its answer
+        (image translation, segmentation): ``input`` and ``target`` as the batch holds them,
+        ``output = self(input)``. Victims with other answers (boxes, embeddings, class
+        probabilities) or extra signals override it, and every victim lists what it returns
+        in :attr:`provides`.
+        """
+        return {
+            "sample_id": list(batch["sample_id"]),
+            "input": batch["input"],
+            "target": batch["target"],
+            "output": self(batch["input"]),
+        }
 
     @torch.no_grad()
     def iter_signals(

@@ -96,13 +96,5 @@ class Pix2PixVictim(GANVictim):
             batch_size=bs,
         )
 
-    def signal_step(self, batch: dict[str, Any]) -> Signals:
-        return {
-            "sample_id": list(batch["sample_id"]),
-            "input": batch["input"],
-            "target": batch["target"],
-            "output": self(batch["input"]),
-        }
-
     def utility(self, signals: Signals) -> dict[str, torch.Tensor]:
         return image_utility(signals["output"], signals["target"])

@@ -231,14 +231,6 @@ class SegmentationVictim(Victim):
 
     # -- signals and utility ---------------------------------------------------------------
 
-    def signal_step(self, batch: dict[str, Any]) -> Signals:
-        return {
-            "sample_id": list(batch["sample_id"]),
-            "input": batch["input"],
-            "target": batch["target"],
-            "output": self(batch["input"]),
-        }
-
     def utility(self, signals: Signals) -> dict[str, torch.Tensor]:
         """Per-sample ``loss`` (mean per-pixel CE/BCE), ``pixel_accuracy``; ``iou``/``dice`` if binary."""
         out, target = signals["output"], signals["target"]
