@@ -16,7 +16,8 @@ from miabench.data.membership import Manifest, Population, SampleRecord, make_sp
 
 log = logging.getLogger(__name__)
 
-#: ``(phase, augment) -> dataset``; datasets expose ``records()`` and ``subset(ids)``.
+#: ``(phase, augment) -> dataset``: a :class:`~miabench.data.base.MembershipDataset`
+#: (``records()``, ``subset(ids)``).
 DatasetFactory = Callable[..., Any]
 
 

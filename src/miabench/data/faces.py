@@ -46,7 +46,8 @@ from miabench.data.aligned import (
     read_text_lines,
     to_rgb,
 )
-from miabench.data.membership import SampleRecord, subset_view
+from miabench.data.base import MembershipDataset
+from miabench.data.membership import SampleRecord
 from miabench.utils.hashing import cached_digest, settings_salt, sha256_array
 from miabench.utils.io import atomic_write
 
@@ -265,7 +266,7 @@ def partition_identities(
     return sorted(members), sorted(nonmembers)
 
 
-class IdentityDataset(Dataset):
+class IdentityDataset(MembershipDataset):
     """Base of the identity-labelled datasets: partition, records, subsets, transforms.
 
     Subclasses fill ``self._entries`` (``(sample_id, identity, key)``, sorted by sample id)
@@ -288,6 +289,8 @@ class IdentityDataset(Dataset):
             protocol: non-members from other datasets). The member side is unchanged, so a
             run with and one without them train on the same members.
     """
+
+    entries_attr = "_entries"
 
     name = "faces"
 
@@ -406,18 +409,11 @@ class IdentityDataset(Dataset):
         # in-memory samples (no file to key a cache on); file readers cache (see overrides)
         return sha256_array(self._pixels(key))
 
-    def subset(self, sample_ids: Iterable[str]) -> IdentityDataset:
-        """A view restricted to ``sample_ids``, in the order given.
+    def entry_id(self, entry: tuple[str, str, Any]) -> str:
+        return entry[0]
 
-        Raises:
-            ValueError: naming ids that are not on this side of the identity partition.
-        """
-        return subset_view(
-            self, sample_ids, "_entries", [e[0] for e in self._entries], where=repr(self)
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(phase={self.phase}, n={len(self)})"
+    def repr_fields(self) -> list[str]:
+        return [f"phase={self.phase}", f"n={len(self)}"]
 
 
 class ImageFolderFaces(IdentityDataset):

@@ -9,7 +9,6 @@ them.
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import io
@@ -18,14 +17,10 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
 from miabench.utils.io import atomic_write_text
-
-#: a dataset type (for :func:`subset_view`)
-_D = TypeVar("_D")
 
 log = logging.getLogger(__name__)
 
@@ -414,33 +409,6 @@ def grouped_calibration_split(
                 chosen.append(int(by_size[0]))
             mask[rows[np.isin(groups[rows], names[chosen])]] = True
     return mask
-
-
-def subset_view(
-    dataset: _D, sample_ids: Iterable[str], items: str, ids: Sequence[str], where: str
-) -> _D:
-    """A shallow copy of ``dataset`` keeping only ``sample_ids``, in the order given.
-
-    What every miabench dataset's ``subset`` does: the list attribute ``items`` (one entry
-    per sample, whose ids are ``ids``) and the cached ``_records`` (if computed) are cut to
-    the requested samples; everything else is shared with ``dataset``.
-
-    Raises:
-        ValueError: naming (up to ten) ids that are not in ``dataset``; ``where`` says which
-            data was searched (a folder, an annotation file, the dataset's repr).
-    """
-    sample_ids = list(sample_ids)
-    index = {sid: i for i, sid in enumerate(ids)}
-    unknown = [s for s in sample_ids if s not in index]
-    if unknown:
-        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-        raise ValueError(f"{len(unknown)} sample id(s) not in {where}: {shown}")
-    positions = [index[s] for s in sample_ids]
-    view = copy.copy(dataset)
-    setattr(view, items, [getattr(dataset, items)[i] for i in positions])
-    records = getattr(dataset, "_records", None)
-    view._records = None if records is None else [records[i] for i in positions]
-    return view
 
 
 #: First columns of a population CSV; one ``model_<k>`` column (1 = IN) per model follows.
