@@ -48,25 +48,12 @@ from miabench.data.aligned import (
 )
 from miabench.data.base import MembershipDataset
 from miabench.data.membership import SampleRecord
+from miabench.metrics.calibration import stratum_of
 from miabench.utils.hashing import cached_digest, settings_salt, sha256_array
 from miabench.utils.io import atomic_write
 
 PHASES = ("members", "nonmembers")
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def stratum_of(identity: str, pattern: str | None) -> str:
-    """Stratum of an identity: the first match of ``pattern`` in its name ("" when no pattern).
-
-    Raises:
-        ValueError: the pattern does not match the name (names both).
-    """
-    if pattern is None:
-        return ""
-    match = re.search(pattern, identity)
-    if match is None:
-        raise ValueError(f"identity {identity!r} does not match stratum_pattern {pattern!r}")
-    return match.group(0)
 
 
 def _quotas(sizes: dict[str, int], total: int) -> dict[str, int]:
