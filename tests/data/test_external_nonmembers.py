@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from miabench.data.faces import ImageFolderFaces, external_entries, partition_identities
+from miabench.data.external_faces import external_entries
+from miabench.data.faces import ImageFolderFaces, partition_identities
 from miabench.data.proxy_faces import shift_image
 from tests.data.test_faces import write_identity_folders
 

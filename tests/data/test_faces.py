@@ -11,21 +11,21 @@ import pytest
 from PIL import Image
 
 from miabench.data.datamodule import MembershipDataModule
-from miabench.data.faces import (
-    RECORD_MAGIC,
-    ImageFolderFaces,
-    IRHeader,
+from miabench.data.faces import ImageFolderFaces, RecordFaces, partition_identities
+from miabench.data.lfw_pairs import (
     PairsDataset,
-    RecordFaces,
-    RecordFormatError,
-    RecordReader,
     VerificationPairs,
-    pack_record,
-    partition_identities,
     read_pairs,
     read_pairs_header,
-    unpack_record,
     verification_pairs,
+)
+from miabench.data.recordio import (
+    RECORD_MAGIC,
+    IRHeader,
+    RecordFormatError,
+    RecordReader,
+    pack_record,
+    unpack_record,
     write_record_file,
 )
 
