@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from miabench.data.aligned import AlignedDataset
-from miabench.data.composites import FashionScenesDataset, build_fashion_scenes, item_group
-from miabench.data.fashion_classes import FashionClassesDataset
-from miabench.data.fashion_mnist import ENV_DIR, build_edges2fashion
+from miabench.data.embedded.composites import FashionScenesDataset, build_fashion_scenes, item_group
+from miabench.data.embedded.fashion_classes import FashionClassesDataset
+from miabench.data.embedded.fashion_mnist import ENV_DIR, build_edges2fashion
 from miabench.data.membership import make_split
 from miabench.data.segmentation import ADE20KDataset
 from tests.data.test_fashion_mnist import fake_items, write_idx

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from miabench.data.faces import ImageFolderFaces, external_entries, partition_identities
-from miabench.data.proxy_faces import shift_image
+from miabench.data.embedded.proxy_faces import shift_image
+from miabench.data.external_faces import external_entries
+from miabench.data.faces import ImageFolderFaces, partition_identities
 from tests.data.test_faces import write_identity_folders
 
 
@@ -151,7 +152,7 @@ def test_max_audited_caps_the_scored_samples_not_the_training_set(tmp_path: Path
 
 
 def test_shifted_proxy_nonmembers_are_the_controls_identities_rerendered(tmp_path: Path) -> None:
-    from miabench.data.proxy_faces import FashionIdentities, build_shifted_nonmembers
+    from miabench.data.embedded.proxy_faces import FashionIdentities, build_shifted_nonmembers
     from tests.data.test_faces_proxy import write_idx
 
     rng = np.random.default_rng(0)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from miabench.data import proxy_faces
-from miabench.data.proxy_faces import FashionIdentities
+from miabench.data.embedded import proxy_faces
+from miabench.data.embedded.proxy_faces import FashionIdentities
 
 
 def write_idx(raw: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:

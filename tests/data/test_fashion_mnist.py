@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import miabench.data.fashion_mnist as fm
+import miabench.data.embedded.fashion_mnist as fm
 from miabench.data.aligned import AlignedDataset
-from miabench.data.fashion_mnist import (
+from miabench.data.embedded.fashion_mnist import (
     COMPLETE_MARKER,
     ENV_DIR,
     build_edges2fashion,

@@ -21,15 +21,9 @@ from PIL import Image
 
 from miabench.data.aligned import AlignedDataset, read_rgb
 from miabench.data.datamodule import MembershipDataModule
-from miabench.data.faces import (
-    ImageFolderFaces,
-    IRHeader,
-    PairsDataset,
-    RecordFaces,
-    pack_record,
-    read_pairs,
-    write_record_file,
-)
+from miabench.data.faces import ImageFolderFaces, RecordFaces
+from miabench.data.lfw_pairs import PairsDataset, read_pairs
+from miabench.data.recordio import IRHeader, pack_record, write_record_file
 from miabench.data.segmentation import (
     ADE20KDataset,
     CityscapesSegDataset,

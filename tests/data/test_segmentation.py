@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-import miabench.data.composites as composites
-from miabench.data.composites import build_fashion_polyps, build_fashion_scenes
+import miabench.data.embedded.composites as composites
 from miabench.data.datamodule import MembershipDataModule
-from miabench.data.fashion_mnist import ENV_DIR
+from miabench.data.embedded.composites import build_fashion_polyps, build_fashion_scenes
+from miabench.data.embedded.fashion_mnist import ENV_DIR
 from miabench.data.segmentation import (
     ADE20KDataset,
     CityscapesSegDataset,

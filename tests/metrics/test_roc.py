@@ -7,8 +7,8 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
+from miabench.metrics.calibration import calibration_split
 from miabench.metrics.roc import (
-    calibration_split,
     choose_threshold,
     evaluate_scores,
     roc_curve,
@@ -137,18 +137,6 @@ def test_choose_threshold_maximises_balanced_accuracy() -> None:
 
 def test_choose_threshold_middle_of_gap() -> None:
     assert choose_threshold([1.0, 2.0, 3.0, 4.0], [0, 0, 1, 1]) == 2.5
-
-
-def test_calibration_split_is_stratified_and_deterministic() -> None:
-    labels = np.array([1] * 300 + [0] * 100)
-    mask = calibration_split(labels, 0.5, seed=7)
-    assert mask.dtype == bool
-    assert mask[labels == 1].sum() == 150 and mask[labels == 0].sum() == 50
-    np.testing.assert_array_equal(mask, calibration_split(labels, 0.5, seed=7))
-    assert not np.array_equal(mask, calibration_split(labels, 0.5, seed=8))
-    assert not calibration_split(labels, 0.0, seed=7).any()
-    with pytest.raises(ValueError):
-        calibration_split(labels, 1.0, seed=7)
 
 
 def test_threshold_comes_from_calibration_rows_only() -> None:

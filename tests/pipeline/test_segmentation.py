@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from miabench.data.fashion_mnist import ENV_DIR
+from miabench.data.embedded.fashion_mnist import ENV_DIR
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.table import make_table
 from miabench.pipeline.train import train_victim

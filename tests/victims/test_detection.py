@@ -15,7 +15,7 @@ import torchvision
 from torch.utils.data import DataLoader
 
 from miabench.attacks.detection import BoxError, DetectionConfidence, DetectionLoss
-from miabench.data.face_composites import build_faces_on_scenes
+from miabench.data.embedded.face_composites import build_faces_on_scenes
 from miabench.data.wider_face import WiderFaceDataset, collate
 from miabench.victims.detection import (
     DetectionVictim,

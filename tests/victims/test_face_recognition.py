@@ -13,7 +13,7 @@ from pytorch_metric_learning.losses import ArcFaceLoss, CosFaceLoss
 from sklearn.metrics import roc_curve
 from torch.utils.data import DataLoader
 
-from miabench.data.faces import VerificationPairs
+from miabench.data.lfw_pairs import VerificationPairs
 from miabench.metrics.verification import (
     VerificationMetrics,
     best_threshold,

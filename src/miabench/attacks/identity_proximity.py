@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from miabench.attacks.base import Attack
 from miabench.attacks.mint import BalancedDraw
-from miabench.data.membership import group_of
+from miabench.metrics.calibration import group_of
 from miabench.victims.base import Signals
 
 

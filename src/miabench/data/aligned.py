@@ -7,7 +7,7 @@ as in the datasets published with pix2pix (facades, maps, cityscapes, edges2shoe
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
-from miabench.data.membership import SampleRecord, subset_view
+from miabench.data.base import MembershipDataset
+from miabench.data.membership import SampleRecord
 from miabench.utils.hashing import cached_digest, settings_salt, sha256_array
 
 #: ``AtoB`` / ``BtoA`` translate one half into the other (pix2pix's ``--direction``);
@@ -144,7 +144,7 @@ def read_rgb(path: Path, palette_rgba: str = "rgb") -> np.ndarray:
         raise ValueError(f"{path}: unreadable or corrupt image ({err})") from err
 
 
-class AlignedDataset(Dataset):
+class AlignedDataset(MembershipDataset):
     """Paired images in the pix2pix aligned layout.
 
     Items are dicts ``{"sample_id": "<phase>/<filename>", "input": FloatTensor[3, H, W],
@@ -170,6 +170,8 @@ class AlignedDataset(Dataset):
             attack transform sees them. The paper's datasets (facades, maps, cityscapes:
             RGB JPEGs) hold no such files, so both reproduce the paper there.
     """
+
+    entries_attr = "_files"
 
     def __init__(
         self,
@@ -290,22 +292,18 @@ class AlignedDataset(Dataset):
             ]
         return list(self._records)
 
-    def subset(self, sample_ids: Iterable[str]) -> AlignedDataset:
-        """A view of this dataset restricted to ``sample_ids``, in the order given.
+    def entry_id(self, entry: Path) -> str:
+        return self.sample_id(entry)
 
-        Raises:
-            ValueError: naming ids that are not in this dataset.
-        """
-        return subset_view(
-            self,
-            sample_ids,
-            "_files",
-            [self.sample_id(p) for p in self._files],
-            where=str(self.folder),
-        )
+    def searched(self) -> str:
+        return str(self.folder)
 
-    def __repr__(self) -> str:
-        return (
-            f"AlignedDataset({str(self.folder)!r}, n={len(self)}, direction={self.direction}, "
-            f"load_size={self.load_size}, crop_size={self.crop_size}, augment={self.augment})"
-        )
+    def repr_fields(self) -> list[str]:
+        return [
+            repr(str(self.folder)),
+            f"n={len(self)}",
+            f"direction={self.direction}",
+            f"load_size={self.load_size}",
+            f"crop_size={self.crop_size}",
+            f"augment={self.augment}",
+        ]

@@ -16,7 +16,8 @@ from miabench.data.membership import Manifest, Population, SampleRecord, make_sp
 
 log = logging.getLogger(__name__)
 
-#: ``(phase, augment) -> dataset``; datasets expose ``records()`` and ``subset(ids)``.
+#: ``(phase, augment) -> dataset``: a :class:`~miabench.data.base.MembershipDataset`
+#: (``records()``, ``subset(ids)``).
 DatasetFactory = Callable[..., Any]
 
 
@@ -43,7 +44,7 @@ class MembershipDataModule(pl.LightningDataModule):
         collate_fn: batches items in every loader (e.g. detection items with per-image box
             lists); ``None`` keeps PyTorch's default collate.
         benchmark: evaluation-only data outside the membership split (e.g. LFW verification
-            pairs, :class:`~miabench.data.faces.VerificationPairs`), exposed as
+            pairs, :class:`~miabench.data.lfw_pairs.VerificationPairs`), exposed as
             ``benchmark`` for the victim's ``benchmark_utility``; ``None``: none.
         population: reference-model population (``split.population``): ``n_models`` (M
             references; 0 = off, the ordinary split), ``pkeep``, ``seed`` and ``model``

@@ -1,4 +1,4 @@
-"""Face-recognition datasets: identity-per-folder images, InsightFace RecordIO, LFW pairs.
+"""Face-recognition datasets: identity-per-folder images and InsightFace RecordIO.
 
 Membership here is disjoint by *identity* within one dataset: the victim trains on the
 images of some identities, the audited non-members come from identities of the same dataset
@@ -13,8 +13,8 @@ not the paper's protocol. DeAlcala et al. audit InsightFace's released IResNet-1
 all of Glint360k) and take the non-members from *other datasets* (IJB-C, FDDB, Adience,
 GANDiffFace), so their auditors can score dataset shift as well as membership. That protocol
 is available too: ``nonmembers`` (``data.nonmembers``) names one or more external aligned face
-sets (:func:`external_entries`: identity folders or image lists) that replace the non-member
-side, and ``victim.net.weights`` loads the released backbone.
+sets (:func:`~miabench.data.external_faces.external_entries`: identity folders or image
+lists) that replace the non-member side, and ``victim.net.weights`` loads the released backbone.
 
 Items are dicts ``{"sample_id", "input": FloatTensor[C, S, S] in [0, 1], "target":
 LongTensor[] (class index among member identities, -1 for non-member identities),
@@ -23,49 +23,30 @@ LongTensor[] (class index among member identities, -1 for non-member identities)
 
 from __future__ import annotations
 
-import io
 import os
-import re
-import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
 from miabench.data.aligned import (
     check_file_name,
     listed_image,
     read_rgb,
-    read_text_lines,
-    to_rgb,
 )
-from miabench.data.membership import SampleRecord, subset_view
+from miabench.data.base import MembershipDataset
+from miabench.data.external_faces import DEFAULT_EXTENSIONS, ExternalKey, external_entries
+from miabench.data.membership import SampleRecord
+from miabench.data.recordio import RecordFormatError, RecordReader, decode_image, unpack_record
+from miabench.metrics.calibration import stratum_of
 from miabench.utils.hashing import cached_digest, settings_salt, sha256_array
-from miabench.utils.io import atomic_write
 
 PHASES = ("members", "nonmembers")
-DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def stratum_of(identity: str, pattern: str | None) -> str:
-    """Stratum of an identity: the first match of ``pattern`` in its name ("" when no pattern).
-
-    Raises:
-        ValueError: the pattern does not match the name (names both).
-    """
-    if pattern is None:
-        return ""
-    match = re.search(pattern, identity)
-    if match is None:
-        raise ValueError(f"identity {identity!r} does not match stratum_pattern {pattern!r}")
-    return match.group(0)
 
 
 def _quotas(sizes: dict[str, int], total: int) -> dict[str, int]:
@@ -76,125 +57,6 @@ def _quotas(sizes: dict[str, int], total: int) -> dict[str, int]:
     for s in sorted(exact, key=lambda s: (quota[s] - exact[s], s))[: total - sum(quota.values())]:
         quota[s] += 1
     return quota
-
-
-#: layouts of an external non-member set (``data.nonmembers[i].layout``)
-EXTERNAL_LAYOUTS = ("folder", "list")
-#: keys of one ``data.nonmembers`` entry
-EXTERNAL_KEYS = ("name", "root", "layout", "list", "extensions")
-
-
-@dataclass(frozen=True)
-class ExternalKey:
-    """Where an external non-member image is (a file), and which set it belongs to."""
-
-    path: Path
-    set_name: str
-
-
-def _external_spec(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
-    spec = dict(spec)
-    unknown = sorted(set(spec) - set(EXTERNAL_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; expected {list(EXTERNAL_KEYS)}")
-    for key in ("name", "root"):
-        if not spec.get(key):
-            raise ValueError(f"{where}: set {where}.{key}")
-    name = str(spec["name"])
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"{where}.name {name!r}: use letters, digits, '_', '.', '-' only")
-    layout = spec.get("layout", "folder")
-    if layout not in EXTERNAL_LAYOUTS:
-        raise ValueError(f"{where}.layout must be one of {EXTERNAL_LAYOUTS}, got {layout!r}")
-    if layout == "list" and not spec.get("list"):
-        raise ValueError(f"{where}: layout 'list' needs {where}.list (the image-list file)")
-    spec["layout"] = layout
-    return spec
-
-
-def external_entries(
-    specs: Sequence[Mapping[str, Any]], config_key: str = "data.nonmembers"
-) -> list[tuple[str, str, ExternalKey]]:
-    """``(sample_id, identity, key)`` of every image of the external non-member sets.
-
-    Each entry of ``specs`` is ``{name, root, layout, list, extensions}``:
-
-    - ``layout: folder`` (default): ``root/<identity>/<image>``, as
-      :class:`ImageFolderFaces` reads (e.g. an aligned IJB-C or Adience export);
-    - ``layout: list``: ``list`` is a text file (relative to ``root`` unless absolute) with one
-      image per line, ``<path relative to root> [<identity>]``; an image without an identity
-      label (FDDB, GAN-generated faces) is its own identity.
-
-    An external identity is named ``<identity>@<name>``, so it is the first component of the
-    sample id (``<identity>@<name>/<file>``) and never collides with a member identity or
-    another set's.
-
-    Raises:
-        ValueError: a malformed entry, list line or duplicate set name (names the config key
-            and file).
-        FileNotFoundError: a missing root, list or listed image, or a set without images.
-    """
-    if isinstance(specs, (str, bytes)) or isinstance(specs, Mapping):
-        raise ValueError(
-            f"{config_key} must be a list of sets ({{name, root, layout}}), got {specs!r}"
-        )
-    entries: list[tuple[str, str, ExternalKey]] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(specs):
-        where = f"{config_key}[{i}]"
-        spec = _external_spec(raw, where)
-        name, root = str(spec["name"]), Path(os.path.expanduser(str(spec["root"])))
-        if name in seen:
-            raise ValueError(f"{where}.name {name!r} is used by another external set")
-        seen.add(name)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{where}.root: {root} is not a folder")
-        extensions = tuple(e.lower() for e in spec.get("extensions") or DEFAULT_EXTENSIONS)
-        found: list[tuple[str, str, ExternalKey]] = []
-        if spec["layout"] == "folder":
-            for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-                identity = f"{check_file_name(folder).name}@{name}"
-                found += [
-                    (f"{identity}/{path.name}", identity, ExternalKey(path, name))
-                    for path in sorted(folder.iterdir())
-                    if listed_image(path, extensions)
-                ]
-        else:
-            listing = Path(os.path.expanduser(str(spec["list"])))
-            listing = listing if listing.is_absolute() else root / listing
-            if not listing.is_file():
-                raise FileNotFoundError(f"{where}.list: {listing} does not exist")
-            for line_no, line in enumerate(read_text_lines(listing), start=1):
-                fields = line.split()
-                if not fields or line.lstrip().startswith("#"):
-                    continue
-                if len(fields) > 2:
-                    raise ValueError(
-                        f"{listing}, line {line_no}: expected '<image path> [<identity>]', got "
-                        f"{line!r}"
-                    )
-                relative = Path(fields[0])
-                path = root / relative
-                if relative.is_absolute() or ".." in relative.parts:
-                    raise ValueError(f"{listing}, line {line_no}: {fields[0]} is not under {root}")
-                if not path.is_file():
-                    raise FileNotFoundError(f"{listing}, line {line_no}: {path} does not exist")
-                label = fields[1] if len(fields) == 2 else relative.with_suffix("").as_posix()
-                identity = f"{label.replace('/', '_')}@{name}"
-                found.append(
-                    (f"{identity}/{relative.as_posix()}", identity, ExternalKey(path, name))
-                )
-        if not found:
-            raise FileNotFoundError(
-                f"{where}: {root} holds no images ({spec['layout']} layout, extensions "
-                f"{list(extensions)})"
-            )
-        entries += found
-    ids = [e[0] for e in entries]
-    if len(set(ids)) != len(ids):
-        duplicate = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise ValueError(f"{config_key}: sample ids listed twice: {duplicate}")
-    return entries
 
 
 def partition_identities(
@@ -265,7 +127,7 @@ def partition_identities(
     return sorted(members), sorted(nonmembers)
 
 
-class IdentityDataset(Dataset):
+class IdentityDataset(MembershipDataset):
     """Base of the identity-labelled datasets: partition, records, subsets, transforms.
 
     Subclasses fill ``self._entries`` (``(sample_id, identity, key)``, sorted by sample id)
@@ -283,11 +145,13 @@ class IdentityDataset(Dataset):
             stratum (e.g. the class of a proxy identity); the identity partition is then
             stratified (see :func:`partition_identities`). None: a plain random draw.
         nonmembers: external non-member sets (``data.nonmembers``, see
-            :func:`external_entries`); when given, the ``nonmembers`` phase serves their
+            :func:`~miabench.data.external_faces.external_entries`); when given, the ``nonmembers`` phase serves their
             images instead of this dataset's non-member identities (MINT's published
             protocol: non-members from other datasets). The member side is unchanged, so a
             run with and one without them train on the same members.
     """
+
+    entries_attr = "_entries"
 
     name = "faces"
 
@@ -406,18 +270,11 @@ class IdentityDataset(Dataset):
         # in-memory samples (no file to key a cache on); file readers cache (see overrides)
         return sha256_array(self._pixels(key))
 
-    def subset(self, sample_ids: Iterable[str]) -> IdentityDataset:
-        """A view restricted to ``sample_ids``, in the order given.
+    def entry_id(self, entry: tuple[str, str, Any]) -> str:
+        return entry[0]
 
-        Raises:
-            ValueError: naming ids that are not on this side of the identity partition.
-        """
-        return subset_view(
-            self, sample_ids, "_entries", [e[0] for e in self._entries], where=repr(self)
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(phase={self.phase}, n={len(self)})"
+    def repr_fields(self) -> list[str]:
+        return [f"phase={self.phase}", f"n={len(self)}"]
 
 
 class ImageFolderFaces(IdentityDataset):
@@ -468,161 +325,6 @@ class ImageFolderFaces(IdentityDataset):
 
     def _read(self, key: Any) -> np.ndarray:
         return read_rgb(key)
-
-
-# --- MXNet RecordIO (InsightFace train.rec / train.idx), read without mxnet ---------------
-# Written by hand because mxnet is unmaintained and does not install on current Python; the
-# format is small: each record is <magic u32><lrecord u32><data, padded to 4 bytes>, where
-# lrecord's top 3 bits flag a record split in parts (1 first, 2 middle, 3 last; the writer
-# splits where the data contained the magic, which is re-inserted on reading) and the low 29
-# bits are the part's length. InsightFace's data starts with an IRHeader
-# (flag u32, label f32, id u64, id2 u64); flag > 0 means ``flag`` float32 labels follow it.
-
-RECORD_MAGIC = 0xCED7230A
-_IR_FORMAT = "<IfQQ"
-_IR_SIZE = struct.calcsize(_IR_FORMAT)
-_LENGTH_MASK = (1 << 29) - 1
-
-
-class RecordFormatError(ValueError):
-    """A RecordIO file that does not follow the format (names the file and offset)."""
-
-
-@dataclass(frozen=True)
-class IRHeader:
-    """InsightFace/MXNet image record header; ``label`` is a tuple when ``flag`` > 0."""
-
-    flag: int
-    label: float | tuple[float, ...]
-    id: int
-    id2: int
-
-
-def pack_record(header: IRHeader, payload: bytes) -> bytes:
-    """IRHeader + payload as MXNet's ``recordio.pack`` builds it (used to write files)."""
-    if isinstance(header.label, tuple):
-        head = struct.pack(_IR_FORMAT, len(header.label), 0.0, header.id, header.id2)
-        return head + np.asarray(header.label, dtype="<f4").tobytes() + payload
-    return struct.pack(_IR_FORMAT, 0, float(header.label), header.id, header.id2) + payload
-
-
-def unpack_record(record: bytes) -> tuple[IRHeader, bytes]:
-    """Split a record into its IRHeader and payload (``recordio.unpack``)."""
-    if len(record) < _IR_SIZE:
-        raise RecordFormatError(f"record of {len(record)} bytes is shorter than an IRHeader")
-    flag, label, id_, id2 = struct.unpack(_IR_FORMAT, record[:_IR_SIZE])
-    payload = record[_IR_SIZE:]
-    if flag > 0:
-        if len(payload) < 4 * flag:
-            raise RecordFormatError(f"record header announces {flag} labels; too few bytes")
-        labels = tuple(float(v) for v in np.frombuffer(payload[: 4 * flag], dtype="<f4"))
-        return IRHeader(flag, labels, id_, id2), payload[4 * flag :]
-    return IRHeader(flag, label, id_, id2), payload
-
-
-def write_record_file(
-    rec_path: str | os.PathLike, idx_path: str | os.PathLike, records: Iterable[tuple[int, bytes]]
-) -> None:
-    """Write ``(key, record)`` pairs as ``.rec`` + ``.idx`` (MXIndexedRecordIO layout).
-
-    Records holding the magic number are split into parts as MXNet does. Both files are
-    written atomically.
-    """
-    magic = struct.pack("<I", RECORD_MAGIC)
-    data, index = bytearray(), []
-    for key, record in records:
-        index.append(f"{key}\t{len(data)}\n")
-        parts = record.split(magic)
-        for i, part in enumerate(parts):
-            cflag = 0 if len(parts) == 1 else (1 if i == 0 else (3 if i == len(parts) - 1 else 2))
-            data += magic + struct.pack("<I", (cflag << 29) | len(part)) + part
-            data += b"\0" * (-len(part) % 4)
-    atomic_write(rec_path, lambda p: Path(p).write_bytes(bytes(data)))
-    atomic_write(idx_path, lambda p: Path(p).write_text("".join(index)))
-
-
-class RecordReader:
-    """Random access to an MXNet indexed RecordIO file pair (``train.rec`` + ``train.idx``).
-
-    Opened lazily per process, so it works in DataLoader workers.
-    """
-
-    def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike) -> None:
-        self.rec_path, self.idx_path = Path(rec_path), Path(idx_path)
-        for path in (self.rec_path, self.idx_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"record file {path} does not exist")
-        self.offsets: dict[int, int] = {}
-        for line_no, line in enumerate(read_text_lines(self.idx_path), start=1):
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            try:
-                key, offset = int(fields[0]), int(fields[1])
-            except (IndexError, ValueError) as err:
-                raise RecordFormatError(
-                    f"{self.idx_path}, line {line_no}: expected '<key>\\t<offset>', got {line!r}"
-                ) from err
-            self.offsets[key] = offset
-        self._handle: BinaryIO | None = None
-        self._pid = -1
-
-    def _file(self) -> BinaryIO:
-        if self._handle is None or self._pid != os.getpid():
-            self._handle = self.rec_path.open("rb")
-            self._pid = os.getpid()
-        return self._handle
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_handle": None, "_pid": -1}
-
-    def keys(self) -> list[int]:
-        return sorted(self.offsets)
-
-    def read(self, key: int) -> bytes:
-        """The (reassembled) record stored under ``key``."""
-        if key not in self.offsets:
-            raise KeyError(f"{self.idx_path} has no record {key}")
-        handle = self._file()
-        offset = self.offsets[key]
-        handle.seek(offset)
-        magic = struct.pack("<I", RECORD_MAGIC)
-        out = bytearray()
-        while True:
-            head = handle.read(8)
-            where = f"{self.rec_path} at offset {handle.tell() - len(head)} (record {key})"
-            if len(head) < 8:
-                raise RecordFormatError(f"{where}: file ends inside a record header")
-            found, lrecord = struct.unpack("<II", head)
-            if found != RECORD_MAGIC:
-                raise RecordFormatError(
-                    f"{where}: bad magic 0x{found:08x} (expected 0x{RECORD_MAGIC:08x}); "
-                    "corrupt file or wrong .idx"
-                )
-            cflag, length = lrecord >> 29, lrecord & _LENGTH_MASK
-            part = handle.read(length)
-            if len(part) < length:
-                raise RecordFormatError(f"{where}: record truncated ({len(part)}/{length} bytes)")
-            handle.seek(-length % 4, io.SEEK_CUR)
-            out += part
-            if cflag in (0, 3):
-                return bytes(out)
-            out += magic  # the writer split the data where the magic occurred
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
-def decode_image(payload: bytes, where: str) -> np.ndarray:
-    """Decode an encoded image (JPEG/PNG) to uint8 RGB ``[H, W, 3]``."""
-    try:
-        with Image.open(io.BytesIO(payload)) as image:
-            image.load()
-            return to_rgb(image, where)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise RecordFormatError(f"{where}: payload is not a decodable image ({err})") from err
 
 
 class RecordFaces(IdentityDataset):
@@ -705,243 +407,6 @@ class RecordFaces(IdentityDataset):
         # keyed on the whole .rec file: rewriting it re-hashes every record
         salt = f"{settings_salt(self)}#{key}"
         return cached_digest(self.reader.rec_path, lambda: sha256_array(self._pixels(key)), salt)
-
-
-# --- LFW-style verification pairs --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One verification pair: two image paths and whether they show the same identity."""
-
-    first: Path
-    second: Path
-    same: bool
-
-
-def read_pairs(
-    pairs_path: str | os.PathLike, images_root: str | os.PathLike, extension: str = ".jpg"
-) -> list[Pair]:
-    """Parse an LFW ``pairs.txt``: ``name i j`` (same) or ``name1 i name2 j`` (different).
-
-    A first line of one or two integers (folds, pairs per fold) is a header and skipped.
-    Images are ``<images_root>/<name>/<name>_<i:04d><extension>`` as LFW stores them.
-
-    Raises:
-        ValueError: naming the file and line of a malformed row or a missing image.
-    """
-    pairs_path, root = Path(pairs_path), Path(images_root)
-    lines = read_text_lines(pairs_path)
-    pairs: list[Pair] = []
-
-    def image(name: str, number: str, line_no: int) -> Path:
-        path = root / name / f"{name}_{int(number):04d}{extension}"
-        if not path.is_file():
-            raise ValueError(f"{pairs_path}, line {line_no}: image {path} does not exist")
-        return path
-
-    for line_no, line in enumerate(lines, start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if line_no == 1 and all(f.isdigit() for f in fields) and len(fields) <= 2:
-            continue
-        try:
-            if len(fields) == 3:
-                name, i, j = fields
-                pairs.append(Pair(image(name, i, line_no), image(name, j, line_no), True))
-            elif len(fields) == 4:
-                a, i, b, j = fields
-                pairs.append(Pair(image(a, i, line_no), image(b, j, line_no), False))
-            else:
-                raise ValueError("expected 3 or 4 fields")
-        except ValueError as err:
-            if str(err).startswith(str(pairs_path)):
-                raise
-            raise ValueError(
-                f"{pairs_path}, line {line_no}: malformed pair {line!r} ({err}); expected "
-                "'name i j' or 'name1 i name2 j'"
-            ) from err
-    if not pairs:
-        raise ValueError(f"{pairs_path} holds no pairs")
-    return pairs
-
-
-class PairsDataset(Dataset):
-    """Both images of every pair, for embedding once: items ``{"first", "second", "same"}``.
-
-    Args:
-        pairs: from :func:`read_pairs`.
-        image_size: side images are resized to.
-        channels: 3 or 1.
-    """
-
-    def __init__(self, pairs: Sequence[Pair], image_size: int = 112, channels: int = 3) -> None:
-        self.pairs = list(pairs)
-        self.image_size = image_size
-        self.channels = channels
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def _load(self, path: Path) -> torch.Tensor:
-        pixels = read_rgb(path)
-        if self.channels == 1:
-            pixels = np.asarray(Image.fromarray(pixels).convert("L"))
-        tensor = torch.from_numpy(np.array(pixels))
-        tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-        tensor = F.resize(tensor, [self.image_size] * 2, InterpolationMode.BILINEAR, antialias=True)
-        return F.to_dtype(tensor, torch.float32, scale=True)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        pair = self.pairs[index]
-        return {
-            "first": self._load(pair.first),
-            "second": self._load(pair.second),
-            "same": torch.tensor(pair.same),
-        }
-
-
-#: folds of the LFW protocol when a pairs file's header does not give their number
-DEFAULT_FOLDS = 10
-#: keys of a ``data.verification`` node
-VERIFICATION_KEYS = ("pairs", "images", "extension", "name", "flip")
-
-
-def read_pairs_header(pairs_path: str | os.PathLike) -> tuple[int, int] | None:
-    """``(folds, pairs of each kind per fold)`` from a ``pairs.txt`` header, or None.
-
-    LFW's View 2 file starts with ``10 300``: 10 folds, each 300 same-identity pairs then 300
-    different-identity pairs. A one-number header (View 1's ``1100``) gives no folds.
-    """
-    with Path(pairs_path).open() as handle:
-        fields = handle.readline().split()
-    if len(fields) == 2 and all(f.isdigit() for f in fields):
-        return int(fields[0]), int(fields[1])
-    return None
-
-
-class VerificationPairs:
-    """An LFW-style verification benchmark (evaluation only): ``pairs.txt`` + images root.
-
-    The pairs are neither members nor non-members and do not shape the victim; a victim that
-    can verify faces embeds them in its utility pass
-    (:meth:`~miabench.victims.face_recognition.FaceRecognitionVictim.benchmark_utility`).
-    The files are checked on construction, the pairs read on first use.
-
-    Args:
-        pairs: LFW ``pairs.txt`` (see :func:`read_pairs`).
-        images: root of ``<name>/<name>_<i:04d><extension>``.
-        extension: image file ending.
-        name: the benchmark's display name (its key in the results).
-        flip: also embed each horizontally flipped image and add the two embeddings, as
-            InsightFace's verification does.
-        image_size: side the images are resized to (the victim's input size).
-        channels: 3 or 1, as the victim's input.
-        config_key: config path of this node, named in errors.
-
-    Raises:
-        FileNotFoundError: the pairs file or the images root does not exist (names the
-            config key and the path).
-    """
-
-    def __init__(
-        self,
-        pairs: str | os.PathLike,
-        images: str | os.PathLike,
-        extension: str = ".jpg",
-        name: str = "lfw",
-        flip: bool = True,
-        image_size: int = 112,
-        channels: int = 3,
-        config_key: str = "data.verification",
-    ) -> None:
-        self.pairs_path, self.images = Path(pairs), Path(images)
-        if not self.pairs_path.is_file():
-            raise FileNotFoundError(
-                f"{config_key}.pairs: {self.pairs_path} does not exist (an LFW-style pairs.txt)"
-            )
-        if not self.images.is_dir():
-            raise FileNotFoundError(
-                f"{config_key}.images: {self.images} is not a folder of <name>/<name>_<i>"
-                f"{extension} images"
-            )
-        self.extension = extension
-        self.name = str(name)
-        self.flip = bool(flip)
-        self.image_size = image_size
-        self.channels = channels
-        header = read_pairs_header(self.pairs_path)
-        #: cross-validation folds: the header's number when it gives one, else LFW's 10
-        self.folds = header[0] if header is not None else DEFAULT_FOLDS
-        self._header = header
-        self._pairs: list[Pair] | None = None
-
-    def pairs(self) -> list[Pair]:
-        """The pairs in file order (read once).
-
-        Raises:
-            ValueError: a malformed file (see :func:`read_pairs`), a pair count that differs
-                from the header's ``folds x 2 x per fold``, or fewer pairs than folds.
-        """
-        if self._pairs is None:
-            pairs = read_pairs(self.pairs_path, self.images, self.extension)
-            if self._header is not None and len(pairs) != 2 * self._header[0] * self._header[1]:
-                folds, per_fold = self._header
-                raise ValueError(
-                    f"{self.pairs_path}: header announces {folds} folds of {per_fold} + "
-                    f"{per_fold} pairs ({2 * folds * per_fold}), the file lists {len(pairs)}"
-                )
-            if len(pairs) < self.folds:
-                raise ValueError(
-                    f"{self.pairs_path}: {len(pairs)} pairs cannot fill {self.folds} folds"
-                )
-            self._pairs = pairs
-        return self._pairs
-
-    def dataset(self) -> PairsDataset:
-        """Both images of every pair at the victim's input size, in file order."""
-        return PairsDataset(self.pairs(), image_size=self.image_size, channels=self.channels)
-
-    def describe(self) -> dict[str, Any]:
-        """Where the benchmark comes from and how it is scored (recorded with the results)."""
-        return {
-            "pairs": str(self.pairs_path),
-            "images": str(self.images),
-            "flip": self.flip,
-        }
-
-    def __repr__(self) -> str:
-        return f"VerificationPairs(name={self.name!r}, pairs={str(self.pairs_path)!r})"
-
-
-def verification_pairs(
-    spec: Mapping[str, Any] | None,
-    image_size: int = 112,
-    channels: int = 3,
-    config_key: str = "data.verification",
-) -> VerificationPairs | None:
-    """Build the benchmark of a ``data.verification`` config node; None when it is null.
-
-    Raises:
-        ValueError: unknown keys or a missing ``pairs`` / ``images`` (named with
-            ``config_key``).
-        FileNotFoundError: see :class:`VerificationPairs`.
-    """
-    if spec is None:
-        return None
-    spec = dict(spec)
-    unknown = sorted(set(spec) - set(VERIFICATION_KEYS))
-    if unknown:
-        raise ValueError(
-            f"{config_key}: unknown key(s) {unknown}; expected {list(VERIFICATION_KEYS)}"
-        )
-    missing = [key for key in ("pairs", "images") if spec.get(key) is None]
-    if missing:
-        raise ValueError(f"{config_key}: set {', '.join(f'{config_key}.{k}' for k in missing)}")
-    return VerificationPairs(
-        **spec, image_size=image_size, channels=channels, config_key=config_key
-    )
 
 
 def iter_identity_images(root: str | os.PathLike) -> Iterator[tuple[str, Path]]:

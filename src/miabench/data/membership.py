@@ -9,7 +9,6 @@ them.
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import io
@@ -18,14 +17,10 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
 from miabench.utils.io import atomic_write_text
-
-#: a dataset type (for :func:`subset_view`)
-_D = TypeVar("_D")
 
 log = logging.getLogger(__name__)
 
@@ -338,109 +333,6 @@ def make_split(
     )
     manifest.check_disjoint()
     return manifest
-
-
-def group_of(sample_id: str) -> str:
-    """Group of a sample: the first path component of its id (the identity of face data,
-    ``<identity>/<file>``; the phase of an aligned dataset)."""
-    return sample_id.split("/", 1)[0]
-
-
-def grouped_calibration_split(
-    labels: np.ndarray,
-    groups: Sequence[str],
-    fraction: float,
-    seed: int,
-    strata: Sequence[str] | None = None,
-) -> np.ndarray:
-    """Calibration mask that keeps every group (identity) on one side of the split.
-
-    Per class (and per stratum, when ``strata`` are given), the groups are sorted by size
-    (number of rows; random order among equal sizes) and cut into consecutive blocks of
-    similar size; in each block a seeded random choice of groups goes to calibration, as many
-    as keep the running count at ``fraction`` of the groups seen so far. An attack that
-    learns on the calibration half (a MINT auditor) is thus tested on identities it never
-    saw, and cannot score by recognising an identity instead of membership. Both halves get
-    the same group-size distribution within every cell, and stratifying (e.g. by the class
-    of a proxy identity) gives them the same stratum mix per class: otherwise a stratum, or
-    a range of identity sizes, with more members than non-members among the calibration
-    groups tends to have fewer among the test groups, and an auditor that learned "this
-    stratum (or this kind of identity) means member" scores below chance. (Measured on the
-    embedded MINT proxy: an earlier greedy fill by sample count left the large identities on
-    the test side, test non-member identities averaging 61 samples against 49 for members,
-    so identity size alone scored test AUC 0.39.)
-
-    Args:
-        labels: (N,) 1 member / 0 non-member.
-        groups: (N,) group of each row (see :func:`group_of`).
-        fraction: share of each cell's groups (and so about of its rows) for calibration,
-            in [0, 1).
-        seed: seed of the choice within blocks.
-        strata: (N,) stratum of each row (constant within a group), or None.
-
-    Raises:
-        ValueError: ``fraction`` out of range, or a class (or class and stratum) with a
-            single group (it cannot be on both sides).
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"calibration fraction must be in [0, 1), got {fraction}")
-    labels = np.asarray(labels).reshape(-1)
-    groups = np.asarray(groups).reshape(-1)
-    strata = np.zeros(len(labels), dtype=int) if strata is None else np.asarray(strata)
-    mask = np.zeros(len(labels), dtype=bool)
-    if fraction == 0.0:
-        return mask
-    rng = np.random.default_rng(seed)
-    # blocks hold about one group of the smaller side per block (3 + 1 for 75 %)
-    block = max(2, round(1 / min(fraction, 1 - fraction)))
-    for cls in (0, 1):
-        for stratum in np.unique(strata[labels == cls]):
-            rows = np.flatnonzero((labels == cls) & (strata == stratum))
-            names, sizes = np.unique(groups[rows], return_counts=True)
-            cell = f"class {cls}" + (f", stratum {stratum}" if len(np.unique(strata)) > 1 else "")
-            if len(names) < 2:
-                raise ValueError(
-                    f"{cell} has {len(names)} group(s); a split disjoint by group needs two"
-                )
-            by_size = np.lexsort((rng.random(len(names)), sizes))
-            chosen: list[int] = []
-            for start in range(0, len(names), block):
-                members = by_size[start : start + block]
-                k = int(round(fraction * (start + len(members)))) - len(chosen)
-                chosen += rng.permutation(members)[: max(k, 0)].tolist()
-            if len(chosen) == len(names):  # keep at least one group for the test side
-                chosen.pop()
-            if not chosen:  # and one for calibration
-                chosen.append(int(by_size[0]))
-            mask[rows[np.isin(groups[rows], names[chosen])]] = True
-    return mask
-
-
-def subset_view(
-    dataset: _D, sample_ids: Iterable[str], items: str, ids: Sequence[str], where: str
-) -> _D:
-    """A shallow copy of ``dataset`` keeping only ``sample_ids``, in the order given.
-
-    What every miabench dataset's ``subset`` does: the list attribute ``items`` (one entry
-    per sample, whose ids are ``ids``) and the cached ``_records`` (if computed) are cut to
-    the requested samples; everything else is shared with ``dataset``.
-
-    Raises:
-        ValueError: naming (up to ten) ids that are not in ``dataset``; ``where`` says which
-            data was searched (a folder, an annotation file, the dataset's repr).
-    """
-    sample_ids = list(sample_ids)
-    index = {sid: i for i, sid in enumerate(ids)}
-    unknown = [s for s in sample_ids if s not in index]
-    if unknown:
-        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-        raise ValueError(f"{len(unknown)} sample id(s) not in {where}: {shown}")
-    positions = [index[s] for s in sample_ids]
-    view = copy.copy(dataset)
-    setattr(view, items, [getattr(dataset, items)[i] for i in positions])
-    records = getattr(dataset, "_records", None)
-    view._records = None if records is None else [records[i] for i in positions]
-    return view
 
 
 #: First columns of a population CSV; one ``model_<k>`` column (1 = IN) per model follows.

@@ -24,7 +24,6 @@ Every dataset serves two tasks (``task``):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from miabench.data.aligned import check_file_name, listed_image, read_rgb
-from miabench.data.membership import SampleRecord, subset_view
+from miabench.data.base import MembershipDataset
+from miabench.data.membership import SampleRecord
 from miabench.utils.hashing import cached_digest, settings_salt, sha256_array
 
 IGNORE_INDEX = 255
@@ -126,7 +125,7 @@ def pair_by_stem(images: Path, labels: Path, prefix: str) -> list[SegSample]:
     return [SegSample(f"{prefix}{s}", p, label_files[s]) for s, p in image_files.items()]
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(MembershipDataset):
     """Images with dense label maps; subclasses list the samples of their published layout.
 
     Preprocessing: without ``augment`` image and labels are resized to ``image_size``
@@ -142,6 +141,8 @@ class SegmentationDataset(Dataset):
         load_size: side before the random crop (augment only).
         augment: random crop and flip, for training.
     """
+
+    entries_attr = "_samples"
 
     #: number of classes of the served label maps (without the ignore index)
     num_classes: int = 0
@@ -250,21 +251,18 @@ class SegmentationDataset(Dataset):
             np.concatenate([image.reshape(-1), labels.reshape(-1).astype(np.uint8)])
         )
 
-    def subset(self, sample_ids: Iterable[str]) -> SegmentationDataset:
-        """A view restricted to ``sample_ids``, in the order given.
+    def entry_id(self, entry: SegSample) -> str:
+        return entry.sample_id
 
-        Raises:
-            ValueError: naming ids that are not in this dataset.
-        """
-        return subset_view(
-            self, sample_ids, "_samples", [s.sample_id for s in self._samples], where=repr(self)
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({str(self.root)!r}, phase={self.phase!r}, n={len(self)}, "
-            f"task={self.task}, image_size={self.image_size}, augment={self.augment})"
-        )
+    def repr_fields(self) -> list[str]:
+        return [
+            repr(str(self.root)),
+            f"phase={self.phase!r}",
+            f"n={len(self)}",
+            f"task={self.task}",
+            f"image_size={self.image_size}",
+            f"augment={self.augment}",
+        ]
 
 
 def one_hot_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -24,7 +24,6 @@ penalised).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,8 @@ import torchvision.transforms.v2.functional as F
 from torchvision.transforms import InterpolationMode
 
 from miabench.data.aligned import read_rgb, read_text_lines
-from miabench.data.membership import SampleRecord, subset_view
+from miabench.data.base import MembershipDataset
+from miabench.data.membership import SampleRecord
 from miabench.utils.hashing import cached_digest, settings_salt, sha256_array
 
 PHASES = ("train", "val")
@@ -180,7 +180,7 @@ def letterbox(
     return image, boxes
 
 
-class WiderFaceDataset(torch.utils.data.Dataset):
+class WiderFaceDataset(MembershipDataset):
     """Images and face boxes in the WIDER FACE layout.
 
     Items are dicts ``{"sample_id": "<phase>/<event>/<name>", "input": FloatTensor[3, S, S]
@@ -197,6 +197,8 @@ class WiderFaceDataset(torch.utils.data.Dataset):
         image_size: side of the square the images are letterboxed into.
         augment: random horizontal flip, for training.
     """
+
+    entries_attr = "_items"
 
     def __init__(
         self, root: str | os.PathLike, phase: str, image_size: int, augment: bool = False
@@ -264,25 +266,20 @@ class WiderFaceDataset(torch.utils.data.Dataset):
             ]
         return list(self._records)
 
-    def subset(self, sample_ids: Iterable[str]) -> WiderFaceDataset:
-        """A view restricted to ``sample_ids``, in the order given.
+    def entry_id(self, entry: WiderAnnotation) -> str:
+        return self.sample_id(entry)
 
-        Raises:
-            ValueError: naming ids that are not in this dataset.
-        """
-        return subset_view(
-            self,
-            sample_ids,
-            "_items",
-            [self.sample_id(a) for a in self._items],
-            where=str(self.annotation_path),
-        )
+    def searched(self) -> str:
+        return str(self.annotation_path)
 
-    def __repr__(self) -> str:
-        return (
-            f"WiderFaceDataset({str(self.root)!r}, phase={self.phase}, n={len(self)}, "
-            f"image_size={self.image_size}, augment={self.augment})"
-        )
+    def repr_fields(self) -> list[str]:
+        return [
+            repr(str(self.root)),
+            f"phase={self.phase}",
+            f"n={len(self)}",
+            f"image_size={self.image_size}",
+            f"augment={self.augment}",
+        ]
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -242,39 +242,6 @@ def threshold_metrics(
     }
 
 
-def calibration_split(labels: ArrayLike, fraction: float, seed: int) -> np.ndarray:
-    """Deterministic stratified calibration mask.
-
-    Each class contributes ``round(fraction * n_class)`` rows (at least one and at most
-    ``n_class - 1`` when ``fraction > 0`` and the class has two or more rows), so both
-    splits keep the member/non-member ratio.
-
-    Args:
-        labels: (N,) 1 for members, 0 for non-members.
-        fraction: share of each class used to choose thresholds, in [0, 1).
-        seed: seed of the permutation; the same labels and seed give the same mask.
-
-    Returns:
-        (N,) bool numpy array, True for calibration rows.
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"calibration fraction must be in [0, 1), got {fraction}")
-    y = _labels(labels)
-    mask = np.zeros(len(y), dtype=bool)
-    if fraction == 0.0:
-        return mask
-    rng = np.random.default_rng(seed)
-    for cls in (0, 1):
-        rows = np.flatnonzero(y == cls)
-        if len(rows) == 0:
-            continue
-        n_cal = int(round(fraction * len(rows)))
-        if len(rows) >= 2:
-            n_cal = min(max(n_cal, 1), len(rows) - 1)
-        mask[rng.permutation(rows)[:n_cal]] = True
-    return mask
-
-
 def evaluate_scores(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -286,7 +253,8 @@ def evaluate_scores(
     Args:
         scores: (N,) attack scores, higher = more likely member.
         labels: (N,) 1 for members, 0 for non-members.
-        is_calibration: (N,) bool mask of calibration rows (see :func:`calibration_split`).
+        is_calibration: (N,) bool mask of calibration rows (see
+            :func:`miabench.metrics.calibration.calibration_split`).
         fprs: target FPRs for the TPR@FPR keys.
 
     Returns:

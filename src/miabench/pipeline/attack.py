@@ -15,10 +15,14 @@ from omegaconf import DictConfig
 
 import miabench
 from miabench.attacks.base import Attack
-from miabench.data.faces import stratum_of
-from miabench.data.membership import group_of, grouped_calibration_split
 from miabench.metrics.bootstrap import roc_intervals
-from miabench.metrics.roc import calibration_split, evaluate_scores
+from miabench.metrics.calibration import (
+    calibration_split,
+    group_of,
+    grouped_calibration_split,
+    stratum_of,
+)
+from miabench.metrics.roc import evaluate_scores
 from miabench.metrics.utility import summarize
 from miabench.pipeline.code_hash import attack_code_version
 from miabench.pipeline.common import resolve_device

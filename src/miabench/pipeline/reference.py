@@ -41,7 +41,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from miabench.attacks.reference import reference_subsets
 from miabench.data.membership import Population
 from miabench.metrics.bootstrap import clustered_roc_intervals, roc_intervals
-from miabench.metrics.roc import calibration_split, evaluate_scores, tpr_key
+from miabench.metrics.calibration import calibration_split
+from miabench.metrics.roc import evaluate_scores, tpr_key
 from miabench.pipeline.attack import describe_run, provenance
 from miabench.pipeline.code_hash import attack_code_version
 from miabench.pipeline.common import resolve_device

@@ -29,7 +29,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from miabench.data.membership import group_of
 from miabench.metrics.bootstrap import (
     Estimate,
     ScoredRows,
@@ -37,6 +36,7 @@ from miabench.metrics.bootstrap import (
     paired_mean,
     paired_roc,
 )
+from miabench.metrics.calibration import group_of
 from miabench.results.reference_table import newest_per_setting
 from miabench.results.table import (
     INTERVAL_LEGEND,

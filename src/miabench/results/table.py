@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from miabench.data.membership import group_of
 from miabench.metrics.bootstrap import Estimate, ScoredRows, paired_roc, pooled_roc
+from miabench.metrics.calibration import group_of
 from miabench.metrics.roc import ci_key, note_key
 from miabench.utils.io import atomic_write, atomic_write_text, read_json
 

@@ -156,7 +156,7 @@ def warmup_poly_lambda(warmup_steps: int, total_steps: int, power: float = 2.0) 
 class VerificationBenchmark(Protocol):
     """Verification pairs a data module may carry as ``benchmark`` (evaluation only).
 
-    :class:`miabench.data.faces.VerificationPairs` is one; the victim depends on this
+    :class:`miabench.data.lfw_pairs.VerificationPairs` is one; the victim depends on this
     protocol only, so the data code does not shape the victim's cache key.
     """
 

@@ -1,6 +1,6 @@
 """The embedded edges2fashion garments with their Fashion-MNIST classes, for a classifier.
 
-:func:`~miabench.data.fashion_mnist.build_edges2fashion` names each file by the item's index
+:func:`~miabench.data.embedded.fashion_mnist.build_edges2fashion` names each file by the item's index
 in its Fashion-MNIST split (``train/000123.png`` is train item 123), so the garment half (B)
 of every file has a known class. :class:`FashionClassesDataset` serves that half with its
 class: the same files, sample ids and content hashes as the image-translation datasets, so
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from miabench.data.aligned import AlignedDataset
-from miabench.data.fashion_mnist import load_fashion_mnist
+from miabench.data.embedded.fashion_mnist import load_fashion_mnist
 
 #: Fashion-MNIST's classes, in label order.
 CLASSES = (
@@ -49,7 +49,7 @@ class FashionClassesDataset(AlignedDataset):
         phase: ``train`` or ``test``.
         source_root: torchvision root of the raw Fashion-MNIST files (the build's parent,
             where the builder unpacked them, by default).
-        search_dirs: folders with Debian's ``.gz`` files (see ``data/fashion_mnist.py``).
+        search_dirs: folders with Debian's ``.gz`` files (see ``data/embedded/fashion_mnist.py``).
         direction: must be ``BtoB`` (the garment half is the input; the class the target).
         **kwargs: see :class:`~miabench.data.aligned.AlignedDataset`.
 

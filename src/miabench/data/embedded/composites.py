@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from miabench.data.build import COMPLETE_MARKER, completed_build
-from miabench.data.fashion_mnist import load_fashion_mnist
+from miabench.data.embedded.build import COMPLETE_MARKER, completed_build
+from miabench.data.embedded.fashion_mnist import load_fashion_mnist
 from miabench.data.segmentation import ADE20KDataset
 from miabench.utils.hashing import sha256_array
 from miabench.utils.io import atomic_write_json
@@ -170,7 +170,7 @@ def build_fashion_scenes(
         items: min and max number of items per canvas.
         seed: seed of the rendering.
         source_root: torchvision root of the raw Fashion-MNIST files (``out_root``'s parent).
-        search_dirs: folders with Debian's ``.gz`` files (see ``data/fashion_mnist.py``).
+        search_dirs: folders with Debian's ``.gz`` files (see ``data/embedded/fashion_mnist.py``).
 
     Returns:
         ``out_root``.
@@ -286,7 +286,7 @@ def build_fashion_polyps(
         image_size: canvas side.
         seed: seed of the rendering.
         source_root: torchvision root of the raw Fashion-MNIST files (``out_root``'s parent).
-        search_dirs: folders with Debian's ``.gz`` files (see ``data/fashion_mnist.py``).
+        search_dirs: folders with Debian's ``.gz`` files (see ``data/embedded/fashion_mnist.py``).
 
     Returns:
         ``out_root``.

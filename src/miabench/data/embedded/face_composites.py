@@ -22,7 +22,7 @@ from PIL import Image
 from skimage import data as skdata
 from skimage.color import gray2rgb
 
-from miabench.data.build import COMPLETE_MARKER, completed_build
+from miabench.data.embedded.build import COMPLETE_MARKER, completed_build
 from miabench.data.wider_face import annotation_file, image_folder
 from miabench.utils.io import atomic_write_json, atomic_write_text
 

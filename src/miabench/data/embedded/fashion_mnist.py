@@ -23,7 +23,7 @@ from PIL import Image
 from skimage import feature
 from torchvision.datasets import FashionMNIST
 
-from miabench.data.build import COMPLETE_MARKER, completed_build
+from miabench.data.embedded.build import COMPLETE_MARKER, completed_build
 from miabench.utils.hashing import sha256_array
 from miabench.utils.io import atomic_write, atomic_write_json
 

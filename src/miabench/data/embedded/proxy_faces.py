@@ -27,9 +27,9 @@ import numpy as np
 from PIL import Image
 from sklearn.cluster import MiniBatchKMeans
 
-from miabench.data.build import COMPLETE_MARKER, completed_build
+from miabench.data.embedded.build import COMPLETE_MARKER, completed_build
+from miabench.data.embedded.fashion_mnist import load_fashion_mnist
 from miabench.data.faces import IdentityDataset
-from miabench.data.fashion_mnist import load_fashion_mnist
 from miabench.utils.io import atomic_write, atomic_write_json
 
 #: bump when the identity construction changes (the cache file name carries it).
@@ -82,7 +82,7 @@ class FashionIdentities(IdentityDataset):
     split (0..59 999) followed by its test split (60 000..69 999).
 
     Args:
-        root: torchvision-style Fashion-MNIST root (see :mod:`miabench.data.fashion_mnist`).
+        root: torchvision-style Fashion-MNIST root (see :mod:`miabench.data.embedded.fashion_mnist`).
         images_per_identity: target cluster size (a proxy identity's image count).
         cluster_seed: seed of the clustering.
         **kwargs: see :class:`~miabench.data.faces.IdentityDataset` (image_size defaults to 32,
