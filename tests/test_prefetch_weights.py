@@ -104,8 +104,8 @@ def test_prefetch_then_offline_load(
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     from miabench.victims.detection import classifier_backbone
 
-    model, label = classifier_backbone("mobilenet_v3_large", "imagenet")
-    assert label == f"imagenet:{enum}"
+    model, info = classifier_backbone("mobilenet_v3_large", "imagenet")
+    assert info == {"weights": f"imagenet:{enum}"}
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
 

@@ -3,7 +3,9 @@
     python -m miabench.prefetch_weights            # on a login node (with internet)
     python -m miabench.prefetch_weights --list
 
-Afterwards ``weights=imagenet`` loads from the caches on compute nodes without internet.
+Afterwards ``weights=imagenet`` loads from the caches on compute nodes without internet. The
+names are the ones the weights loader (:mod:`miabench.utils.weights`) gives in its offline
+message, so ``--only <name>`` fetches exactly what a failed run asked for.
 The caches are the libraries' own: torchvision's ``$TORCH_HOME/hub/checkpoints`` (default
 ``~/.cache/torch``) and, for timm and segmentation-models-pytorch, the Hugging Face hub cache
 (``$HF_HOME/hub``, default ``~/.cache/huggingface``). Point both variables at a shared
@@ -17,6 +19,8 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from miabench.utils.weights import smp_name, timm_name, torchvision_name
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class TorchvisionWeights:
 
     @property
     def name(self) -> str:
-        return f"torchvision:{self.arch}.{self.tag}"
+        return torchvision_name(self.arch, self.tag)
 
     def enum(self):  # noqa: ANN201 - a torchvision Weights enum member
         import torchvision  # noqa: PLC0415
@@ -61,7 +65,7 @@ class TimmWeights:
 
     @property
     def name(self) -> str:
-        return f"timm:{self.arch}"
+        return timm_name(self.arch)
 
     def fetch(self) -> Path:
         """Build the model with ``pretrained=True`` (timm downloads into the hub cache)."""
@@ -82,7 +86,7 @@ class SmpEncoderWeights:
 
     @property
     def name(self) -> str:
-        return f"smp:{self.encoder}.imagenet"
+        return smp_name(self.encoder)
 
     def fetch(self) -> Path:
         """Build the encoder with ImageNet weights (smp downloads them into its cache)."""

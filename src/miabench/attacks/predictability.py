@@ -72,8 +72,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from miabench.attacks.base import Attack
 from miabench.attacks.reconstruction import reconstruction_error
-from miabench.utils.hashing import sha256_file, stable_hash
-from miabench.utils.weights import checkpoint_path
+from miabench.utils.hashing import stable_hash
+from miabench.utils.weights import build_with_weights, torchvision_name
 from miabench.victims.base import Signals
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -138,34 +138,23 @@ class FeatureBackbone(nn.Module):
             raise ValueError(f"arch must be a torchvision ResNet-family model, got '{arch}'")
         self.arch = arch
         self.weights = str(weights)
-        self.weights_sha256: str | None = None
-        model = self._build(arch, self.weights)
+        enum = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+        model, self.record = build_with_weights(
+            self.weights,
+            lambda pretrained: torchvision.models.get_model(
+                arch, weights=enum if pretrained else None
+            ),
+            what=f"torchvision's {arch}",
+            imagenet=torchvision_name(arch, "IMAGENET1K_V1"),
+            # A fixed seed keeps "random" features identical from run to run, whatever ran
+            # before (unlike a victim's `none`, which follows the run's seed).
+            seed_none=0,
+        )
         self.extractor = create_feature_extractor(model, return_nodes={k: k for k in LAYERS})
         self.extractor.requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.eval()
-
-    def _build(self, arch: str, weights: str) -> nn.Module:
-        if weights == "none":
-            # A fixed seed keeps "random" features identical from run to run.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                return torchvision.models.get_model(arch, weights=None)
-        if weights == "imagenet":
-            enum = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
-            try:
-                return torchvision.models.get_model(arch, weights=enum)
-            except Exception as err:  # any download failure gets the same advice
-                raise RuntimeError(
-                    f"could not load torchvision's ImageNet weights for {arch} ({err}); pass "
-                    "weights=<path to a local state_dict saved with torch.save> or weights=none"
-                ) from err
-        path = checkpoint_path(weights)
-        self.weights_sha256 = sha256_file(path)
-        model = torchvision.models.get_model(arch, weights=None)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model
 
     def train(self, mode: bool = True) -> FeatureBackbone:
         """Stay in eval mode: batch-norm statistics of a frozen backbone must not move."""
@@ -204,10 +193,7 @@ class FeatureBackbone(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """Architecture and weights (with the checkpoint hash for a local file)."""
-        out: dict[str, Any] = {"arch": self.arch, "weights": self.weights}
-        if self.weights_sha256 is not None:
-            out["weights_sha256"] = self.weights_sha256
-        return out
+        return {"arch": self.arch, **self.record.describe()}
 
 
 # --------------------------------------------------------------------------------------

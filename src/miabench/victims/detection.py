@@ -35,7 +35,7 @@ from torchvision.models.detection.ssdlite import (
 from torchvision.ops import misc as misc_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from miabench.utils.weights import checkpoint_path
+from miabench.utils.weights import build_with_weights, torchvision_name
 from miabench.victims.base import OptimizerFactory, Signals, Victim
 
 FACE_LABEL = 1
@@ -55,7 +55,7 @@ _STATEFUL = (
 )
 
 
-def classifier_backbone(arch: str, weights: str, **kwargs: Any) -> tuple[nn.Module, str]:
+def classifier_backbone(arch: str, weights: str, **kwargs: Any) -> tuple[nn.Module, dict[str, str]]:
     """A torchvision classification network with explicitly chosen weights.
 
     Args:
@@ -67,41 +67,43 @@ def classifier_backbone(arch: str, weights: str, **kwargs: Any) -> tuple[nn.Modu
         **kwargs: passed to the model builder (e.g. ``norm_layer``).
 
     Returns:
-        ``(model, label)`` where ``label`` says which weights were used (recorded by
-        :meth:`DetectionVictim.describe`).
+        ``(model, info)``; ``info["weights"]`` says which weights were used
+        (``none``, ``imagenet:<enum>``, ``file:<path>``, with ``weights_sha256`` for a file),
+        recorded by :meth:`DetectionVictim.describe`.
 
     Raises:
         FileNotFoundError: ``weights`` is neither keyword nor an existing file.
         ValueError: the file does not hold weights of ``arch``.
     """
-    if weights == "none":
-        return torchvision.models.get_model(arch, weights=None, **kwargs), "none"
-    if weights == "imagenet":
-        enum = torchvision.models.get_model_weights(arch).DEFAULT
-        model = torchvision.models.get_model(arch, weights=enum, **kwargs)
-        return model, f"imagenet:{enum}"
-    path = checkpoint_path(weights)
-    model = torchvision.models.get_model(arch, weights=None, **kwargs)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: not a state_dict of torchvision's {arch} ({err})") from err
-    return model, f"file:{path}"
+    enum = torchvision.models.get_model_weights(arch).DEFAULT
+    model, record = build_with_weights(
+        weights,
+        lambda pretrained: torchvision.models.get_model(
+            arch, weights=enum if pretrained else None, **kwargs
+        ),
+        what=f"torchvision's {arch}",
+        imagenet=torchvision_name(arch, "DEFAULT"),
+    )
+    info = record.describe()
+    if record.path is not None:
+        info["weights"] = f"file:{record.path}"
+    elif record.weights == "imagenet":
+        info["weights"] = f"imagenet:{enum}"
+    return model, info
 
 
-def _resnet_fpn(arch: str, weights: str, trainable_layers: int) -> tuple[nn.Module, str]:
+def _resnet_fpn(arch: str, weights: str, trainable_layers: int) -> tuple[nn.Module, dict[str, str]]:
     """ResNet + FPN (P3–P7), as torchvision's RetinaNet and FCOS use."""
     # torchvision freezes BatchNorm when fine-tuning pretrained weights and trains it from
     # scratch otherwise; do the same.
     norm = nn.BatchNorm2d if weights == "none" else misc_ops.FrozenBatchNorm2d
-    body, label = classifier_backbone(arch, weights, norm_layer=norm)
+    body, weights_info = classifier_backbone(arch, weights, norm_layer=norm)
     # torchvision has no public builder taking an already-built ResNet (resnet_fpn_backbone
     # would download by enum only), hence its extractor helper.
     backbone = _resnet_fpn_extractor(
         body, trainable_layers, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256)
     )
-    return backbone, label
+    return backbone, weights_info
 
 
 def _info(model: nn.Module, **info: Any) -> nn.Module:
@@ -133,7 +135,7 @@ def build_retinanet(
         score_thresh: lowest score kept by post-processing (low, so mAP sees the tail).
         detections_per_img: detections kept per image.
     """
-    fpn, label = _resnet_fpn(backbone, weights, trainable_layers)
+    fpn, weights_info = _resnet_fpn(backbone, weights, trainable_layers)
     sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in anchor_base_sizes)
     anchors = AnchorGenerator(sizes, (tuple(aspect_ratios),) * len(sizes))
     model = RetinaNet(
@@ -145,7 +147,7 @@ def build_retinanet(
         score_thresh=score_thresh,
         detections_per_img=detections_per_img,
     )
-    return _info(model, detector="retinanet", backbone=backbone, weights=label)
+    return _info(model, detector="retinanet", backbone=backbone, **weights_info)
 
 
 def build_fcos(
@@ -166,7 +168,7 @@ def build_fcos(
         score_thresh: lowest score kept by post-processing.
         detections_per_img: detections kept per image.
     """
-    fpn, label = _resnet_fpn(backbone, weights, trainable_layers)
+    fpn, weights_info = _resnet_fpn(backbone, weights, trainable_layers)
     model = FCOS(
         fpn,
         NUM_CLASSES,
@@ -175,7 +177,7 @@ def build_fcos(
         score_thresh=score_thresh,
         detections_per_img=detections_per_img,
     )
-    return _info(model, detector="fcos", backbone=backbone, weights=label)
+    return _info(model, detector="fcos", backbone=backbone, **weights_info)
 
 
 def build_ssdlite(
@@ -204,7 +206,7 @@ def build_ssdlite(
     """
     norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
     pretrained = weights != "none"
-    body, label = classifier_backbone(
+    body, weights_info = classifier_backbone(
         backbone, weights, norm_layer=norm, reduced_tail=not pretrained, width_mult=width_mult
     )
     if not pretrained:
@@ -229,7 +231,9 @@ def build_ssdlite(
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    return _info(model, detector="ssdlite", backbone=backbone, weights=label, width_mult=width_mult)
+    return _info(
+        model, detector="ssdlite", backbone=backbone, **weights_info, width_mult=width_mult
+    )
 
 
 @contextmanager

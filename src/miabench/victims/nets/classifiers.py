@@ -14,8 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from miabench.utils.weights import checkpoint_path
-from miabench.victims.nets.seg_backbones import _offline_advice, describe_weights
+from miabench.utils.weights import build_with_weights, timm_name
 
 
 class TimmClassifier(nn.Module):
@@ -33,29 +32,21 @@ class TimmClassifier(nn.Module):
         self, arch: str, num_classes: int, weights: str = "none", in_chans: int = 3
     ) -> None:
         super().__init__()
-        weights = str(weights)
-        path = None
-        if weights == "none":
-            self.model = timm.create_model(
-                arch, pretrained=False, num_classes=num_classes, in_chans=in_chans
+
+        def build(pretrained: bool, **file: Any) -> nn.Module:
+            return timm.create_model(
+                arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **file
             )
-        elif weights == "imagenet":
-            try:
-                self.model = timm.create_model(
-                    arch, pretrained=True, num_classes=num_classes, in_chans=in_chans
-                )
-            except Exception as err:  # any download failure gets the same advice
-                raise _offline_advice(arch, err) from err
-        else:
-            path = checkpoint_path(weights, what=f"classifier {arch}")
-            self.model = timm.create_model(
-                arch,
-                pretrained=True,
-                pretrained_cfg_overlay={"file": str(path)},
-                num_classes=num_classes,
-                in_chans=in_chans,
-            )
-        self.info = describe_weights(arch, weights, path)
+
+        self.model, record = build_with_weights(
+            weights,
+            build,
+            what=f"classifier {arch}",
+            imagenet=timm_name(arch),
+            # timm reads the file itself and drops a head of another class count
+            from_file=lambda path: build(True, pretrained_cfg_overlay={"file": str(path)}),
+        )
+        self.info = {"backbone": arch, **record.describe()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -7,7 +7,6 @@ downloads (or reads the hub cache) and fails with advice when it cannot.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import segmentation_models_pytorch as smp
@@ -15,23 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from miabench.utils.hashing import sha256_file
-from miabench.utils.weights import checkpoint_path
-
-
-def _offline_advice(name: str, err: Exception) -> RuntimeError:
-    return RuntimeError(
-        f"could not load ImageNet weights for {name} ({type(err).__name__}: {err}); pass "
-        "weights=<path to a local state_dict> or weights=none"
-    )
-
-
-def describe_weights(arch: str, weights: str, path: Path | None) -> dict[str, Any]:
-    """What a victim records about its backbone."""
-    info: dict[str, Any] = {"backbone": arch, "weights": str(weights)}
-    if path is not None:
-        info["weights_sha256"] = sha256_file(path)
-    return info
+from miabench.utils.weights import build_with_weights, smp_name, timm_name
 
 
 def timm_features(
@@ -46,30 +29,26 @@ def timm_features(
         out_indices: feature levels returned.
         **kwargs: passed to ``timm.create_model`` (e.g. ``feature_location``).
     """
-    weights = str(weights)
-    path = None
-    if weights == "none":
-        model = timm.create_model(
-            arch, pretrained=False, features_only=True, out_indices=out_indices, **kwargs
-        )
-    elif weights == "imagenet":
-        try:
-            model = timm.create_model(
-                arch, pretrained=True, features_only=True, out_indices=out_indices, **kwargs
-            )
-        except Exception as err:  # any download failure gets the same advice
-            raise _offline_advice(arch, err) from err
-    else:
-        path = checkpoint_path(weights)
-        model = timm.create_model(
+
+    def build(pretrained: bool, **file: Any) -> nn.Module:
+        return timm.create_model(
             arch,
-            pretrained=True,
-            pretrained_cfg_overlay={"file": str(path)},
+            pretrained=pretrained,
             features_only=True,
             out_indices=out_indices,
+            **file,
             **kwargs,
         )
-    return model, describe_weights(arch, weights, path)
+
+    model, record = build_with_weights(
+        weights,
+        build,
+        what=f"timm's {arch}",
+        imagenet=timm_name(arch),
+        # timm reads the file itself, keeping the keys of the feature model
+        from_file=lambda path: build(True, pretrained_cfg_overlay={"file": str(path)}),
+    )
+    return model, {"backbone": arch, **record.describe()}
 
 
 class UPerNet(nn.Module):
@@ -91,25 +70,23 @@ class UPerNet(nn.Module):
         decoder_channels: int = 512,
     ) -> None:
         super().__init__()
-        weights = str(weights)
-        path = None
-        try:
-            self.model = smp.UPerNet(
+        self.model, record = build_with_weights(
+            weights,
+            lambda pretrained: smp.UPerNet(
                 encoder_name=encoder,
-                encoder_weights="imagenet" if weights == "imagenet" else None,
+                encoder_weights="imagenet" if pretrained else None,
                 classes=num_classes,
                 decoder_channels=decoder_channels,
-            )
-        except Exception as err:
-            if weights != "imagenet":
-                raise
-            raise _offline_advice(encoder, err) from err
-        if weights not in ("imagenet", "none"):
-            path = checkpoint_path(weights)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-            self.model.encoder.load_state_dict(state)
-        self.info = describe_weights(encoder, weights, path)
+            ),
+            what=f"smp's {encoder} encoder",
+            imagenet=smp_name(encoder),
+            # a torchvision ResNet state_dict, for the encoder only and without its head
+            select=lambda model, state: (
+                model.encoder,
+                {k: v for k, v in state.items() if not k.startswith("fc.")},
+            ),
+        )
+        self.info = {"backbone": encoder, **record.describe()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, K, H, W) at the input size."""

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from miabench.utils.hashing import sha256_file
-from miabench.utils.weights import checkpoint_path
+from miabench.utils.weights import WeightsRecord, build_with_weights, torchvision_name
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ class VGGLoss(nn.Module):
     def __init__(self, weights: str = "imagenet") -> None:
         super().__init__()
         self.weights = str(weights)
-        self.weights_sha256: str | None = None
+        self.record = WeightsRecord(self.weights)
         self.enabled = self.weights != "none"
         # A list hides the network from nn.Module registration (parameters, state_dict).
         self._features: list[nn.Sequential] = []
@@ -52,31 +51,26 @@ class VGGLoss(nn.Module):
                 "VGG loss switched off (weights: none): the victim trains without its "
                 "perceptual term; results record vgg_loss=false"
             )
+            # Here `none` switches the loss off rather than building a random VGG, so the
+            # loader is not called at all (nothing is built, no random numbers are drawn).
             return
-        features = self._load(self.weights).features[: SLICE_ENDS[-1]]
+        vgg, self.record = build_with_weights(
+            self.weights,
+            lambda pretrained: torchvision.models.vgg19(
+                weights=torchvision.models.VGG19_Weights.IMAGENET1K_V1 if pretrained else None
+            ),
+            what="torchvision's VGG-19",
+            imagenet=torchvision_name("vgg19", "IMAGENET1K_V1"),
+            key="vgg_weights",
+            # a state_dict of the whole vgg19 or of its `features` alone
+            select=lambda model, state: (
+                model.features if all(k.split(".", 1)[0].isdigit() for k in state) else model,
+                state,
+            ),
+        )
+        features = vgg.features[: SLICE_ENDS[-1]]
         features.requires_grad_(False).eval()
         self._features.append(features)
-
-    def _load(self, weights: str) -> nn.Module:
-        if weights == "imagenet":
-            try:
-                return torchvision.models.vgg19(
-                    weights=torchvision.models.VGG19_Weights.IMAGENET1K_V1
-                )
-            except Exception as err:  # any download failure gets the same advice
-                raise RuntimeError(
-                    f"could not load torchvision's ImageNet VGG-19 weights ({err}); set the "
-                    "victim's vgg_weights to a local state_dict file or to none"
-                ) from err
-        path = checkpoint_path(weights, "VGG-19")
-        self.weights_sha256 = sha256_file(path)
-        model = torchvision.models.vgg19(weights=None)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if all(k.split(".", 1)[0].isdigit() for k in state):
-            model.features.load_state_dict(state)
-        else:
-            model.load_state_dict(state)
-        return model
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """Weighted L1 between VGG features of ``fake`` and (detached) ``real``, in [-1, 1]."""
@@ -97,7 +91,4 @@ class VGGLoss(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """Whether the loss is on, and which weights it used."""
-        out: dict[str, Any] = {"vgg_loss": self.enabled, "vgg_weights": self.weights}
-        if self.weights_sha256 is not None:
-            out["vgg_weights_sha256"] = self.weights_sha256
-        return out
+        return {"vgg_loss": self.enabled, **self.record.describe(prefix="vgg_")}
