@@ -33,7 +33,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from miabench.attacks.predictability import MembershipError
+from miabench.attacks.predictability.membership_error import MembershipError
 
 
 def make_batch(n: int, size: int, seed: int) -> dict:

@@ -29,12 +29,9 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from miabench.attacks.predictability import (
-    FeatureBackbone,
-    pixel_split,
-    predictability_errors_from_features,
-    reference_predictability_error,
-)
+from miabench.attacks.predictability.backbone import FeatureBackbone
+from miabench.attacks.predictability.error import pixel_split, predictability_errors_from_features
+from miabench.attacks.predictability.reference import reference_predictability_error
 
 SHAPES = [(256, 56), (512, 28), (1024, 14), (2048, 7)]
 SIZE = 56

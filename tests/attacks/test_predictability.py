@@ -17,20 +17,21 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
-from miabench.attacks.predictability import (
-    FeatureBackbone,
-    MembershipError,
-    batched_min_norm_lstsq_predict,
-    interpolation_matrix,
-    linear_predictions,
+from miabench.attacks.predictability.backbone import FeatureBackbone, strict_float32
+from miabench.attacks.predictability.error import (
     pixel_split,
     predictability_errors_from_features,
-    reduced_features,
-    reference_predictability_error,
     resize_ground_truth,
     split_sizes,
-    strict_float32,
 )
+from miabench.attacks.predictability.membership_error import MembershipError
+from miabench.attacks.predictability.reduction import (
+    interpolation_matrix,
+    linear_predictions,
+    reduced_features,
+)
+from miabench.attacks.predictability.reference import reference_predictability_error
+from miabench.attacks.predictability.solver import batched_min_norm_lstsq_predict
 
 #: wide_resnet50_2's layer1..layer4 maps for a 224x224 input.
 REAL_SHAPES = [(256, 56), (512, 28), (1024, 14), (2048, 7)]
@@ -280,16 +281,16 @@ def _tf32_flags() -> tuple[bool, bool]:
 
 
 def test_attack_runs_backbone_and_solve_without_tf32(monkeypatch: pytest.MonkeyPatch) -> None:
-    from miabench.attacks import predictability
+    from miabench.attacks.predictability import error
 
     seen = []
-    solve = predictability.linear_predictions
+    solve = error.linear_predictions
 
     def spy_solve(*args, **kwargs):
         seen.append(("solve", _tf32_flags()))
         return solve(*args, **kwargs)
 
-    monkeypatch.setattr(predictability, "linear_predictions", spy_solve)
+    monkeypatch.setattr(error, "linear_predictions", spy_solve)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     attack = MembershipError("mem", weights="none", arch="resnet18")
     attack.backbone.extractor.register_forward_pre_hook(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from miabench.attacks.predictability import batched_min_norm_lstsq_predict
+from miabench.attacks.predictability.solver import batched_min_norm_lstsq_predict
 
 
 @pytest.mark.gpu

@@ -11,7 +11,8 @@ from skimage.transform import resize
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import accuracy_score, brier_score_loss
 
-from miabench.attacks.predictability import pixel_split, reference_predictability_error
+from miabench.attacks.predictability.error import pixel_split
+from miabench.attacks.predictability.reference import reference_predictability_error
 from miabench.attacks.segmentation import (
     SegmentationMembershipError,
     SegmentationPredictability,

@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 import miabench.utils.weights as weights_module
-from miabench.attacks.predictability import FeatureBackbone
+from miabench.attacks.predictability.backbone import FeatureBackbone
 from miabench.prefetch_weights import BACKBONES
 from miabench.utils.weights import (
     WeightsRecord,

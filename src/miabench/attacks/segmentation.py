@@ -44,14 +44,10 @@ import torch
 import torch.nn.functional as F
 
 from miabench.attacks.base import Attack
-from miabench.attacks.predictability import (
-    FeatureBackbone,
-    linear_predictions,
-    membership_error_columns,
-    pixel_split,
-    split_sizes,
-    strict_float32,
-)
+from miabench.attacks.predictability.backbone import FeatureBackbone, strict_float32
+from miabench.attacks.predictability.error import pixel_split, split_sizes
+from miabench.attacks.predictability.membership_error import membership_error_columns
+from miabench.attacks.predictability.reduction import linear_predictions
 from miabench.metrics.segmentation import EPS, pixel_accuracy, pixel_loss
 from miabench.victims.base import Signals
 
