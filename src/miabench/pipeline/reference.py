@@ -38,7 +38,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from miabench.attacks.reference import reference_subsets
+from miabench.attacks.reference.evaluation import reference_subsets
 from miabench.data.membership import Population
 from miabench.metrics.bootstrap import clustered_roc_intervals, roc_intervals
 from miabench.metrics.calibration import calibration_split
@@ -321,7 +321,7 @@ def as_targets(
 ) -> np.ndarray:
     """Every model in turn as the target, scored against its own references.
 
-    Like :func:`miabench.attacks.reference.leave_one_out`, but each model ``k`` uses
+    Like :func:`miabench.attacks.reference.evaluation.leave_one_out`, but each model ``k`` uses
     ``references[k]`` (all other models but its pair partner, whose membership is the
     complement of ``k``'s: :meth:`~miabench.data.membership.Population.references_of`).
 
