@@ -26,15 +26,14 @@ from collections.abc import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from miabench.attacks.reference import (
-    leave_one_out,
+from miabench.attacks.reference.evaluation import leave_one_out
+from miabench.attacks.reference.lira import (
     lira_offline,
     lira_online,
     pixel_lira,
     pixel_lira_offline,
-    rmia,
-    rmia_marginal,
 )
+from miabench.attacks.reference.rmia import rmia, rmia_marginal
 
 
 def make_signals(n: int, k: int, patches: int, seed: int):

@@ -7,20 +7,19 @@ import pytest
 from scipy.stats import norm, spearmanr
 from sklearn.metrics import roc_auc_score
 
-from miabench.attacks import reference
-from miabench.attacks.reference import (
-    leave_one_out,
-    likelihood_from_loss,
+from miabench.attacks.reference import lira
+from miabench.attacks.reference.evaluation import leave_one_out, reference_subsets
+from miabench.attacks.reference.lira import (
     lira_offline,
     lira_online,
-    log_error,
-    logit_from_loss,
     pixel_lira,
     pixel_lira_offline,
-    reference_subsets,
-    rmia,
-    rmia_marginal,
-    tune_rmia_a,
+)
+from miabench.attacks.reference.rmia import rmia, rmia_marginal, tune_rmia_a
+from miabench.attacks.reference.transforms import (
+    likelihood_from_loss,
+    log_error,
+    logit_from_loss,
 )
 
 
@@ -329,7 +328,7 @@ def test_pixel_lira_in_pixel_blocks_equals_one_block(monkeypatch: pytest.MonkeyP
     mem = rng.random((50, 6)) < 0.5
     mem[:3] = True  # samples without OUT references take the fallback in every block
     whole = [f(maps[..., 0], maps[..., 1:], mem[:, 1:]) for f in (pixel_lira, pixel_lira_offline)]
-    monkeypatch.setattr(reference, "_DENSE_BLOCK", 1)  # one pixel per block
+    monkeypatch.setattr(lira, "_DENSE_BLOCK", 1)  # one pixel per block
     for f, expected in zip((pixel_lira, pixel_lira_offline), whole, strict=True):
         np.testing.assert_allclose(f(maps[..., 0], maps[..., 1:], mem[:, 1:]), expected, rtol=1e-12)
 

@@ -20,8 +20,8 @@ from miabench.data.segmentation import (
     CityscapesSegDataset,
     CovidSemiSegDataset,
     PolypDataset,
-    instance_edges,
 )
+from miabench.data.segmentation_base import instance_edges
 from tests.data.test_fashion_mnist import fake_items, write_idx
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from miabench.data.segmentation import instance_edges
+from miabench.data.segmentation_base import instance_edges
 from miabench.victims.nets.multiscale import (
     MultiscaleDiscriminator,
     feature_matching_loss,

@@ -12,7 +12,8 @@ import lightning.pytorch as pl
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from miabench.data.membership import Manifest, Population, SampleRecord, make_split
+from miabench.data.membership import Manifest, SampleRecord, make_split
+from miabench.data.population import Population
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class MembershipDataModule(pl.LightningDataModule):
             references; 0 = off, the ordinary split), ``pkeep``, ``seed`` and ``model``
             (0 = the target, 1..M the references). When on, the members and non-members of
             the ordinary split form a population, a samples x models membership matrix is
-            drawn over it (:class:`~miabench.data.membership.Population`, written beside the
+            drawn over it (:class:`~miabench.data.population.Population`, written beside the
             manifest as ``population-<hash>.csv``), and this module serves model
             ``model``'s column: its IN samples are the members, its OUT samples the
             non-members; validation samples stay validation for every model.

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from torchvision.transforms import v2
 
-from miabench.data.segmentation import IGNORE_INDEX, ADE20KDataset, CityscapesSegDataset
+from miabench.data.segmentation import ADE20KDataset, CityscapesSegDataset
+from miabench.data.segmentation_base import IGNORE_INDEX
 
 #: pix2pixHD's and SPADE's ``label_nc`` for Cityscapes labelIds (0..33, with room for 34).
 CITYSCAPES_LABEL_NC = 35

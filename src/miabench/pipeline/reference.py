@@ -4,7 +4,7 @@
 
 1. **Models**: model ``k`` (0 = the target, 1..M the references) is the same config with
    ``split.population.model=k``: an ordinary cached victim trained on column ``k`` of the
-   population's membership matrix (``data/membership.py: Population``), so resume, sweeps
+   population's membership matrix (``data/population.py: Population``), so resume, sweeps
    and SLURM apply to it unchanged. Missing models are trained here when
    ``reference.train``, else refused with the command that trains them.
 2. **Signals**: one pass of each model over the population, cached per model
@@ -38,8 +38,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from miabench.attacks.reference import reference_subsets
-from miabench.data.membership import Population
+from miabench.attacks.reference.evaluation import reference_subsets
+from miabench.data.population import Population
 from miabench.metrics.bootstrap import clustered_roc_intervals, roc_intervals
 from miabench.metrics.calibration import calibration_split
 from miabench.metrics.roc import evaluate_scores, tpr_key
@@ -321,9 +321,9 @@ def as_targets(
 ) -> np.ndarray:
     """Every model in turn as the target, scored against its own references.
 
-    Like :func:`miabench.attacks.reference.leave_one_out`, but each model ``k`` uses
+    Like :func:`miabench.attacks.reference.evaluation.leave_one_out`, but each model ``k`` uses
     ``references[k]`` (all other models but its pair partner, whose membership is the
-    complement of ``k``'s: :meth:`~miabench.data.membership.Population.references_of`).
+    complement of ``k``'s: :meth:`~miabench.data.population.Population.references_of`).
 
     Args:
         score: ``(target, references, membership) -> (N,)`` scores.

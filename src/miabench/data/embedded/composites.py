@@ -238,7 +238,7 @@ class FashionScenesDataset(ADE20KDataset):
         num_classes: classes served, 2..11 (background included).
         reduce_zero_label: must be False (background is a class here); accepted so the
             reader takes fashion_scenes' dataset config as it is.
-        **kwargs: see :class:`~miabench.data.segmentation.SegmentationDataset`.
+        **kwargs: see :class:`~miabench.data.segmentation_base.SegmentationDataset`.
     """
 
     def __init__(
