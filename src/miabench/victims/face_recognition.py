@@ -191,6 +191,10 @@ class FaceRecognitionVictim(Victim):
         weights: a released InsightFace backbone ``state_dict`` to audit as is
             (:func:`load_insightface_backbone`); the victim then refuses to train (run it
             with ``trainer.max_epochs=0``) and ``head`` may be None.
+        backbone_grad_clip: clip the backbone's gradient to this total norm before every
+            step, as arcface_torch's training loop does (5, the head's gradient unclipped);
+            None does not clip. Without it, the recipe's first SGD steps at lr 0.1 can
+            diverge in a deep IResNet (gradient norms of thousands).
     """
 
     def __init__(
@@ -201,9 +205,11 @@ class FaceRecognitionVictim(Victim):
         scheduler: Callable[..., Any] | str | None = None,
         warmup_epochs: float = 0.0,
         weights: str | os.PathLike | None = None,
+        backbone_grad_clip: float | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.backbone_grad_clip = backbone_grad_clip
         self.head = head
         self._optimizer = optimizer
         self._scheduler = scheduler
@@ -311,6 +317,17 @@ class FaceRecognitionVictim(Victim):
             batch_size=len(labels),
         )
         return loss
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """arcface_torch's clipping of the backbone's gradient norm, then the trainer's own."""
+        if self.backbone_grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.backbone.parameters(), self.backbone_grad_clip)
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> Any:
         optimizer = self._optimizer(params=[p for p in self.parameters() if p.requires_grad])
