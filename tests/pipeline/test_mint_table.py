@@ -121,3 +121,11 @@ def test_mint_table_layout_and_published_numbers(tmp_path: Path) -> None:
     _result(attacks / "iresnet_test-fashion_identities-c" / "results.json", 1000, "v2", 0.5)
     with pytest.raises(ValueError, match="v1 and v2|v2 and v1"):
         make_table(cfg)
+
+
+def test_writer_must_be_a_target_node(tmp_path: Path) -> None:
+    cfg = compose_cfg("make_table", ["table=embedded_mint"], root_dir=tmp_path)
+    # the form before table writers were _target_ nodes: refused, naming the table and key
+    cfg.table.writer = "miabench.results.mint_table.write_mint_table"
+    with pytest.raises(ValueError, match="embedded_mint.*`writer` must be a node"):
+        make_table(cfg)
