@@ -279,29 +279,36 @@ def tiny_victims(tmp_path_factory: pytest.TempPathFactory) -> TinyVictims:
     return TinyVictims(tmp_path_factory.mktemp("contracts"))
 
 
+def _check_finite(name: str, value: Any) -> None:
+    """Every float tensor in ``value`` (a tensor, or lists/dicts of them) is finite."""
+    if torch.is_tensor(value):
+        if value.is_floating_point():
+            assert torch.isfinite(value).all(), f"signal {name} holds non-finite values"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(f"{name}.{key}", item)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite(f"{name}[{i}]", item)
+
+
 def _check_batch_first(name: str, value: Any, n: int) -> None:
-    """Per-sample signals have the batch as dim 0 (tensors) or one entry per sample (lists)."""
+    """A per-sample signal has the batch as dim 0 (a tensor), one entry per sample (a list,
+    e.g. detections) or is a dict of such (per-term losses); all of it finite."""
     if isinstance(value, str):
         # batch-level metadata (the victim fingerprint keying auditors' caches)
-        assert value, f"signal {name!r} is an empty string"
-    elif torch.is_tensor(value):
+        assert value, f"signal {name} is an empty string"
+        return
+    if torch.is_tensor(value):
         assert value.ndim >= 1 and value.shape[0] == n, f"{name}: shape {tuple(value.shape)}"
-        if value.is_floating_point():
-            assert torch.isfinite(value).all(), f"signal {name!r} holds non-finite values"
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_batch_first(f"{name}.{key}", item, n)
     elif isinstance(value, list):
         assert len(value) == n, f"{name}: {len(value)} entries for {n} samples"
-        for i, item in enumerate(value):
-            if torch.is_tensor(item) and item.is_floating_point():
-                assert torch.isfinite(item).all(), f"{name}[{i}] holds non-finite values"
-            elif isinstance(item, dict):
-                for key, part in item.items():
-                    if torch.is_tensor(part) and part.is_floating_point():
-                        assert torch.isfinite(part).all(), f"{name}[{i}].{key} is not finite"
     else:
-        raise AssertionError(f"signal {name!r} is a {type(value).__name__}, not batch-first")
+        raise AssertionError(f"signal {name} is a {type(value).__name__}, not batch-first")
+    _check_finite(name, value)
 
 
 def _select_all(model: Victim) -> None:
