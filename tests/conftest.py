@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from PIL import Image
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "src" / "miabench" / "conf"
+
+
+def compose_cfg(
+    config_name: str,
+    overrides: Sequence[str] = (),
+    *,
+    root_dir: Path | None = None,
+    hydra: bool = False,
+) -> DictConfig:
+    """Compose the package's entry config ``config_name`` as its Hydra app would.
+
+    The one way tests build a config (no test re-implements composing).
+
+    Args:
+        config_name: an entry config of ``CONF_DIR`` (``run_attack``, ``make_table``, ...).
+        overrides: Hydra overrides, applied in order.
+        root_dir: when given, ``paths.root_dir`` (every output and cache under it), so a
+            test writes only inside its own temporary folder.
+        hydra: also return the ``hydra`` node (to check the run dir and launchers).
+    """
+    overrides = list(overrides)
+    if root_dir is not None:
+        overrides.append(f"paths.root_dir={root_dir}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name, overrides=overrides, return_hydra_config=hydra)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

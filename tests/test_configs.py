@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import get_object
 from omegaconf import OmegaConf, open_dict
 
 import miabench  # noqa: F401  (registers the config resolvers)
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, compose_cfg
 
 EXPERIMENTS = sorted(
     str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
@@ -32,11 +31,6 @@ def _targets(node) -> list[str]:
     return found
 
 
-def _compose(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(name, overrides=overrides, return_hydra_config=True)
-
-
 def _check(cfg) -> None:
     run_dir = cfg.hydra.run.dir  # resolves against the rest of the config
     with open_dict(cfg):
@@ -56,12 +50,12 @@ def test_experiments_exist() -> None:
 
 @pytest.mark.parametrize("name", ENTRY)
 def test_entry_configs_compose(name: str) -> None:
-    _check(_compose(name, []))
+    _check(compose_cfg(name, [], hydra=True))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes(experiment: str) -> None:
-    cfg = _compose("run_attack", [f"experiment={experiment}"])
+    cfg = compose_cfg("run_attack", [f"experiment={experiment}"], hydra=True)
     assert cfg.attack, "an experiment must leave at least one attack"
     _check(cfg)
 
@@ -86,26 +80,28 @@ def test_every_experiment_composes(experiment: str) -> None:
     ],
 )
 def test_groups_compose(overrides: list[str]) -> None:
-    _check(_compose("run_attack", overrides))
+    _check(compose_cfg("run_attack", overrides, hydra=True))
 
 
 def test_wandb_is_offline_by_default() -> None:
-    cfg = _compose("train_victim", ["logger=wandb"])
+    cfg = compose_cfg("train_victim", ["logger=wandb"], hydra=True)
     assert cfg.logger.wandb.offline is True
 
 
 def test_slurm_launcher_is_submitit() -> None:
-    cfg = _compose("run_attack", ["hydra/launcher=slurm"])
+    cfg = compose_cfg("run_attack", ["hydra/launcher=slurm"], hydra=True)
     assert "submitit" in cfg.hydra.launcher._target_.lower()
 
 
 def test_run_dir_is_deterministic() -> None:
-    a = _compose("train_victim", ["seed=3"]).hydra.run.dir
-    b = _compose("train_victim", ["seed=3"]).hydra.run.dir
-    assert a == b and "${now:" not in str(OmegaConf.to_yaml(_compose("train_victim", []).hydra))
+    a = compose_cfg("train_victim", ["seed=3"], hydra=True).hydra.run.dir
+    b = compose_cfg("train_victim", ["seed=3"], hydra=True).hydra.run.dir
+    assert a == b and "${now:" not in str(
+        OmegaConf.to_yaml(compose_cfg("train_victim", [], hydra=True).hydra)
+    )
 
 
 def test_maps_matches_published_name() -> None:
-    cfg = _compose("run_attack", ["experiment=shafran2021/pix2pix_maps2sat"])
+    cfg = compose_cfg("run_attack", ["experiment=shafran2021/pix2pix_maps2sat"], hydra=True)
     assert cfg.data.display_name == "maps2sat"
     assert Path(str(cfg.data.root)).name == "maps"

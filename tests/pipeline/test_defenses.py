@@ -15,11 +15,12 @@ from miabench.defenses.base import DefenseNotApplicable
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.train import train_victim
 from miabench.results.privacy_utility import write_privacy_utility
-from tests.pipeline.test_end_to_end import _cfg, tiny_overrides
+from tests.conftest import compose_cfg
+from tests.pipeline.test_end_to_end import tiny_overrides
 
 
 def _run(root: Path, out: Path, *overrides: str) -> tuple[dict, Path]:
-    cfg = _cfg("run_attack", tiny_overrides(root, out, "trainer.max_epochs=2", *overrides))
+    cfg = compose_cfg("run_attack", tiny_overrides(root, out, "trainer.max_epochs=2", *overrides))
     cfg.attack = {"reconstruction": cfg.attack.reconstruction}
     victim = train_victim(cfg)
     path = run_attack(cfg, victim)
@@ -67,7 +68,9 @@ def test_defenses_through_the_pipeline(aligned_root: Path, tmp_path: Path) -> No
 
 
 def test_inapplicable_defense_fails_clearly(aligned_root: Path, tmp_path: Path) -> None:
-    cfg = _cfg("run_attack", tiny_overrides(aligned_root, tmp_path, "defense=label_smoothing"))
+    cfg = compose_cfg(
+        "run_attack", tiny_overrides(aligned_root, tmp_path, "defense=label_smoothing")
+    )
     with pytest.raises(DefenseNotApplicable, match="label_smoothing"):
         train_victim(cfg)
 

@@ -8,19 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.table import make_table
 from miabench.pipeline.train import train_victim
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_cfg
 
 ATTACKS = ("detection_loss", "confidence_max", "confidence_topk", "confidence_count", "box_error")
-
-
-def _cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(name, overrides=overrides)
 
 
 def tiny_detection(out: Path, *extra: str) -> list[str]:
@@ -45,7 +39,7 @@ def tiny_detection(out: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_overfit_detector_loss_attack(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cfg = _cfg("run_attack", tiny_detection(out))
+    cfg = compose_cfg("run_attack", tiny_detection(out))
     victim = train_victim(cfg)
     results_path = run_attack(cfg, victim)
     results = json.loads(results_path.read_text())
@@ -68,7 +62,7 @@ def test_overfit_detector_loss_attack(tmp_path: Path) -> None:
     terms = scores["detection_loss.classification"] + scores["detection_loss.bbox_regression"]
     assert (terms + scores["detection_loss.score"]).abs().max() < 1e-5
 
-    table_cfg = _cfg(
+    table_cfg = compose_cfg(
         "make_table",
         [f"paths.root_dir={out}", "table=embedded_detection", f"table.results=[{results_path}]"],
     )

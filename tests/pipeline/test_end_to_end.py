@@ -8,13 +8,12 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.table import make_table
 from miabench.pipeline.train import locate_victim, train_victim
 from miabench.victims.pix2pix import Pix2PixVictim
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_cfg
 
 
 class CrashAfterEpoch(pl.Callback):
@@ -62,17 +61,12 @@ def tiny_overrides(root: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def _cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(name, overrides=overrides)
-
-
 @pytest.mark.slow
 def test_overfit_victim_is_detected_and_stages_resume(
     aligned_root: Path, tmp_path: Path, monkeypatch
 ) -> None:
     out = tmp_path / "run"
-    cfg = _cfg("run_attack", tiny_overrides(aligned_root, out))
+    cfg = compose_cfg("run_attack", tiny_overrides(aligned_root, out))
     victim = train_victim(cfg)
     batches: list[int] = []
     signal_step = Pix2PixVictim.signal_step
@@ -122,7 +116,7 @@ def test_overfit_victim_is_detected_and_stages_resume(
     assert score_file.stat().st_mtime_ns == score_mtime  # scores read back, not recomputed
 
     # The table joins this run with the published pix2pix rows.
-    table_cfg = _cfg(
+    table_cfg = compose_cfg(
         "make_table",
         [
             f"paths.root_dir={out}",
@@ -147,8 +141,8 @@ def test_killed_training_resumes_from_last_checkpoint(aligned_root: Path, tmp_pa
     crash = "+callbacks.crash._target_=tests.pipeline.test_end_to_end.CrashAfterEpoch"
     # Lightning shuts down gracefully on Ctrl-C and exits the process.
     with pytest.raises((SystemExit, RuntimeError)):
-        train_victim(_cfg("train_victim", [*base, crash]))
-    victim = locate_victim(_cfg("train_victim", base))
+        train_victim(compose_cfg("train_victim", [*base, crash]))
+    victim = locate_victim(compose_cfg("train_victim", base))
     assert not victim.weights.exists()
     assert (victim.directory / "checkpoints" / "last.ckpt").exists()
 
@@ -156,7 +150,7 @@ def test_killed_training_resumes_from_last_checkpoint(aligned_root: Path, tmp_pa
     # training continues after the epoch the killed run finished.
     EpochRecorder.epochs = []
     record = "+callbacks.record._target_=tests.pipeline.test_end_to_end.EpochRecorder"
-    resumed = train_victim(_cfg("train_victim", [*base, record]))
+    resumed = train_victim(compose_cfg("train_victim", [*base, record]))
     assert resumed.directory == victim.directory
     assert EpochRecorder.epochs == [1, 2]
     meta = json.loads((resumed.directory / "victim.json").read_text())

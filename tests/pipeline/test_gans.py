@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.table import make_table
 from miabench.pipeline.train import train_victim
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_cfg
 
 K = 4
 
@@ -34,11 +33,6 @@ def write_ade20k(root: Path, phase: str, n: int, size: int = 32, seed: int = 0) 
         photo = np.clip(0.6 * colours[label] + 0.4 * rng.random((size, size, 3)), 0, 1)
         Image.fromarray((photo * 255).astype(np.uint8)).save(images / f"ADE_{phase}_{i:05d}.png")
         Image.fromarray(label.astype(np.uint8)).save(labels / f"ADE_{phase}_{i:05d}.png")
-
-
-def _cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(name, overrides=overrides)
 
 
 def _overrides(root: Path, out: Path, victim: str) -> list[str]:
@@ -99,7 +93,7 @@ def test_gan_victim_is_trained_attacked_and_tabled(
     ade_root: Path, tmp_path: Path, victim: str
 ) -> None:
     out = tmp_path / "run"
-    cfg = _cfg("run_attack", _overrides(ade_root, out, victim))
+    cfg = compose_cfg("run_attack", _overrides(ade_root, out, victim))
     trained = train_victim(cfg)
     results_path = run_attack(cfg, trained)
     results = json.loads(results_path.read_text())
@@ -120,7 +114,7 @@ def test_gan_victim_is_trained_attacked_and_tabled(
     info = results["run"]["victim_info"]
     assert info["vgg_loss"] is False and info["input_signal"] == "label_id_grey"
 
-    table_cfg = _cfg(
+    table_cfg = compose_cfg(
         "make_table",
         [f"paths.root_dir={out}", "table=embedded_gans", f"table.results=[{results_path}]"],
     )

@@ -20,7 +20,8 @@ from miabench.attacks.base import Attack
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.train import train_victim
 from miabench.victims.pix2pix import Pix2PixVictim
-from tests.pipeline.test_end_to_end import _cfg, tiny_overrides
+from tests.conftest import compose_cfg
+from tests.pipeline.test_end_to_end import tiny_overrides
 
 #: what the recording attack saw when fitted, by test
 SEEN: dict[str, Any] = {}
@@ -69,7 +70,7 @@ def test_trainable_attack_view_and_dataset_metrics(aligned_root: Path, tmp_path:
         "attack": {"recording": {"_target_": f"{__name__}.RecordingAttack"}},
     }
     base = tiny_overrides(aligned_root, tmp_path, "trainer.max_epochs=1")
-    cfg = _cfg("run_attack", [*base, f"victim.module._target_={__name__}.MeanOutputVictim"])
+    cfg = compose_cfg("run_attack", [*base, f"victim.module._target_={__name__}.MeanOutputVictim"])
     cfg.attack = attack["attack"]
     victim = train_victim(cfg)
     results = json.loads(run_attack(cfg, victim).read_text())
@@ -96,7 +97,7 @@ def test_trainable_attack_view_and_dataset_metrics(aligned_root: Path, tmp_path:
     # The same victim under an output-truncating view: no retraining, attacks see the view,
     # utility stays on the raw outputs.
     SEEN.clear()
-    viewed = _cfg(
+    viewed = compose_cfg(
         "run_attack",
         [
             *base,

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
 from miabench.pipeline.logging_hooks import flat_metrics, log_results, silence_lightning_tips
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_cfg
 
 RESULTS = {
     "run": {"victim": "pix2pix", "victim_key": "abc123"},
@@ -49,10 +48,7 @@ def test_flat_metrics_names_every_number() -> None:
 
 
 def test_csv_logger_receives_aucs_and_config(tmp_path: Path) -> None:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "run_attack", overrides=["logger=csv", "seed=7", f"paths.root_dir={tmp_path}"]
-        )
+    cfg = compose_cfg("run_attack", ["logger=csv", "seed=7"], root_dir=tmp_path)
     path = _results(tmp_path)
     (logger,) = log_results(cfg, path)
     rows = list(csv.DictReader((path.parent / "logs" / "metrics.csv").open()))
@@ -70,10 +66,7 @@ def test_wandb_offline_run_holds_aucs_and_config(
 ) -> None:
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "run_attack", overrides=["logger=wandb", "seed=3", f"paths.root_dir={tmp_path}"]
-        )
+    cfg = compose_cfg("run_attack", ["logger=wandb", "seed=3"], root_dir=tmp_path)
     path = _results(tmp_path)
     log_results(cfg, path)
     # An offline run is one record log (run-<id>.wandb, protobuf); history items and config

@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.train import train_victim
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_cfg
 
 #: the auditor the assertions are about (model outcome = the embedding, Vanilla MINT)
 AUDITOR = "mint_mlp_embedding"
@@ -46,8 +45,9 @@ def write_faces(
             Image.fromarray(image).save(folder / f"{k:03d}.png")
 
 
-def _cfg(root: Path, out: Path, *extra: str):
-    overrides = [
+def faces_overrides(root: Path, *extra: str) -> list[str]:
+    """A tiny MINT run on the identity folders at ``root``: 16x16 grey faces, iresnet_test."""
+    return [
         "data=faces_folder",
         f"data.root={root}",
         "data.image_size=16",
@@ -68,15 +68,14 @@ def _cfg(root: Path, out: Path, *extra: str):
         "evaluation.device=cpu",
         "evaluation.bootstrap=200",
         "evaluation.bootstrap_by_group=true",
-        f"paths.root_dir={out}",
         *extra,
     ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("run_attack", overrides=overrides)
 
 
 def _audit(root: Path, out: Path, epochs: int) -> tuple[dict, Path]:
-    cfg = _cfg(root, out, f"trainer.max_epochs={epochs}")
+    cfg = compose_cfg(
+        "run_attack", faces_overrides(root, f"trainer.max_epochs={epochs}"), root_dir=out
+    )
     # three auditors keep the test short: the asserted one, all conv layers (printed) and the
     # nearest-identity diagnostic
     cfg.attack = {

@@ -16,13 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.train import train_victim
 from miabench.utils.hashing import sha256_file
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_cfg
 from tests.pipeline.test_mint_pipeline import write_faces
 from tests.victims.test_released_checkpoint import write_insightface_checkpoint
 
@@ -71,8 +70,7 @@ def test_released_checkpoint_audited_with_external_nonmembers(tmp_path: Path) ->
         "evaluation.bootstrap_by_group=true",
         f"paths.root_dir={tmp_path / 'out'}",
     ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("run_attack", overrides=overrides)
+    cfg = compose_cfg("run_attack", overrides)
     cfg.attack = {name: cfg.attack[name] for name in ("mint_mlp_all_conv", "nearest_identity")}
     victim = train_victim(cfg)
     results = json.loads(run_attack(cfg, victim).read_text())

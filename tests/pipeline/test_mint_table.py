@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 from miabench.pipeline.table import make_table
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, compose_cfg
 
 LAYERS = {
     "conv1": ["conv1"],
@@ -75,16 +74,12 @@ def _row(text: str, name: str) -> dict[str, str]:
     return dict(zip(split(header), split(line), strict=True))
 
 
-def _cfg(out: Path):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("make_table", overrides=["table=embedded_mint", f"paths.root_dir={out}"])
-
-
 def test_mint_table_layout_and_published_numbers(tmp_path: Path) -> None:
+    cfg = compose_cfg("make_table", ["table=embedded_mint"], root_dir=tmp_path)
     attacks = tmp_path / "outputs" / "attacks"
     _result(attacks / "iresnet_test-fashion_identities-a" / "results.json", 1000, "v1", 0.6)
     _result(attacks / "iresnet_test-fashion_identities-b" / "results.json", 15000, "v1", 0.7)
-    md, csv = make_table(_cfg(tmp_path))
+    md, csv = make_table(cfg)
     cells = pd.read_csv(csv)
     assert len(cells) == 2 * (len(LAYERS) + 2)  # + the CNN cell and the diagnostic
     row = cells[
@@ -113,7 +108,7 @@ def test_mint_table_layout_and_published_numbers(tmp_path: Path) -> None:
     _result(
         attacks / "iresnet_test-fashion_identities-u" / "results.json", 15000, "v0", 0.45, epochs=0
     )
-    md, csv = make_table(_cfg(tmp_path))
+    md, csv = make_table(cfg)
     assert not (pd.read_csv(csv).victim_key == "v0").any()
     cols = _row(md.read_text(), "all_conv_layers")
     assert float(cols["untrained auc N=15000 (for 50K)"]) == pytest.approx(0.45 + 0.05)
@@ -121,8 +116,16 @@ def test_mint_table_layout_and_published_numbers(tmp_path: Path) -> None:
 
     # a by-sample run (another table) does not enter the identity-disjoint one
     _result(attacks / "iresnet_test-fashion_identities-s" / "results.json", 1000, "v3", 0.9, False)
-    assert pd.read_csv(make_table(_cfg(tmp_path))[1]).accuracy.max() < 0.9
+    assert pd.read_csv(make_table(cfg)[1]).accuracy.max() < 0.9
     # a cell filled twice (another victim in the glob) is refused, naming both
     _result(attacks / "iresnet_test-fashion_identities-c" / "results.json", 1000, "v2", 0.5)
     with pytest.raises(ValueError, match="v1 and v2|v2 and v1"):
-        make_table(_cfg(tmp_path))
+        make_table(cfg)
+
+
+def test_writer_must_be_a_target_node(tmp_path: Path) -> None:
+    cfg = compose_cfg("make_table", ["table=embedded_mint"], root_dir=tmp_path)
+    # the form before table writers were _target_ nodes: refused, naming the table and key
+    cfg.table.writer = "miabench.results.mint_table.write_mint_table"
+    with pytest.raises(ValueError, match="embedded_mint.*`writer` must be a node"):
+        make_table(cfg)

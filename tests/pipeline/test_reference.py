@@ -10,7 +10,6 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 import miabench.pipeline.signals as signals_module
@@ -18,7 +17,7 @@ from miabench.pipeline.attack import run_attack
 from miabench.pipeline.reference import locate_models, model_config, run_reference_attack
 from miabench.pipeline.signals import signal_key
 from miabench.pipeline.train import locate_victim, train_victim
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_cfg
 
 
 def write_population(root: Path, n: int, size: int = 32, seed: int = 0) -> None:
@@ -73,11 +72,6 @@ def overrides(root: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def _cfg(name: str, args: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(name, overrides=args)
-
-
 class RecordFits(pl.Callback):
     """Records every training of a run: its folder and the epoch it starts (or resumes) at.
 
@@ -110,13 +104,15 @@ def test_reference_run_resumes_reuses_and_beats_reference_free(
     population_root: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    cfg = _cfg("run_attack", overrides(population_root, out, RECORD))
+    cfg = compose_cfg("run_attack", overrides(population_root, out, RECORD))
 
     # a killed training of reference 1, left behind with its checkpoint (the callback
     # interrupts the run at the start of epoch 1, after epoch 0 was checkpointed)
     crash = "+callbacks.crash._target_=tests.pipeline.test_end_to_end.CrashAfterEpoch"
     with pytest.raises((SystemExit, RuntimeError)):
-        train_victim(model_config(_cfg("run_attack", overrides(population_root, out, crash)), 1))
+        train_victim(
+            model_config(compose_cfg("run_attack", overrides(population_root, out, crash)), 1)
+        )
     crashed = locate_victim(model_config(cfg, 1))
     assert (crashed.directory / "checkpoints" / "last.ckpt").exists()
 
@@ -187,7 +183,7 @@ def test_never_trained_models_score_chance(
     population_root: Path, tmp_path: Path, n_models: int
 ) -> None:
     # distinct seeds: different random initialisations, none of which saw any data
-    cfg = _cfg(
+    cfg = compose_cfg(
         "run_attack",
         overrides(
             population_root,
@@ -207,7 +203,9 @@ def test_never_trained_models_score_chance(
 
 
 def test_missing_models_are_refused_with_the_command(population_root: Path, tmp_path: Path) -> None:
-    cfg = _cfg("run_attack", overrides(population_root, tmp_path / "run", "reference.train=false"))
+    cfg = compose_cfg(
+        "run_attack", overrides(population_root, tmp_path / "run", "reference.train=false")
+    )
     # `python -m miabench.run_attack attack=reference` runs the reference stage (its
     # `_pipeline_`), which refuses to start without its models and names the command
     with pytest.raises(FileNotFoundError) as err:
@@ -217,7 +215,7 @@ def test_missing_models_are_refused_with_the_command(population_root: Path, tmp_
     # distinct seeds: one command per model, with its seed and the run's population seeds
     assert "for k in 1 2 3 4; do python -m miabench.train_victim" in message
     assert "split.population.model=$k seed=$((0 + k)) split.seed=0 reference.seed=0" in message
-    shared = _cfg(
+    shared = compose_cfg(
         "run_attack",
         overrides(
             population_root, tmp_path / "run", "reference.train=false", "reference.seeds=shared"
@@ -230,10 +228,10 @@ def test_missing_models_are_refused_with_the_command(population_root: Path, tmp_
 def test_knowledge_must_match_the_recipe(population_root: Path, tmp_path: Path) -> None:
     base = overrides(population_root, tmp_path / "run")
     with pytest.raises(ValueError, match="same_recipe but reference.recipe"):
-        locate_models(_cfg("run_attack", [*base, "+reference.recipe.trainer.max_epochs=3"]))
+        locate_models(compose_cfg("run_attack", [*base, "+reference.recipe.trainer.max_epochs=3"]))
     with pytest.raises(ValueError, match="recipe is empty"):
-        locate_models(_cfg("run_attack", [*base, "reference.knowledge=other_architecture"]))
-    cfg = _cfg(
+        locate_models(compose_cfg("run_attack", [*base, "reference.knowledge=other_architecture"]))
+    cfg = compose_cfg(
         "run_attack",
         [
             *base,
@@ -256,7 +254,7 @@ def test_knowledge_must_match_the_recipe(population_root: Path, tmp_path: Path) 
 def test_signal_cache_key_follows_the_signal_code(
     population_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = _cfg("run_attack", overrides(population_root, tmp_path / "run"))
+    cfg = compose_cfg("run_attack", overrides(population_root, tmp_path / "run"))
     victim = SimpleNamespace(key={"key": "abc"})
     key = signal_key(cfg, victim)
     assert "miabench.pipeline.signals" in key["code"]
@@ -273,13 +271,13 @@ def test_signal_cache_key_follows_the_signal_code(
     monkeypatch.setattr(signals_module, "module_closure", edited)
     assert signal_key(cfg, victim)["key"] != key["key"]
     monkeypatch.undo()
-    other = _cfg(
+    other = compose_cfg(
         "run_attack",
         [*overrides(population_root, tmp_path / "run"), "reference.signals.compute.grid=4"],
     )
     assert signal_key(other, victim)["key"] != key["key"]
     # the attacker view's code is part of the key too (it shapes what the signals see)
-    truncated = _cfg(
+    truncated = compose_cfg(
         "run_attack", [*overrides(population_root, tmp_path / "run"), "defense=output_truncation"]
     )
     assert "miabench.defenses.truncation" in signal_key(truncated, victim)["code"]

@@ -14,8 +14,8 @@ from miabench.data.embedded.fashion_mnist import ENV_DIR
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.table import make_table
 from miabench.pipeline.train import train_victim
+from tests.conftest import compose_cfg
 from tests.data.test_fashion_mnist import fake_items, write_idx
-from tests.pipeline.test_end_to_end import _cfg
 
 EXPERIMENTS = {
     "upernet50": "embedded/upernet50_fashion_scenes",
@@ -63,7 +63,7 @@ def tiny(out: Path, experiment: str, *extra: str) -> list[str]:
 def test_each_victim_trains_and_is_attacked(
     victim: str, fashion_source: None, tmp_path: Path
 ) -> None:
-    cfg = _cfg("run_attack", tiny(tmp_path / "run", EXPERIMENTS[victim]))
+    cfg = compose_cfg("run_attack", tiny(tmp_path / "run", EXPERIMENTS[victim]))
     trained = train_victim(cfg)
     meta = json.loads((trained.directory / "victim.json").read_text())
     assert meta["global_step"] == 1
@@ -104,7 +104,7 @@ def test_overfit_upernet_is_detected_and_tabled(fashion_source: None, tmp_path: 
         "trainer.max_epochs=60",
         "victim.module.net.decoder_channels=32",
     )
-    cfg = _cfg("run_attack", overrides)
+    cfg = compose_cfg("run_attack", overrides)
     results_path = run_attack(cfg, train_victim(cfg))
     results = json.loads(results_path.read_text())
     # six memorised scenes vs eighteen unseen ones: the per-pixel loss separates them
@@ -112,7 +112,7 @@ def test_overfit_upernet_is_detected_and_tabled(fashion_source: None, tmp_path: 
     assert results["attacks"]["membership_error"]["auc"] > 0.8, results["attacks"]
     assert results["generalization_gap"]["loss"] > 0
 
-    table_cfg = _cfg(
+    table_cfg = compose_cfg(
         "make_table",
         [f"paths.root_dir={out}", "table=embedded_segmentation", f"table.results=[{results_path}]"],
     )

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, open_dict
 
@@ -20,7 +19,7 @@ from miabench.pipeline.common import build_datamodule
 from miabench.pipeline.keys import split_key, victim_key
 from miabench.pipeline.train import TrainedVictim, locate_victim, train_victim
 from miabench.utils.io import atomic_write_json
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_cfg
 from tests.data.test_faces import write_lfw
 from tests.pipeline.test_mint_pipeline import write_faces
 
@@ -46,11 +45,9 @@ def _cfg(root: Path, out: Path, *extra: str) -> DictConfig:
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         "evaluation.device=cpu",
-        f"paths.root_dir={out}",
         *extra,
     ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("run_attack", overrides=overrides)
+    cfg = compose_cfg("run_attack", overrides, root_dir=out)
     # one auditor: the attack only has to run, the benchmark is what is checked
     cfg.attack = {AUDITOR: cfg.attack[AUDITOR]}
     return cfg

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.train import train_victim
 from miabench.results.table import load_targets
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_cfg
 
 #: Stated tolerance on ROC AUC: seeds, GPU nondeterminism and the split differ from the paper's.
 TOLERANCE = 0.05
@@ -32,16 +31,11 @@ def test_pix2pix_row_matches_published_auc(row: str, tmp_path: Path) -> None:
     root = os.environ.get(f"MIABENCH_{row.upper()}_ROOT")
     if not root or not torch.cuda.is_available():
         pytest.skip(f"needs MIABENCH_{row.upper()}_ROOT and a GPU")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "run_attack",
-            overrides=[
-                f"experiment=shafran2021/pix2pix_{row}",
-                f"data.root={root}",
-                "trainer=gpu",
-                f"paths.root_dir={os.environ.get('MIABENCH_ROOT', tmp_path)}",
-            ],
-        )
+    cfg = compose_cfg(
+        "run_attack",
+        [f"experiment=shafran2021/pix2pix_{row}", f"data.root={root}", "trainer=gpu"],
+        root_dir=os.environ.get("MIABENCH_ROOT", tmp_path),
+    )
     results = json.loads(run_attack(cfg, train_victim(cfg)).read_text())
     targets = load_targets("shafran2021_table1")
     published = targets[(targets.victim == "pix2pix") & (targets.dataset == ROWS[row])].iloc[0]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
-from hydra.utils import get_object
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from miabench.results.table import (
@@ -22,12 +23,28 @@ from miabench.results.table import (
 log = logging.getLogger(__name__)
 
 
+def table_writer(table: DictConfig) -> Callable[[DictConfig, list[Path]], tuple[Path, Path]]:
+    """The function a table config's ``writer`` names: ``(table, result paths) -> (md, csv)``.
+
+    Raises:
+        ValueError: ``writer`` is not a ``{_target_: <function>, _partial_: true}`` node (an
+            older config's dotted string, say), naming the table.
+    """
+    spec = table.writer
+    if not isinstance(spec, DictConfig) or "_target_" not in spec:
+        raise ValueError(
+            f"table {table.get('name')!r}: `writer` must be a node "
+            f"{{_target_: <function>, _partial_: true}}, got {spec!r}"
+        )
+    return instantiate(spec)
+
+
 def make_table(cfg: DictConfig) -> tuple[Path, Path]:
     """Write the table ``cfg.table`` describes as Markdown and CSV; return both paths."""
     table = cfg.table
     if table.get("writer"):
         # tables with a layout of their own (MINT: rows = layer, columns = N) write themselves
-        return get_object(table.writer)(table, result_paths(list(table.results)))
+        return table_writer(table)(table, result_paths(list(table.results)))
     paths = result_paths(list(table.results))
     log.info("table %s: %d result files", table.name, len(paths))
     results = collect_results(paths)
