@@ -41,14 +41,7 @@ ATTACKS = sorted(p.stem for p in (CONF_DIR / "attack").glob("*.yaml") if p.stem[
 
 #: Contract failures found by this file and left to the victim's owner (strict: a fix makes
 #: the test pass and the mark must go).
-KNOWN_DEFECTS = {
-    "iresnet100": (
-        "eval-mode embeddings are not finite after one training step: one train-mode batch "
-        "leaves the BN running statistics of the 100-layer IResNet near their init, so its "
-        "eval output is ~1e24 before any step, and the recipe's unclipped SGD step at lr 0.1 "
-        "(gradient norm ~4e3; arcface_torch clips to 5) turns it into NaN"
-    ),
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 #: samples per tiny batch; the calibration set is two batches (members, non-members)
 BATCH = 4
@@ -170,7 +163,7 @@ FAMILIES = {
 #: attack module → the victim config whose signals its attacks read
 ATTACK_VICTIMS = {
     "miabench.attacks.reconstruction": "pix2pix",
-    "miabench.attacks.predictability": "pix2pix",
+    "miabench.attacks.predictability.membership_error": "pix2pix",
     "miabench.attacks.segmentation": "upernet50",
     "miabench.attacks.confidence": "resnet18",
     "miabench.attacks.detection": "ssdlite",
@@ -182,7 +175,11 @@ ATTACK_VICTIMS = {
 #: feature backbone of the membership error (any torchvision ResNet) and the auditors'
 #: training length
 ATTACK_SHRINK = {
-    "miabench.attacks.predictability": {"arch": "resnet18", "weights": "none", "feature_size": 8},
+    "miabench.attacks.predictability.membership_error": {
+        "arch": "resnet18",
+        "weights": "none",
+        "feature_size": 8,
+    },
     "miabench.attacks.segmentation": {"arch": "resnet18", "weights": "none", "feature_size": 8},
     "miabench.attacks.mint": {"epochs": 1, "n_train": 2 * BATCH, "batch_size": BATCH},
     "miabench.attacks.identity_proximity": {"n_train": 2 * BATCH},
@@ -313,9 +310,7 @@ def _check_batch_first(name: str, value: Any, n: int) -> None:
 
 def _select_all(model: Victim) -> None:
     """Ask a victim with optional signals (named-layer activations) for all of them."""
-    select = getattr(model, "select_signals", None)
-    if select is not None:
-        select(model.provides)
+    model.select_signals(model.provides)
 
 
 @pytest.mark.parametrize(
