@@ -43,8 +43,10 @@ def main() -> None:
     for size, name in functions[: args.top]:
         print(f"  {size:5d}  {name}")
     over = [f for f in functions if f[0] > 60]
-    print(f"functions over 60 lines: {len(over)}; modules over 600 lines: "
-          f"{sum(1 for m in modules if m[0] > 600)}")
+    print(
+        f"functions over 60 lines: {len(over)}; modules over 600 lines: "
+        f"{sum(1 for m in modules if m[0] > 600)}"
+    )
 
 
 if __name__ == "__main__":
