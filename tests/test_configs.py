@@ -9,6 +9,7 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf, open_dict
 
 import miabench  # noqa: F401  (registers the config resolvers)
+from miabench.pipeline.code_hash import config_targets
 from tests.conftest import CONF_DIR, compose_cfg
 
 EXPERIMENTS = sorted(
@@ -18,25 +19,12 @@ EXPERIMENTS = sorted(
 ENTRY = ["train_victim", "run_attack", "make_table", "benchmark"]
 
 
-def _targets(node) -> list[str]:
-    found = []
-    if isinstance(node, dict):
-        if "_target_" in node:
-            found.append(node["_target_"])
-        for v in node.values():
-            found += _targets(v)
-    elif isinstance(node, list):
-        for v in node:
-            found += _targets(v)
-    return found
-
-
 def _check(cfg) -> None:
     run_dir = cfg.hydra.run.dir  # resolves against the rest of the config
     with open_dict(cfg):
         del cfg["hydra"]
     container = OmegaConf.to_container(cfg, resolve=True)
-    for target in _targets(container):
+    for target in config_targets(container):
         assert get_object(target) is not None, target
     assert run_dir
 

@@ -24,16 +24,17 @@ from miabench.utils.hashing import stable_hash
 POST_HOC_DEFENSE_KEYS = {"name", "attacker_view"}
 
 
-def _targets(node: Any) -> list[str]:
+def config_targets(node: Any) -> list[str]:
+    """Every ``_target_`` string anywhere under a config container, depth first."""
     found: list[str] = []
     if isinstance(node, dict):
         if isinstance(node.get("_target_"), str):
             found.append(node["_target_"])
         for value in node.values():
-            found += _targets(value)
+            found += config_targets(value)
     elif isinstance(node, list):
         for value in node:
-            found += _targets(value)
+            found += config_targets(value)
     return found
 
 
@@ -97,7 +98,7 @@ def code_sources(cfg: DictConfig | None = None) -> dict[str, str]:
 def target_modules(node: Any) -> set[str]:
     """``miabench`` modules named by the ``_target_`` keys anywhere under ``node``."""
     modules: set[str] = set()
-    for target in _targets(node):
+    for target in config_targets(node):
         # a target names a module's attribute (class or function), or a module itself
         for candidate in (target.rsplit(".", 1)[0], target):
             if _source(candidate) is not None:
