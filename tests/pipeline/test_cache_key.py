@@ -9,11 +9,12 @@ import miabench
 import miabench.victims.pix2pix
 from miabench.pipeline import code_hash, keys
 from miabench.pipeline.train import locate_victim
-from tests.pipeline.test_end_to_end import _cfg, tiny_overrides
+from tests.conftest import compose_cfg
+from tests.pipeline.test_end_to_end import tiny_overrides
 
 
 def _key(root: Path, out: Path, *extra: str) -> str:
-    return locate_victim(_cfg("train_victim", tiny_overrides(root, out, *extra))).key["key"]
+    return locate_victim(compose_cfg("train_victim", tiny_overrides(root, out, *extra))).key["key"]
 
 
 def test_key_tracks_what_shapes_the_victim(aligned_root: Path, tmp_path: Path) -> None:
@@ -44,7 +45,7 @@ def test_code_version_follows_the_victims_package(monkeypatch) -> None:
 
 
 def test_code_version_covers_the_victims_own_code(aligned_root: Path, tmp_path: Path) -> None:
-    cfg = _cfg("train_victim", tiny_overrides(aligned_root, tmp_path))
+    cfg = compose_cfg("train_victim", tiny_overrides(aligned_root, tmp_path))
     sources = code_hash.code_sources(cfg)
     # the module, its networks, what they import (transitively), and nothing unrelated
     for module in (
@@ -74,10 +75,13 @@ def test_code_version_covers_the_victims_own_code(aligned_root: Path, tmp_path: 
 
 def test_split_key_ignores_how_data_is_batched(aligned_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    base = keys.split_key(_cfg("train_victim", tiny_overrides(aligned_root, out)))
+    base = keys.split_key(compose_cfg("train_victim", tiny_overrides(aligned_root, out)))
     batched = tiny_overrides(aligned_root, out, "data.batch_size=2", "data.eval_batch_size=3")
-    assert keys.split_key(_cfg("train_victim", batched)) == base
-    assert keys.split_key(_cfg("train_victim", tiny_overrides(aligned_root, out, "seed=1"))) != base
+    assert keys.split_key(compose_cfg("train_victim", batched)) == base
+    assert (
+        keys.split_key(compose_cfg("train_victim", tiny_overrides(aligned_root, out, "seed=1")))
+        != base
+    )
 
 
 def test_attack_folder_key_follows_attack_and_metrics_code(
@@ -86,7 +90,7 @@ def test_attack_folder_key_follows_attack_and_metrics_code(
     """Editing an attack or a metric gives a new attack folder (no stale scores)."""
     from miabench.pipeline.attack import attack_dir
 
-    cfg = _cfg("run_attack", tiny_overrides(aligned_root, tmp_path))
+    cfg = compose_cfg("run_attack", tiny_overrides(aligned_root, tmp_path))
     victim = locate_victim(cfg)
     base = attack_dir(cfg, victim)
     assert attack_dir(cfg, victim) == base

@@ -29,9 +29,9 @@ from miabench.defenses.dpsgd import DPSGD
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.train import train_victim
 from miabench.utils.io import CorruptFileError, discard
+from tests.conftest import compose_cfg
 from tests.defenses.conftest import TinySegVictim, datamodule, tiny_pix2pix
 from tests.pipeline.test_cli import _fast
-from tests.pipeline.test_end_to_end import _cfg
 from tests.utils.test_io import DAMAGES
 
 #: log lines that open each phase of `miabench.benchmark`, and the one that closes it
@@ -271,7 +271,7 @@ def test_each_damaged_cache_file_is_named_and_recomputed(
     aligned_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     overrides = [o for o in _fast(aligned_root, tmp_path) if not o.startswith("hydra.")]
-    cfg = _cfg("run_attack", [*overrides, "trainer.max_epochs=1"])
+    cfg = compose_cfg("run_attack", [*overrides, "trainer.max_epochs=1"])
     victim = train_victim(cfg)
     results = run_attack(cfg)
     weights = victim.weights.read_bytes()
