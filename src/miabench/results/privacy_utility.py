@@ -325,41 +325,10 @@ def privacy_utility_frame(
     for runs in settings:
         run = runs[0]["run"]
         defense = run["defense"]
-        reports = [r["run"].get("defense_report") or {} for r in runs]
-        report = reports[0]
-        row: dict[str, Any] = {
-            "defense": defense,
-            "n_seeds": len(runs),
-            "seeds": seeds_label(runs),
-            "epsilon": _unique(rep.get("epsilon") for rep in reports),
-            # as text: δ is far below the table's 4 decimals
-            "delta": f"{report['delta']:g}" if "epsilon" in report else None,
-            "noise_multiplier": report.get("noise_multiplier"),
-            "epochs": _unique(r["run"].get("victim_epochs") for r in runs),
-            "n_test_members": _unique(
-                (i or {}).get("n_test_members") for r in runs for i in r["attacks"].values()
-            ),
-            "n_test_nonmembers": _unique(
-                (i or {}).get("n_test_nonmembers") for r in runs for i in r["attacks"].values()
-            ),
-        }
+        row = _setting_columns(runs)
         pairs = [] if defense == REFERENCE else _pairs(runs, reference)
-        for metric in utility:
-            values = [((r.get("utility") or {}).get(role) or {}).get(metric) for r in runs]
-            values = [float(v) for v in values if v is not None]
-            name = f"{role}_{metric}"
-            row[name] = float(np.mean(values)) if values else None
-            row[f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
-            if defense != REFERENCE:
-                estimate = paired_utility(pairs, role, metric, n_boot, level)
-                row.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
-        for attack in attacks:
-            for metric in ("auc", tpr_key):
-                name = f"{attack}_{metric}"
-                row.update(estimate_columns(name, seed_estimate(runs, attack, metric)))
-                if defense != REFERENCE:
-                    estimate = paired_attack(pairs, attack, metric, n_boot, level)
-                    row.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
+        row.update(_utility_columns(runs, pairs, role, utility, n_boot, level))
+        row.update(_attack_columns(runs, pairs, attacks, ("auc", tpr_key), n_boot, level))
         found = strongest.get(defense, {})
         # a per-seed row shows the reference run of its own seed only
         if found and not (per_seed and found["reference_seed"] != run.get("seed")):
@@ -371,6 +340,75 @@ def privacy_utility_frame(
     keys = [(d != REFERENCE, d, s) for d, s in zip(frame["defense"], frame["seeds"], strict=True)]
     order = sorted(range(len(frame)), key=keys.__getitem__)
     return frame.iloc[order].reset_index(drop=True)
+
+
+def _setting_columns(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a row's runs are: defense, seeds, the defense's report (DP ε, δ, σ), epochs and
+    test counts."""
+    reports = [r["run"].get("defense_report") or {} for r in runs]
+    report = reports[0]
+    return {
+        "defense": runs[0]["run"]["defense"],
+        "n_seeds": len(runs),
+        "seeds": seeds_label(runs),
+        "epsilon": _unique(rep.get("epsilon") for rep in reports),
+        # as text: δ is far below the table's 4 decimals
+        "delta": f"{report['delta']:g}" if "epsilon" in report else None,
+        "noise_multiplier": report.get("noise_multiplier"),
+        "epochs": _unique(r["run"].get("victim_epochs") for r in runs),
+        "n_test_members": _unique(
+            (i or {}).get("n_test_members") for r in runs for i in r["attacks"].values()
+        ),
+        "n_test_nonmembers": _unique(
+            (i or {}).get("n_test_nonmembers") for r in runs for i in r["attacks"].values()
+        ),
+    }
+
+
+def _utility_columns(
+    runs: Sequence[Mapping[str, Any]],
+    pairs: list[Any],
+    role: str,
+    utility: Sequence[str],
+    n_boot: int,
+    level: float,
+) -> dict[str, Any]:
+    """Mean and std over seeds of each utility metric of ``role``, and (for a defense) its
+    paired difference from the undefended runs ``pairs``."""
+    defense = runs[0]["run"]["defense"]
+    columns: dict[str, Any] = {}
+    for metric in utility:
+        values = [((r.get("utility") or {}).get(role) or {}).get(metric) for r in runs]
+        values = [float(v) for v in values if v is not None]
+        name = f"{role}_{metric}"
+        columns[name] = float(np.mean(values)) if values else None
+        columns[f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        if defense != REFERENCE:
+            estimate = paired_utility(pairs, role, metric, n_boot, level)
+            columns.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
+    return columns
+
+
+def _attack_columns(
+    runs: Sequence[Mapping[str, Any]],
+    pairs: list[Any],
+    attacks: Sequence[str],
+    metrics: Sequence[str],
+    n_boot: int,
+    level: float,
+) -> dict[str, Any]:
+    """Each attack's metrics over seeds with pooled intervals, and (for a defense) their
+    paired difference from the undefended runs ``pairs``."""
+    defense = runs[0]["run"]["defense"]
+    columns: dict[str, Any] = {}
+    for attack in attacks:
+        for metric in metrics:
+            name = f"{attack}_{metric}"
+            columns.update(estimate_columns(name, seed_estimate(runs, attack, metric)))
+            if defense != REFERENCE:
+                estimate = paired_attack(pairs, attack, metric, n_boot, level)
+                columns.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
+    return columns
 
 
 def plot_privacy_utility(
