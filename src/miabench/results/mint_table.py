@@ -264,6 +264,46 @@ def is_untrained(result: Mapping[str, Any]) -> bool:
     return run.get("victim_epochs") == 0 and not released
 
 
+def _selected(table: Any, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results a MINT table shows: its victims, data and calibration grouping."""
+    if table.get("include_victims"):
+        results = [r for r in results if r["run"]["victim"] in table.include_victims]
+    if table.get("data_name"):
+        results = [r for r in results if r["run"].get("data_name") == table.data_name]
+    if table.get("calibration_by_group") is not None:
+        wanted = bool(table.calibration_by_group)
+        results = [r for r in results if bool(r["run"].get("calibration_by_group")) == wanted]
+    return results
+
+
+def _runs_lines(results: Sequence[Mapping[str, Any]], cells: pd.DataFrame) -> list[str]:
+    """The "Runs" section: the victim, its split, the auditors' test set and its utility."""
+    run = results[0]["run"]
+    utility = results[0].get("utility", {})
+    lines = [
+        "## Runs",
+        "",
+        f"- victim `{run.get('victim')}` on `{run.get('dataset')}`, victim key "
+        f"`{run.get('victim_key')}`, {run.get('n_members')} members / "
+        f"{run.get('n_nonmembers')} non-members (disjoint by identity and content)",
+        f"- auditors' test set: {_test_counts(cells)} (balanced, the same for every "
+        "cell); accuracy = the auditor's own 0.5 decision",
+        f"- auc and {TPR}: value [95 % bootstrap interval] {_unit_text(cells)}; "
+        f"{NOT_OBSERVABLE} = not observable (fewer than 100 test non-members for 1 % FPR)",
+    ]
+    for role in ("member", "nonmember"):
+        u: dict[str, Any] = {}
+        for k, v in utility.get(role, {}).items():
+            # dataset-level metrics come nested (e.g. verification: {accuracy, TAR@FAR})
+            u.update({f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v})
+        shown = ", ".join(
+            f"{k} {v:.4f}" for k, v in sorted(u.items()) if isinstance(v, (int, float)) and v == v
+        )
+        lines.append(f"- victim utility on {role}s: {shown}")
+    lines.append("")
+    return lines
+
+
 def write_mint_table(table: Any, paths: Sequence[Path]) -> tuple[Path, Path]:
     """Write ``<name>.md`` (one section per architecture) and ``<name>.csv`` (all cells).
 
@@ -273,14 +313,7 @@ def write_mint_table(table: Any, paths: Sequence[Path]) -> tuple[Path, Path]:
     never-trained victim's AUC beside every cell) and ``notes``. Runs of a never-trained
     victim (``victim_epochs`` 0) are only ever the control.
     """
-    results = collect_results(paths)
-    if table.get("include_victims"):
-        results = [r for r in results if r["run"]["victim"] in table.include_victims]
-    if table.get("data_name"):
-        results = [r for r in results if r["run"].get("data_name") == table.data_name]
-    if table.get("calibration_by_group") is not None:
-        wanted = bool(table.calibration_by_group)
-        results = [r for r in results if bool(r["run"].get("calibration_by_group")) == wanted]
+    results = _selected(table, collect_results(paths))
     # never-trained victims (trainer.max_epochs=0) are the control, never a measured cell
     controls = [r for r in results if is_untrained(r)]
     results = [r for r in results if not is_untrained(r)]
@@ -310,33 +343,7 @@ def write_mint_table(table: Any, paths: Sequence[Path]) -> tuple[Path, Path]:
             "",
         ]
     if results:
-        run = results[0]["run"]
-        utility = results[0].get("utility", {})
-        lines += [
-            "## Runs",
-            "",
-            f"- victim `{run.get('victim')}` on `{run.get('dataset')}`, victim key "
-            f"`{run.get('victim_key')}`, {run.get('n_members')} members / "
-            f"{run.get('n_nonmembers')} non-members (disjoint by identity and content)",
-            f"- auditors' test set: {_test_counts(cells)} (balanced, the same for every "
-            "cell); accuracy = the auditor's own 0.5 decision",
-            f"- auc and {TPR}: value [95 % bootstrap interval] {_unit_text(cells)}; "
-            f"{NOT_OBSERVABLE} = not observable (fewer than 100 test non-members for 1 % FPR)",
-        ]
-        for role in ("member", "nonmember"):
-            u: dict[str, Any] = {}
-            for k, v in utility.get(role, {}).items():
-                # dataset-level metrics come nested (e.g. verification: {accuracy, TAR@FAR})
-                u.update(
-                    {f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v}
-                )
-            shown = ", ".join(
-                f"{k} {v:.4f}"
-                for k, v in sorted(u.items())
-                if isinstance(v, (int, float)) and v == v
-            )
-            lines.append(f"- victim utility on {role}s: {shown}")
-        lines.append("")
+        lines += _runs_lines(results, cells)
     if control is not None:
         lines.append(
             "- untrained auc: the same auditors, data and split on the same architecture never "
