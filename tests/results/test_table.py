@@ -13,10 +13,10 @@ import pytest
 
 from miabench.metrics.bootstrap import roc_intervals
 from miabench.metrics.roc import evaluate_scores
+from miabench.results.markdown import interval_cell
 from miabench.results.table import (
     build_table,
     collect_results,
-    interval_cell,
     load_targets,
     no_targets,
     write_table,

@@ -37,6 +37,7 @@ from miabench.metrics.bootstrap import (
     paired_roc,
 )
 from miabench.metrics.calibration import group_of
+from miabench.results.markdown import markdown_view, to_markdown
 from miabench.results.reference_table import newest_per_setting
 from miabench.results.table import (
     INTERVAL_LEGEND,
@@ -46,14 +47,12 @@ from miabench.results.table import (
     fpr_of,
     group_seeds,
     held_out_scores,
-    markdown_view,
     read_run_csv,
     recorded_estimate,
     result_paths,
     run_file,
     seed_estimate,
     seeds_label,
-    to_markdown,
 )
 from miabench.utils.io import atomic_write, atomic_write_text
 
