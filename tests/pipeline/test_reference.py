@@ -14,7 +14,8 @@ from PIL import Image
 
 import miabench.pipeline.signals as signals_module
 from miabench.pipeline.attack import run_attack
-from miabench.pipeline.reference import locate_models, model_config, run_reference_attack
+from miabench.pipeline.population import locate_models, model_config
+from miabench.pipeline.reference import run_reference_attack
 from miabench.pipeline.signals import signal_key
 from miabench.pipeline.train import locate_victim, train_victim
 from tests.conftest import compose_cfg

@@ -6,7 +6,8 @@
    ``split.population.model=k``: an ordinary cached victim trained on column ``k`` of the
    population's membership matrix (``data/population.py: Population``), so resume, sweeps
    and SLURM apply to it unchanged. Missing models are trained here when
-   ``reference.train``, else refused with the command that trains them.
+   ``reference.train``, else refused with the command that trains them
+   (``pipeline/population.py``).
 2. **Signals**: one pass of each model over the population, cached per model
    (``pipeline/signals.py``), stacked as samples x models arrays.
 3. **Attacks**: every ``attack.<name>`` reads a view of the signals and scores the target
@@ -22,9 +23,7 @@
 
 from __future__ import annotations
 
-import copy
 import logging
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,10 +32,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from miabench.attacks.reference.evaluation import reference_subsets
 from miabench.data.population import Population
@@ -46,19 +43,17 @@ from miabench.metrics.roc import evaluate_scores, tpr_key
 from miabench.pipeline.attack import describe_run, provenance
 from miabench.pipeline.code_hash import attack_code_version
 from miabench.pipeline.common import resolve_device
+from miabench.pipeline.population import PopulationModels, cost, locate_models
 from miabench.pipeline.signals import compute_signals, signal_key, stack_signals
-from miabench.pipeline.train import TrainedVictim, locate_victim, train_victim
+from miabench.pipeline.train import TrainedVictim
 from miabench.results.plots import plot_roc
 from miabench.results.reference_table import plot_strength
 from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
-from miabench.utils.io import atomic_write, atomic_write_json, read_json, verified_exists
+from miabench.utils.io import atomic_write, atomic_write_json, verified_exists
 from miabench.utils.provenance import StageClock, now_iso
 
 log = logging.getLogger(__name__)
-
-#: written beside a victim this stage trained: wall time and device of its training
-COST_FILE = "cost.json"
 
 #: an attack's score function: (target, reference, membership) -> (N,) scores
 ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -74,184 +69,6 @@ def reference_free(target: np.ndarray, reference: np.ndarray, membership: np.nda
 
 
 # --------------------------------------------------------------------------- models
-
-
-#: ``reference.seeds``: how the models' training seeds relate
-SEEDS = ("distinct", "shared")
-
-
-def model_config(cfg: DictConfig, model: int) -> DictConfig:
-    """The config of population model ``model``.
-
-    ``split.population.model`` is set; with ``reference.seeds: distinct`` the model trains
-    with ``seed + model`` (its own initialisation and data order, as LiRA's independently
-    trained references) while the split and matrix seeds stay the run's, so every model
-    shares one population; for a reference (``model > 0``) the attacker's
-    ``reference.recipe`` is applied.
-    """
-    if cfg.reference.seeds not in SEEDS:
-        raise ValueError(f"reference.seeds must be one of {SEEDS}, got {cfg.reference.seeds!r}")
-    cfg_k = copy.deepcopy(cfg)
-    with open_dict(cfg_k):
-        cfg_k.split.population.model = model
-        if cfg.reference.seeds == "distinct":
-            # pinned before the seed moves: they interpolate ${seed} by default
-            cfg_k.split.seed = int(cfg.split.seed)
-            cfg_k.reference.seed = int(cfg.reference.seed)
-            cfg_k.seed = int(cfg.seed) + model
-        if model > 0:
-            for key, value in (to_container(cfg.reference.recipe) or {}).items():
-                OmegaConf.update(cfg_k, key, value, merge=False, force_add=True)
-    return cfg_k
-
-
-def _check_reference_config(cfg: DictConfig) -> None:
-    ref = cfg.reference
-    if not ref.n_models or ref.n_models < 1:
-        raise ValueError(
-            "attack=reference needs reference models: set reference.n_models (e.g. 16)"
-        )
-    if cfg.split.get("population") is None:
-        raise ValueError(f"split config has no `population` block (split: {cfg.split})")
-    recipe = to_container(ref.recipe) or {}
-    if ref.knowledge == "same_recipe" and recipe:
-        raise ValueError(
-            "reference.knowledge is same_recipe but reference.recipe changes "
-            f"{sorted(recipe)}; name the knowledge (e.g. other_architecture)"
-        )
-    if ref.knowledge != "same_recipe" and not recipe:
-        raise ValueError(
-            f"reference.knowledge={ref.knowledge} but reference.recipe is empty: say what the "
-            "references are trained with instead, or use same_recipe"
-        )
-
-
-def _override(key: str, value: Any) -> str:
-    def render(v: Any) -> str:
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k}: {render(x)}" for k, x in v.items()) + "}"
-        if isinstance(v, list):
-            return "[" + ", ".join(render(x) for x in v) + "]"
-        return "null" if v is None else str(v)
-
-    return shlex.quote(f"++{key}={render(value)}")
-
-
-def train_command(cfg: DictConfig, models: list[int]) -> str:
-    """The command that trains ``models`` of this run's population.
-
-    A Hydra multirun over ``split.population.model`` when every model shares the seed
-    (``reference.seeds: shared``); with distinct seeds a shell loop, since each model also
-    needs its own ``seed`` (a multirun would sweep the product of the two).
-    """
-    distinct = cfg.reference.seeds == "distinct"
-    pinned = ("split.population.model", "seed=", "split.seed=", "reference.seed=")
-    if HydraConfig.initialized():
-        # train_victim has no `table` group (a benchmark's); the model (and seeds) come below
-        task = [
-            o
-            for o in HydraConfig.get().overrides.task
-            if not o.lstrip("+~").startswith(("table", *(pinned if distinct else pinned[:1])))
-        ]
-        overrides = " ".join(shlex.quote(o) for o in task)
-    else:
-        overrides = "<this run's overrides>"
-    recipe = to_container(cfg.reference.recipe) or {}
-    extra = "".join(f" {_override(k, v)}" for k, v in recipe.items())
-    command = f"python -m miabench.train_victim {overrides}"
-    lines = []
-    for group in ([m for m in models if m == 0], [m for m in models if m > 0]):
-        if not group:
-            continue
-        options = extra if group[0] > 0 else ""
-        if distinct:
-            seeds = f"seed=$(({int(cfg.seed)} + k)) split.seed={int(cfg.split.seed)} " + (
-                f"reference.seed={int(cfg.reference.seed)}"
-            )
-            listed = " ".join(str(m) for m in group)
-            lines.append(
-                f"for k in {listed}; do {command}{options} split.population.model=$k {seeds}; done"
-            )
-        else:
-            listed = ",".join(str(m) for m in group)
-            lines.append(f"{command} -m{options} split.population.model={listed}")
-    return "\n  ".join(lines)
-
-
-def _device_info(cfg: DictConfig) -> dict[str, Any]:
-    return {
-        "accelerator": str(cfg.trainer.get("accelerator")),
-        "devices": to_container(cfg.trainer.get("devices")),
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
-def _cost(victim: TrainedVictim) -> dict[str, Any]:
-    """Wall time and device of a model's training: measured when this stage trained it,
-    else read off the cache files (``key.json`` is written when a training starts or
-    resumes, ``victim.pt`` when it ends: the last training segment)."""
-    measured = victim.directory / COST_FILE
-    if measured.exists():
-        return read_json(measured)
-    start = victim.directory / "key.json"
-    if start.exists() and victim.weights.exists():
-        seconds = victim.weights.stat().st_mtime - start.stat().st_mtime
-        return {"wall_time_s": round(seconds, 1), "source": "file times (last segment)"}
-    return {"wall_time_s": None, "source": "unknown"}
-
-
-@dataclass
-class PopulationModels:
-    """The K models of a population: their configs and cached victims."""
-
-    configs: list[DictConfig]
-    victims: list[TrainedVictim]
-    population: Population
-
-    @property
-    def n_models(self) -> int:
-        return len(self.victims)
-
-
-def locate_models(cfg: DictConfig, target: TrainedVictim | None = None) -> PopulationModels:
-    """Locate (and with ``reference.train``, train) the target and its references.
-
-    Raises:
-        FileNotFoundError: models are missing and ``reference.train`` is false; the message
-            names them and the command that trains them.
-    """
-    _check_reference_config(cfg)
-    n_models = int(cfg.reference.n_models) + 1
-    configs = [model_config(cfg, k) for k in range(n_models)]
-    victims = [target or locate_victim(configs[0])]
-    victims += [locate_victim(c) for c in configs[1:]]
-    missing = [k for k, v in enumerate(victims) if not v.weights.exists()]
-    if missing and not cfg.reference.train:
-        raise FileNotFoundError(
-            f"{len(missing)} of the {n_models} population models are not trained: "
-            f"model(s) {missing} (0 = target). Train them with\n  "
-            f"{train_command(cfg, missing)}\nor rerun with reference.train=true."
-        )
-    for k in missing:
-        log.info("training population model %d/%d", k, n_models - 1)
-        start, cpu = time.perf_counter(), time.process_time()
-        victims[k] = train_victim(configs[k])
-        cost = {
-            "wall_time_s": round(time.perf_counter() - start, 1),
-            # CPU seconds of this process: the cost on a machine shared with other jobs
-            "cpu_time_s": round(time.process_time() - cpu, 1),
-            "source": "measured (reference.train)",
-            **_device_info(configs[k]),
-        }
-        atomic_write_json(victims[k].directory / COST_FILE, cost)
-    population = victims[0].datamodule.population
-    if population is None:
-        raise RuntimeError("the target's data module drew no population (split.population)")
-    return PopulationModels(configs, victims, population)
-
-
-# --------------------------------------------------------------------------- scoring
 
 
 @dataclass
@@ -453,7 +270,7 @@ def _reference_block(
                 "n_members": int(population.matrix[:, k].sum()),
                 "epochs": v.meta().get("epochs"),
                 "signals": str(paths[k]),
-                "training": _cost(v),
+                "training": cost(v),
             }
             for k, v in enumerate(models.victims)
         ],
