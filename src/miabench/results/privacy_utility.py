@@ -326,8 +326,10 @@ def privacy_utility_frame(
         defense = run["defense"]
         row = _setting_columns(runs)
         pairs = [] if defense == REFERENCE else _pairs(runs, reference)
-        row.update(_utility_columns(runs, pairs, role, utility, n_boot, level))
-        row.update(_attack_columns(runs, pairs, attacks, ("auc", tpr_key), n_boot, level))
+        measured = _measured_columns(
+            runs, pairs, (role, utility), (attacks, ("auc", tpr_key)), n_boot, level
+        )
+        row.update(measured)
         found = strongest.get(defense, {})
         # a per-seed row shows the reference run of its own seed only
         if found and not (per_seed and found["reference_seed"] != run.get("seed")):
@@ -364,47 +366,39 @@ def _setting_columns(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _utility_columns(
+def _measured_columns(
     runs: Sequence[Mapping[str, Any]],
     pairs: list[Any],
-    role: str,
-    utility: Sequence[str],
+    utility: tuple[str, Sequence[str]],
+    attacks: tuple[Sequence[str], Sequence[str]],
     n_boot: int,
     level: float,
 ) -> dict[str, Any]:
-    """Mean and std over seeds of each utility metric of ``role``, and (for a defense) its
-    paired difference from the undefended runs ``pairs``."""
-    defense = runs[0]["run"]["defense"]
+    """A row's measurements, and (for a defense) each one's paired difference from the
+    undefended runs ``pairs``.
+
+    Args:
+        utility: ``(role, metrics)``: mean and std over seeds of each utility metric of role.
+        attacks: ``(attacks, metrics)``: each attack's metrics over seeds, pooled intervals.
+    """
+    defended = runs[0]["run"]["defense"] != REFERENCE
     columns: dict[str, Any] = {}
-    for metric in utility:
+    role, utility_metrics = utility
+    for metric in utility_metrics:
         values = [((r.get("utility") or {}).get(role) or {}).get(metric) for r in runs]
         values = [float(v) for v in values if v is not None]
         name = f"{role}_{metric}"
         columns[name] = float(np.mean(values)) if values else None
         columns[f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
-        if defense != REFERENCE:
+        if defended:
             estimate = paired_utility(pairs, role, metric, n_boot, level)
             columns.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
-    return columns
-
-
-def _attack_columns(
-    runs: Sequence[Mapping[str, Any]],
-    pairs: list[Any],
-    attacks: Sequence[str],
-    metrics: Sequence[str],
-    n_boot: int,
-    level: float,
-) -> dict[str, Any]:
-    """Each attack's metrics over seeds with pooled intervals, and (for a defense) their
-    paired difference from the undefended runs ``pairs``."""
-    defense = runs[0]["run"]["defense"]
-    columns: dict[str, Any] = {}
-    for attack in attacks:
+    names, metrics = attacks
+    for attack in names:
         for metric in metrics:
             name = f"{attack}_{metric}"
             columns.update(estimate_columns(name, seed_estimate(runs, attack, metric)))
-            if defense != REFERENCE:
+            if defended:
                 estimate = paired_attack(pairs, attack, metric, n_boot, level)
                 columns.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
     return columns
