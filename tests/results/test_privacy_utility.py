@@ -12,7 +12,7 @@ import pytest
 from miabench.metrics.bootstrap import roc_intervals
 from miabench.metrics.roc import evaluate_scores
 from miabench.results.privacy_utility import privacy_utility_frame, write_privacy_utility
-from miabench.results.table import collect_results
+from miabench.results.runs import collect_results
 
 N = 300  # 150 members + 150 non-members, half of each in the test half
 

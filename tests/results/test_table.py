@@ -14,13 +14,8 @@ import pytest
 from miabench.metrics.bootstrap import roc_intervals
 from miabench.metrics.roc import evaluate_scores
 from miabench.results.markdown import interval_cell
-from miabench.results.table import (
-    build_table,
-    collect_results,
-    load_targets,
-    no_targets,
-    write_table,
-)
+from miabench.results.runs import collect_results
+from miabench.results.table import build_table, load_targets, no_targets, write_table
 
 COLUMNS = {
     "reconstruction_error_auc": {"attack": "reconstruction", "metric": "auc"},

@@ -9,14 +9,12 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from miabench.results.runs import collect_results, group_seeds, result_paths
 from miabench.results.table import (
     UTILITY_METRICS,
     build_table,
-    collect_results,
-    group_seeds,
     load_targets,
     no_targets,
-    result_paths,
     write_table,
 )
 

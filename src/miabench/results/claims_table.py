@@ -37,17 +37,14 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from miabench.metrics.bootstrap import ScoredRows, paired_roc
-from miabench.results.table import (
-    TPR_COLUMN,
+from miabench.results.runs import (
     bootstrap_settings,
-    build_table,
     collect_results,
     estimate_columns,
     group_seeds,
     held_out_scores,
-    no_targets,
-    write_table,
 )
+from miabench.results.table import TPR_COLUMN, build_table, no_targets, write_table
 from miabench.utils.io import atomic_write, read_json
 
 #: files of each run copied beside the table (as the generic table does)

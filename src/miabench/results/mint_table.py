@@ -19,7 +19,7 @@ import pandas as pd
 
 from miabench.metrics.roc import ci_key, note_key
 from miabench.results.markdown import NOT_OBSERVABLE, interval_cell, to_markdown
-from miabench.results.table import collect_results
+from miabench.results.runs import collect_results
 from miabench.utils.io import atomic_write, atomic_write_text
 
 #: layer set → the paper's row name

@@ -39,8 +39,7 @@ from miabench.metrics.bootstrap import (
 from miabench.metrics.calibration import group_of
 from miabench.results.markdown import markdown_view, to_markdown
 from miabench.results.reference_table import newest_per_setting
-from miabench.results.table import (
-    INTERVAL_LEGEND,
+from miabench.results.runs import (
     bootstrap_settings,
     collect_results,
     estimate_columns,
@@ -54,6 +53,7 @@ from miabench.results.table import (
     seed_estimate,
     seeds_label,
 )
+from miabench.results.table import INTERVAL_LEGEND
 from miabench.utils.io import atomic_write, atomic_write_text
 
 #: metrics where a lower value is better utility (the plot says which way is better)
@@ -284,7 +284,7 @@ def privacy_utility_frame(
     """One row per defense (its seeds aggregated; or per defense and seed), undefended first.
 
     Args:
-        results: results.json contents (see :func:`miabench.results.table.collect_results`).
+        results: results.json contents (see :func:`miabench.results.runs.collect_results`).
         role: whose utility to report (``nonmember``: how well the victim generalises).
         utility: utility metrics to include (missing ones are left empty).
         tpr_key: the attack metric reported beside the AUC.

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from miabench.metrics.roc import ci_key, note_key
 from miabench.results.markdown import markdown_view, to_markdown
-from miabench.results.table import collect_results
+from miabench.results.runs import collect_results
 from miabench.utils.io import atomic_write, atomic_write_text
 
 #: metrics reported per attack, for the target and pooled over leave-one-out
