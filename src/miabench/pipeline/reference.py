@@ -362,6 +362,28 @@ class ReferenceScores:
     loo_curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
+def _target_metrics(
+    cfg: DictConfig, score: np.ndarray, labels: np.ndarray, is_cal: np.ndarray
+) -> dict[str, Any]:
+    """The target's metrics (threshold on the calibration half, as ``run_attack``) and its
+    test half's intervals, by sample, seeded by the run's seed."""
+    fprs = tuple(cfg.evaluation.fprs)
+    test = ~is_cal if is_cal.any() else np.ones_like(is_cal)
+    metrics = evaluate_scores(score, labels, is_cal, fprs=fprs)
+    metrics.update(
+        roc_intervals(
+            score[test],
+            labels[test],
+            None,
+            fprs=fprs,
+            n_boot=int(cfg.evaluation.bootstrap),
+            level=float(cfg.evaluation.ci_level),
+            seed=cfg.seed,
+        )
+    )
+    return metrics
+
+
 def _score_attacks(
     cfg: DictConfig, population: Population, signals: dict[str, np.ndarray]
 ) -> ReferenceScores:
@@ -408,19 +430,7 @@ def _score_attacks(
             continue
         seconds = time.perf_counter() - start
         score = loo[:, 0]  # model 0 against models 1..M: the target's attack
-        metrics = evaluate_scores(score, labels, is_cal, fprs=fprs)
-        # the target's test half: intervals by sample, seeded by the run's seed
-        metrics.update(
-            roc_intervals(
-                score[test],
-                labels[test],
-                None,
-                fprs=fprs,
-                n_boot=int(cfg.evaluation.bootstrap),
-                level=float(cfg.evaluation.ci_level),
-                seed=cfg.seed,
-            )
-        )
+        metrics = _target_metrics(cfg, score, labels, is_cal)
         metrics["describe"] = {**attack.config, "name": attack.name}
         scored.attacks[attack.name] = metrics
         scored.leave_one_out[attack.name] = {

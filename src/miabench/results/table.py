@@ -149,6 +149,29 @@ def _count(runs: Sequence[Mapping[str, Any]], attacks: Sequence[str], key: str) 
     return unique[0] if len(unique) == 1 else "/".join(map(str, unique))
 
 
+def _column_specs(
+    columns: Mapping[str, ColumnSpec], targets: pd.DataFrame
+) -> tuple[dict[str, tuple[str, str]], set[str]]:
+    """Each table column's ``(attack, metric)``, and the columns measured only.
+
+    Raises:
+        ValueError: a published column (not ``published: false``) is not in ``targets``.
+    """
+    specs = {col: _spec(col, spec) for col, spec in columns.items()}
+    # a column with `published: false` is measured only (no published number exists)
+    unpublished = {
+        col
+        for col, spec in columns.items()
+        if isinstance(spec, Mapping) and not spec.get("published", True)
+    }
+    absent = [col for col in specs if col not in targets.columns and col not in unpublished]
+    if absent:
+        raise ValueError(
+            f"target column(s) {absent} not in the targets (columns: {list(targets.columns)})"
+        )
+    return specs, unpublished
+
+
 def build_table(
     results: Sequence[Mapping[str, Any]],
     targets: pd.DataFrame,
@@ -190,18 +213,7 @@ def build_table(
     Raises:
         ValueError: a target column is not in ``targets``.
     """
-    specs = {col: _spec(col, spec) for col, spec in columns.items()}
-    # a column with `published: false` is measured only (no published number exists)
-    unpublished = {
-        col
-        for col, spec in columns.items()
-        if isinstance(spec, Mapping) and not spec.get("published", True)
-    }
-    absent = [col for col in specs if col not in targets.columns and col not in unpublished]
-    if absent:
-        raise ValueError(
-            f"target column(s) {absent} not in the targets (columns: {list(targets.columns)})"
-        )
+    specs, unpublished = _column_specs(columns, targets)
     published = {
         (_norm(row["victim"]), _norm(row["dataset"])): (order, row)
         for order, (_, row) in enumerate(targets.iterrows())
