@@ -24,7 +24,7 @@ LongTensor[] (class index among member identities, -1 for non-member identities)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -407,11 +407,3 @@ class RecordFaces(IdentityDataset):
         # keyed on the whole .rec file: rewriting it re-hashes every record
         salt = f"{settings_salt(self)}#{key}"
         return cached_digest(self.reader.rec_path, lambda: sha256_array(self._pixels(key)), salt)
-
-
-def iter_identity_images(root: str | os.PathLike) -> Iterator[tuple[str, Path]]:
-    """``(identity, path)`` of every image in an identity-per-folder tree (sorted)."""
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and path.suffix.lower() in DEFAULT_EXTENSIONS:
-                yield folder.name, path
