@@ -414,6 +414,37 @@ def split_halves(cfg: DictConfig, utility: pd.DataFrame) -> Halves:
     return Halves(table, is_cal, test, calibration, test_groups)
 
 
+def held_out_metrics(
+    cfg: DictConfig,
+    score: np.ndarray,
+    labels: np.ndarray,
+    is_calibration: np.ndarray,
+    test_groups: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """One attack's metrics: the threshold chosen on the calibration half, AUC and TPRs on
+    the test half (every row when there is no calibration half), and the test half's
+    bootstrap intervals, by sample or by the test rows' ``test_groups``.
+
+    The intervals are seeded by the run's seed, so a rerun gives the same ones. Shared by
+    the attack stage and the reference-model stage (the target's metrics).
+    """
+    fprs = tuple(cfg.evaluation.fprs)
+    test = ~is_calibration if is_calibration.any() else np.ones_like(is_calibration)
+    metrics = evaluate_scores(score, labels, is_calibration, fprs=fprs)
+    metrics.update(
+        roc_intervals(
+            score[test],
+            labels[test],
+            test_groups,
+            fprs=fprs,
+            n_boot=int(cfg.evaluation.bootstrap),
+            level=float(cfg.evaluation.ci_level),
+            seed=cfg.seed,
+        )
+    )
+    return metrics
+
+
 def _evaluate_attacks(
     cfg: DictConfig,
     attacks: dict[str, Attack],
@@ -429,8 +460,6 @@ def _evaluate_attacks(
     Returns the per-sample table with every attack's columns, ``{attack: metrics}`` and the
     test half's ``(scores, labels)`` per attack for the ROC plots.
     """
-    evaluation = cfg.evaluation
-    fprs = tuple(evaluation.fprs)
     # every attack is judged on the same rows (merging scores keeps the table's row order)
     table, labels, test = halves.table, halves.table["label"].to_numpy(), halves.test
     attacks_out: dict[str, Any] = {}
@@ -441,19 +470,7 @@ def _evaluate_attacks(
         scores = scores.rename(columns={f"{name}.sample_id": "sample_id"})
         table = table.merge(scores, on="sample_id", how="left", validate="one_to_one")
         score = table[f"{name}.score"].to_numpy()
-        metrics = evaluate_scores(score, labels, halves.is_calibration, fprs=fprs)
-        # seeded by the run's seed: a rerun gives the same intervals
-        metrics.update(
-            roc_intervals(
-                score[test],
-                labels[test],
-                halves.test_groups,
-                fprs=fprs,
-                n_boot=int(evaluation.bootstrap),
-                level=float(evaluation.ci_level),
-                seed=cfg.seed,
-            )
-        )
+        metrics = held_out_metrics(cfg, score, labels, halves.is_calibration, halves.test_groups)
         if attack.decision_threshold is not None:
             # attacks with a decision of their own (MINT's 0.5 on a sigmoid) also report its
             # accuracy on the test half, as their papers do

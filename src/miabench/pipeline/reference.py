@@ -37,10 +37,10 @@ from omegaconf import DictConfig
 
 from miabench.attacks.reference.evaluation import reference_subsets
 from miabench.data.population import Population
-from miabench.metrics.bootstrap import clustered_roc_intervals, roc_intervals
+from miabench.metrics.bootstrap import clustered_roc_intervals
 from miabench.metrics.calibration import calibration_split
 from miabench.metrics.roc import evaluate_scores, tpr_key
-from miabench.pipeline.attack import describe_run, provenance
+from miabench.pipeline.attack import describe_run, held_out_metrics, provenance
 from miabench.pipeline.code_hash import attack_code_version
 from miabench.pipeline.common import resolve_device
 from miabench.pipeline.population import PopulationModels, cost, locate_models
@@ -362,28 +362,6 @@ class ReferenceScores:
     loo_curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-def _target_metrics(
-    cfg: DictConfig, score: np.ndarray, labels: np.ndarray, is_cal: np.ndarray
-) -> dict[str, Any]:
-    """The target's metrics (threshold on the calibration half, as ``run_attack``) and its
-    test half's intervals, by sample, seeded by the run's seed."""
-    fprs = tuple(cfg.evaluation.fprs)
-    test = ~is_cal if is_cal.any() else np.ones_like(is_cal)
-    metrics = evaluate_scores(score, labels, is_cal, fprs=fprs)
-    metrics.update(
-        roc_intervals(
-            score[test],
-            labels[test],
-            None,
-            fprs=fprs,
-            n_boot=int(cfg.evaluation.bootstrap),
-            level=float(cfg.evaluation.ci_level),
-            seed=cfg.seed,
-        )
-    )
-    return metrics
-
-
 def _score_attacks(
     cfg: DictConfig, population: Population, signals: dict[str, np.ndarray]
 ) -> ReferenceScores:
@@ -430,7 +408,7 @@ def _score_attacks(
             continue
         seconds = time.perf_counter() - start
         score = loo[:, 0]  # model 0 against models 1..M: the target's attack
-        metrics = _target_metrics(cfg, score, labels, is_cal)
+        metrics = held_out_metrics(cfg, score, labels, is_cal)  # the target's test half
         metrics["describe"] = {**attack.config, "name": attack.name}
         scored.attacks[attack.name] = metrics
         scored.leave_one_out[attack.name] = {
