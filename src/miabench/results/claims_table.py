@@ -40,9 +40,9 @@ from miabench.metrics.bootstrap import ScoredRows, paired_roc
 from miabench.results.runs import (
     bootstrap_settings,
     collect_results,
-    estimate_columns,
     group_seeds,
     held_out_scores,
+    paired_columns,
 )
 from miabench.results.table import TPR_COLUMN, build_table, no_targets, write_table
 from miabench.utils.io import atomic_write, read_json
@@ -173,9 +173,7 @@ def _paired(
     for metric, estimate in diff.items():
         if len(scored) == 1:
             estimate = replace(estimate, std=None)  # one seed: no spread over seeds
-        name = f"{attack}_{metric}_vs_ref"
-        out.update(estimate_columns(name, estimate))
-        out[f"{name}_sig"] = estimate.significant
+        out.update(paired_columns(f"{attack}_{metric}_vs_ref", estimate))
     return out
 
 

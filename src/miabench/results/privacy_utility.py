@@ -46,6 +46,7 @@ from miabench.results.runs import (
     fpr_of,
     group_seeds,
     held_out_scores,
+    paired_columns,
     read_run_csv,
     recorded_estimate,
     result_paths,
@@ -64,12 +65,6 @@ REFERENCE = "none"
 TABLE_SEED = 0
 #: the score function of a reference run's reference-free attack (the target's own signal)
 REFERENCE_FREE = "miabench.pipeline.reference.reference_free"
-
-
-def _paired_columns(name: str, estimate: Estimate) -> dict[str, Any]:
-    """``<name>`` (difference, mean over seeds) with ``_std``, ``_lo``, ``_hi``, ``_note`` and
-    ``_sig`` (the interval excludes 0)."""
-    return {**estimate_columns(name, estimate), f"{name}_sig": estimate.significant}
 
 
 def _by_seed(runs: Sequence[Mapping[str, Any]]) -> dict[Any, Mapping[str, Any]]:
@@ -268,7 +263,7 @@ def strongest_attack_columns(
                 seed=TABLE_SEED,
             )
             for metric in ("auc", tpr_key):
-                row.update(_paired_columns(f"best_vs_free_{metric}", deltas[metric]))
+                row.update(paired_columns(f"best_vs_free_{metric}", deltas[metric]))
         out[defense] = row
     return out
 
@@ -392,7 +387,7 @@ def _measured_columns(
         columns[f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         if defended:
             estimate = paired_utility(pairs, role, metric, n_boot, level)
-            columns.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
+            columns.update(paired_columns(f"{name}_vs_{REFERENCE}", estimate))
     names, metrics = attacks
     for attack in names:
         for metric in metrics:
@@ -400,7 +395,7 @@ def _measured_columns(
             columns.update(estimate_columns(name, seed_estimate(runs, attack, metric)))
             if defended:
                 estimate = paired_attack(pairs, attack, metric, n_boot, level)
-                columns.update(_paired_columns(f"{name}_vs_{REFERENCE}", estimate))
+                columns.update(paired_columns(f"{name}_vs_{REFERENCE}", estimate))
     return columns
 
 

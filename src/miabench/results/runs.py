@@ -294,6 +294,12 @@ def estimate_columns(name: str, estimate: Estimate) -> dict[str, Any]:
     }
 
 
+def paired_columns(name: str, estimate: Estimate) -> dict[str, Any]:
+    """A paired difference's columns: :func:`estimate_columns` and ``<name>_sig`` (its
+    interval excludes 0)."""
+    return {**estimate_columns(name, estimate), f"{name}_sig": estimate.significant}
+
+
 def seeds_label(runs: Sequence[Mapping[str, Any]]) -> str:
     """The seeds of a setting, e.g. ``"0,1,2"``."""
     return ",".join(str(r["run"].get("seed")) for r in runs)

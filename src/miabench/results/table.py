@@ -23,6 +23,7 @@ from miabench.results.runs import (
     estimate_columns,
     group_seeds,
     paired_attacks,
+    paired_columns,
     seed_estimate,
     seeds_label,
     to_float,
@@ -280,7 +281,7 @@ def _setting_row(
         )
     for col, spec in paired.items():
         estimate = paired_attacks(runs, spec["a"], spec["b"], spec.get("metric", "auc"))
-        row.update(estimate_columns(col, estimate), **{f"{col}_sig": estimate.significant})
+        row.update(paired_columns(col, estimate))
     for metric in utility_metrics:
         values = [to_float(_utility(r).get(metric)) for r in runs]
         row[f"nonmember_{metric}"] = float(np.mean(values))
