@@ -197,9 +197,20 @@ def _likelihoods(n: int, m: int, seed: int):
 
 
 def _brute_rmia(target_p, px, population, gamma):
+    # x is compared with Z without x, or (x not in Z) without Z's last row: |Z| - 1 either way
     lr = target_p / px
+    last = max(population)
     return np.array(
-        [np.mean([lr[i] / lr[j] >= gamma for j in population if j != i]) for i in range(len(lr))]
+        [
+            np.mean(
+                [
+                    lr[i] / lr[j] >= gamma
+                    for j in population
+                    if j != (i if i in population else last)
+                ]
+            )
+            for i in range(len(lr))
+        ]
     )
 
 
