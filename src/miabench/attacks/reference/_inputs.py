@@ -34,29 +34,58 @@ def _membership(membership: ArrayLike, n: int, m: int, of: str) -> np.ndarray:
     return arr
 
 
-def _sides(membership: np.ndarray, balance: bool) -> tuple[np.ndarray, np.ndarray]:
+#: ``balance`` values: how many IN and OUT references each sample's fits use
+Balance = bool | str
+BALANCE = ("global", "sample", "none")
+
+
+def _balance_mode(balance: Balance) -> str:
+    if balance is True:
+        return "global"
+    if balance is False or balance is None:
+        return "none"
+    if balance not in BALANCE:
+        raise ValueError(f"balance must be one of {BALANCE} (or True/False), got {balance!r}")
+    return str(balance)
+
+
+def _sides(membership: np.ndarray, balance: Balance) -> tuple[np.ndarray, np.ndarray]:
     """Which references each sample's IN and OUT fits use, as two (N, M) masks.
 
-    With ``balance``, a sample with references on both sides uses the same number on each,
-    ``c = min(n_in, n_out)`` (the first c of each side in column order); a sample with one side
-    only uses all of it. Why: when the target is itself a column of a per-sample balanced
-    membership matrix (leave-one-out, or a target drawn with the references), the count of
-    IN references is ``K/2 − 1`` exactly when the target trained on the sample. Every
-    finite-sample estimate (median noise, std noise, the σ fallback) depends on the count, so
-    unequal counts alone separate members from non-members on data with no signal at all
-    (docs/reference_attacks.md). Equal counts per side make the fit's distribution the same
-    whichever side the target is on; the models are exchangeable, so which c are kept does
-    not matter.
+    - ``"global"`` (``True``, the default of every attack; what LiRA's ``plot.py`` does with
+      its ``in_size``/``out_size``): every sample uses the same number of IN references,
+      ``c_in = min`` over samples of its IN count, and of OUT references, ``c_out`` likewise
+      (the first ones in column order; minima over the samples that have at least one
+      reference of that side, a sample with none uses the fallbacks). The counts are then
+      constants, so they cannot depend on the target's membership of a sample.
+    - ``"sample"``: each sample uses ``c = min(n_in, n_out)`` of each side (all of its one
+      side when it lacks the other). Equal counts within a sample, but ``c`` itself reads the
+      target's membership when the matrix's row sums are fixed and K is odd (leave-one-out on
+      LiRA's matrix, 17 models: 7 per side for members, 8 for non-members; no-signal TPR at
+      1 % FPR 0.0135). Unbiased when the references' counts are drawn independently of the
+      target (the population stage's paired design, a Bernoulli matrix).
+    - ``"none"`` (``False``): every reference.
+
+    Why balance at all: every finite-sample fit depends on its count (median and std noise,
+    the σ fallback), so counts that differ with the target's membership separate members from
+    non-members on data with no signal at all (docs/reference_attacks.md). The models are
+    exchangeable, so which c are kept does not matter.
     """
     out = ~membership
-    if not balance:
+    mode = _balance_mode(balance)
+    if mode == "none":
         return membership, out
     n_in = membership.sum(axis=1, keepdims=True)
     n_out = membership.shape[1] - n_in
-    c = np.where((n_in > 0) & (n_out > 0), np.minimum(n_in, n_out), membership.shape[1])
+    if mode == "sample":
+        c = np.where((n_in > 0) & (n_out > 0), np.minimum(n_in, n_out), membership.shape[1])
+        c_in = c_out = c
+    else:
+        c_in = int(n_in[n_in > 0].min()) if (n_in > 0).any() else 0
+        c_out = int(n_out[n_out > 0].min()) if (n_out > 0).any() else 0
     return (
-        membership & (np.cumsum(membership, axis=1) <= c),
-        out & (np.cumsum(out, axis=1) <= c),
+        membership & (np.cumsum(membership, axis=1) <= c_in),
+        out & (np.cumsum(out, axis=1) <= c_out),
     )
 
 

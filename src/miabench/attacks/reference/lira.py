@@ -13,11 +13,13 @@ from numpy.typing import ArrayLike
 
 from miabench.attacks.reference._gaussians import (
     Center,
+    FixVariance,
     _fit_in_out,
     _offline_stat,
     _online_llr,
 )
 from miabench.attacks.reference._inputs import (
+    Balance,
     _check_target,
     _finite,
     _membership,
@@ -27,21 +29,40 @@ from miabench.attacks.reference._inputs import (
 __all__ = ["lira_online", "lira_offline", "pixel_lira", "pixel_lira_offline"]
 
 
+def _queries(
+    target: ArrayLike, reference: ArrayLike, membership: ArrayLike | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Target (N, Q), reference (N, Q, M) and membership (N, M), with Q = 1 for scalar input."""
+    t_ndim = np.ndim(target)
+    if t_ndim not in (1, 2):
+        raise ValueError(f"target must be (N,) or (N, queries), got shape {np.shape(target)}")
+    if membership is None:
+        shape = np.shape(reference)
+        membership = np.zeros((shape[0], shape[-1]), dtype=bool)
+    t, r, mem = _prepare(target, reference, membership, t_ndim, ("target", "reference"))
+    if t_ndim == 1:
+        return t[:, None], r[:, None, :], mem
+    return t, r, mem
+
+
 def lira_online(
     target: ArrayLike,
     reference: ArrayLike,
     membership: ArrayLike,
-    fix_variance: bool = False,
+    fix_variance: FixVariance = False,
     eps: float = 1e-30,
     *,
     center: Center = "median",
-    balance: bool = True,
+    balance: Balance = True,
+    ddof: int = 1,
 ) -> np.ndarray:
     """Online LiRA: per-sample IN/OUT Gaussian log likelihood ratio of the target's statistic.
 
     ``score(x) = log N(t_x; μ_in(x), σ_in(x)) − log N(t_x; μ_out(x), σ_out(x))``, the means
     being per-sample medians (as the LiRA code) over the reference models that did (IN) or did
-    not (OUT) train on x.
+    not (OUT) train on x. With several queries per sample (augmentations: ``target`` (N, Q),
+    ``reference`` (N, Q, M)) each query has its own Gaussians and the score is the mean of the
+    per-query log ratios, as LiRA's ``plot.py``.
 
     Missing estimates never give NaN: a sample with fewer than two IN (OUT) references uses the
     global IN (OUT) std; a sample with no IN reference gets ``μ_in = μ_out + δ`` and one with no
@@ -49,17 +70,21 @@ def lira_online(
     OUT entries (see docs/reference_attacks.md).
 
     Args:
-        target: (N,) the target model's statistic per sample, higher = more member-like (e.g.
-            :func:`~miabench.attacks.reference.transforms.logit_from_loss`).
-        reference: (N, M) the same statistic under M reference models.
+        target: (N,) or (N, Q) the target model's statistic per sample (and query), higher =
+            more member-like (e.g. :func:`~miabench.attacks.reference.transforms.logit_from_loss`).
+        reference: (N, M) or (N, Q, M) the same statistic under M reference models.
         membership: (N, M) bool, True where reference model m trained on sample n.
-        fix_variance: one global σ_in and one global σ_out (pooled within-sample stds) for all
-            samples instead of per-sample stds; better with few references.
+        fix_variance: ``False``/``"none"``: per-sample stds; ``True``/``"pooled"``: one σ_in and
+            one σ_out pooled within samples; ``"global"``: LiRA's ``plot.py``, one σ = the std
+            of every IN entry, used for both sides (over all queries at once).
         eps: added to every σ so identical references stay finite.
         center: ``"median"`` (the LiRA code) or ``"mean"`` per-sample location estimate.
-        balance: give each sample the same number of IN and OUT references
-            (``min(n_in, n_out)``) so that the count cannot reveal the target's membership
-            in a per-sample balanced design; ``False`` uses every reference.
+        balance: which references each sample uses
+            (:func:`~miabench.attacks.reference._inputs._sides`): ``True``/``"global"`` the same
+            IN and OUT counts for every sample (LiRA's ``plot.py``), ``"sample"``
+            ``min(n_in, n_out)`` per sample, ``False`` every reference.
+        ddof: delta degrees of freedom of every std (1: unbiased variance; LiRA's ``np.std``
+            is 0).
 
     Returns:
         (N,) float64 scores, higher = more likely a member.
@@ -68,47 +93,52 @@ def lira_online(
         ValueError: shapes disagree, a statistic is not finite, or no reference is IN (or OUT)
             for any sample.
     """
-    t, r, mem = _prepare(target, reference, membership, 1, ("target", "reference"))
-    g = _fit_in_out(r[:, None, :], mem, fix_variance, center, need_in=True, balance=balance)
-    return _online_llr(t[:, None], g, eps)[:, 0]
+    t, r, mem = _queries(target, reference, membership)
+    g = _fit_in_out(r, mem, fix_variance, center, True, balance, ddof, pool_groups=True)
+    return _online_llr(t, g, eps).mean(axis=1)
 
 
 def lira_offline(
     target: ArrayLike,
     reference: ArrayLike,
     membership: ArrayLike | None = None,
-    fix_variance: bool = True,
+    fix_variance: FixVariance = True,
     eps: float = 1e-30,
     *,
     center: Center = "median",
-    balance: bool = True,
+    balance: Balance = True,
+    ddof: int = 1,
+    tail: str = "one",
 ) -> np.ndarray:
-    """Offline LiRA: one-sided test of the target's statistic against the OUT Gaussian only.
+    """Offline LiRA: a test of the target's statistic against the OUT Gaussian only.
 
-    ``score(x) = −log Pr[Z ≥ t_x]`` with ``Z ~ N(μ_out(x), σ_out(x))``, a monotone transform of
-    the paper's ``1 − Pr[Z > t_x]``. IN references are used only for a sample that has no OUT
-    reference (``μ_out = μ_in − δ``, as :func:`lira_online`).
+    ``tail="one"`` (default, the paper): ``score(x) = −log Pr[Z ≥ t_x]`` with
+    ``Z ~ N(μ_out(x), σ_out(x))``, a monotone transform of the paper's ``1 − Pr[Z > t_x]``.
+    ``tail="two"`` (LiRA's ``plot.py``): ``score(x) = −log N(t_x; μ_out, σ_out)``, so a statistic
+    far *below* the OUT mean also counts as membership. IN references are used only for a
+    sample that has no OUT reference (``μ_out = μ_in − δ``, as :func:`lira_online`). Several
+    queries: the mean of the per-query scores.
 
     Args:
-        target: (N,) the target model's statistic, higher = more member-like.
-        reference: (N, M) the same statistic under M reference models.
+        target: (N,) or (N, Q) the target model's statistic, higher = more member-like.
+        reference: (N, M) or (N, Q, M) the same statistic under M reference models.
         membership: (N, M) bool, True where reference m trained on sample n; None means no
             reference trained on any sample (all OUT), the offline setting proper.
-        fix_variance: one global σ_out for all samples (default, as the paper recommends for
-            offline attacks with few references) instead of per-sample stds.
+        fix_variance: as :func:`lira_online` (default ``True``, σ_out pooled within samples, as
+            the paper recommends offline with few references; ``"global"``: the std of every
+            OUT entry, as ``plot.py``).
         eps: added to every σ.
         center: ``"median"`` or ``"mean"`` per-sample location estimate.
-        balance: use ``min(n_in, n_out)`` OUT references per sample (all of them where a
-            sample has no IN reference), as :func:`lira_online`.
+        balance: as :func:`lira_online` (OUT counts only matter here).
+        ddof: as :func:`lira_online`.
+        tail: ``"one"`` (paper) or ``"two"`` (authors' code).
 
     Returns:
-        (N,) float64 scores (>= 0), higher = more likely a member.
+        (N,) float64 scores, higher = more likely a member.
     """
-    if membership is None:
-        membership = np.zeros(np.shape(reference), dtype=bool)
-    t, r, mem = _prepare(target, reference, membership, 1, ("target", "reference"))
-    g = _fit_in_out(r[:, None, :], mem, fix_variance, center, need_in=False, balance=balance)
-    return _offline_stat(t[:, None], g, eps)[:, 0]
+    t, r, mem = _queries(target, reference, membership)
+    g = _fit_in_out(r, mem, fix_variance, center, False, balance, ddof, pool_groups=True)
+    return _offline_stat(t, g, eps, tail).mean(axis=1)
 
 
 # Elements (samples x pixels x models) per block of dense fits: ~32 MB per float64 temporary.
@@ -120,10 +150,10 @@ def _dense(
     reference_maps: ArrayLike,
     membership: ArrayLike,
     online: bool,
-    fix_variance: bool,
+    fix_variance: FixVariance,
     eps: float,
     center: Center,
-    balance: bool,
+    balance: Balance,
 ) -> np.ndarray:
     """Dense LiRA, summed over pixels, fitted in blocks of pixels.
 
@@ -152,11 +182,11 @@ def pixel_lira(
     target_maps: ArrayLike,
     reference_maps: ArrayLike,
     membership: ArrayLike,
-    fix_variance: bool = True,
+    fix_variance: FixVariance = True,
     eps: float = 1e-30,
     *,
     center: Center = "median",
-    balance: bool = True,
+    balance: Balance = True,
 ) -> np.ndarray:
     """Dense online LiRA: per-(sample, pixel) IN/OUT Gaussians, log ratios summed over pixels.
 
@@ -187,11 +217,11 @@ def pixel_lira_offline(
     target_maps: ArrayLike,
     reference_maps: ArrayLike,
     membership: ArrayLike | None = None,
-    fix_variance: bool = True,
+    fix_variance: FixVariance = True,
     eps: float = 1e-30,
     *,
     center: Center = "median",
-    balance: bool = True,
+    balance: Balance = True,
 ) -> np.ndarray:
     """Dense offline LiRA: per-pixel one-sided OUT tests combined by summing ``−log p``.
 

@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score
 
 from miabench.attacks.reference._inputs import (
+    Balance,
     _check_target,
     _finite,
     _membership,
@@ -35,11 +36,31 @@ def _positive(name: str, values: ArrayLike, ndim: int) -> np.ndarray:
     return arr
 
 
+def _side_mean(ref: np.ndarray, use: np.ndarray, trim: float) -> np.ndarray:
+    """Per-row mean of the masked entries, or their trimmed mean (``trim`` cut at each end).
+
+    Written out because ``scipy.stats.trim_mean`` takes no mask and the rows hold different
+    numbers of references; it cuts ``floor(trim * c)`` entries at each end of a row of c, as
+    scipy does (tested equal to it row by row).
+    """
+    count = use.sum(axis=1)
+    if trim == 0:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(use, ref, 0.0).sum(axis=1) / count
+    ordered = np.sort(np.where(use, ref, np.inf), axis=1)
+    cut = np.floor(trim * count).astype(np.int64)
+    col = np.arange(ref.shape[1])[None, :]
+    kept = (col >= cut[:, None]) & (col < (count - cut)[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(kept, ordered, 0.0).sum(axis=1) / kept.sum(axis=1)
+
+
 def rmia_marginal(
     reference_p: ArrayLike,
     membership: ArrayLike | None = None,
     a: float | None = None,
-    balance: bool = True,
+    balance: Balance = True,
+    trim: float = 0.0,
 ) -> np.ndarray:
     """RMIA's Pr(x): the likelihood of each sample averaged over reference models.
 
@@ -63,10 +84,13 @@ def rmia_marginal(
         reference_p: (N, M) Pr(x|θ_m) > 0, probability-like (at most ~1).
         membership: (N, M) bool, or None (all OUT).
         a: offline scaling in [0, 1], or None for the online estimate.
-        balance: the same number of IN and OUT references per sample (``min(n_in, n_out)``),
-            as :func:`~miabench.attacks.reference.lira.lira_online`; the equal weighting of the
-            halves already removes the count from the online mean, this also equalises its
-            noise.
+        balance: which references each sample averages, as
+            :func:`~miabench.attacks.reference.lira.lira_online` (default: the same IN and OUT
+            counts for every sample); the equal weighting of the halves already removes the
+            count from the online mean, this also makes its noise independent of membership.
+        trim: proportion cut at each end before averaging a side over its references
+            (``scipy.stats.trim_mean``'s ``proportiontocut``; 0 = the plain mean, the
+            authors' research code uses 0.2).
 
     Returns:
         (N,) Pr(x) > 0.
@@ -80,11 +104,12 @@ def rmia_marginal(
     )
     if a is not None and not 0.0 <= a <= 1.0:
         raise ValueError(f"RMIA offline scaling a must be in [0, 1], got {a}")
+    if not 0.0 <= trim < 0.5:
+        raise ValueError(f"trim must be in [0, 0.5), got {trim}")
     use_in, use_out = _sides(mem, balance)
     n_in, n_out = use_in.sum(axis=1), use_out.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_in = np.where(use_in, ref, 0.0).sum(axis=1) / n_in
-        mean_out = np.where(use_out, ref, 0.0).sum(axis=1) / n_out
+    mean_in = _side_mean(ref, use_in, trim)
+    mean_out = _side_mean(ref, use_out, trim)
     if not (~mem).any():
         raise ValueError("RMIA needs OUT references: every reference trained on every sample")
     if a is None and not mem.any():
@@ -111,6 +136,26 @@ def rmia_marginal(
     return 0.5 * (mean_in + mean_out)
 
 
+def _population_rows(population: ArrayLike | None, n: int) -> np.ndarray:
+    """Sorted unique row indices of z from indices or an (N,) bool mask (None: all rows)."""
+    if population is None:
+        return np.arange(n)
+    pop = np.asarray(population)
+    if pop.dtype == np.bool_:
+        if pop.shape != (n,):
+            raise ValueError(f"population mask has shape {pop.shape}, expected ({n},)")
+        return np.flatnonzero(pop)
+    if pop.ndim != 1 or not np.issubdtype(pop.dtype, np.integer):
+        raise ValueError("population must be a 1-D integer index array or an (N,) bool mask")
+    if pop.size and (pop.min() < -n or pop.max() >= n):
+        raise ValueError(f"population indices must be in [0, {n}), got {pop.min()}..{pop.max()}")
+    return np.unique(pop % n)
+
+
+#: rows of x per block of the (x, z, query) vote, ~32 MB of booleans
+_VOTE_BLOCK = 1 << 25
+
+
 def rmia(
     target_p: ArrayLike,
     reference_p: ArrayLike,
@@ -118,13 +163,21 @@ def rmia(
     population: ArrayLike | None = None,
     gamma: float = 1.0,
     a: float | str | None = None,
-    balance: bool = True,
+    balance: Balance = True,
+    trim: float = 0.0,
 ) -> np.ndarray:
     """RMIA: the fraction of population samples z that x dominates by a likelihood ratio ≥ γ.
 
     ``LR(x, z) = (Pr(x|θ)/Pr(x)) / (Pr(z|θ)/Pr(z))`` with Pr(·) from :func:`rmia_marginal`
     (online when ``a`` is None, offline with scaling ``a`` otherwise), and
-    ``score(x) = #{z ∈ Z \\ {x}: LR(x, z) ≥ γ} / |Z \\ {x}|``.
+    ``score(x) = #{z ∈ Z_x: LR(x, z) ≥ γ} / |Z_x|``.
+
+    Every x is compared with ``|Z| − 1`` population samples: ``Z_x = Z \\ {x}`` when x is in Z,
+    and Z without its last row otherwise (that row is chosen by index, not by value, so it is
+    an exchangeable draw). Members and non-members of a target are then scored on the same
+    scale: with Z = the target's non-members (the authors' z), a non-member's count runs over
+    the other |Z| − 1 and a member's over |Z| − 1 draws from the same distribution, so with no
+    signal their scores have one distribution (ties included).
 
     Vectorised: with ``r = log(Pr(·|θ)/Pr(·))``, ``LR(x, z) ≥ γ ⟺ r_z ≤ r_x − log γ``, so the
     count is one ``searchsorted`` of every x into the sorted population ratios,
@@ -132,61 +185,75 @@ def rmia(
     a fixed population, the score is a monotone function of ``r_x`` (the population's empirical
     CDF at ``r_x − log γ``): γ and Z change ties and the score's scale, not the ranking.
 
+    Several queries per sample (``target_p`` (N, Q), ``reference_p`` (N, Q, M)): each query has
+    its own ratio, and x dominates z when a strict majority of queries says so (the authors'
+    majority vote); computed in blocks of x over the (x, z, query) array.
+
     Args:
-        target_p: (N,) Pr(x|θ_target) > 0 (e.g.
+        target_p: (N,) or (N, Q) Pr(x|θ_target) > 0 (e.g.
             :func:`~miabench.attacks.reference.transforms.likelihood_from_loss`).
-        reference_p: (N, M) Pr(x|θ_m) > 0 under M ≥ 1 reference models.
+        reference_p: (N, M) or (N, Q, M) Pr(x|θ_m) > 0 under M ≥ 1 reference models.
         membership: (N, M) bool, or None (offline: every reference is OUT; needs ``a``).
         population: indices (or an (N,) bool mask) of the rows used as z; default all rows.
-            A row is never compared with itself.
-        gamma: the dominance threshold γ > 0 on LR(x, z).
-        a: offline scaling in [0, 1]; None = online (needs IN and OUT references);
-            ``"tune"`` = offline with ``a`` chosen by :func:`tune_rmia_a` on the references
-            alone (one of them attacked by the others, as the authors tune it; needs
-            ``membership`` and M >= 2), so nothing about the target enters ``a``.
-        balance: equal IN/OUT reference counts per sample (:func:`rmia_marginal`).
+            The authors draw z from data the target did not train on: the reference stage
+            passes the target's non-members (``miabench.pipeline.reference``).
+        gamma: the dominance threshold γ > 0 on LR(x, z) (the authors' research code: 2).
+        a: offline scaling in [0, 1] (the authors' research code: 0.33); None = online
+            (needs IN and OUT references); ``"tune"`` = offline with ``a`` chosen by
+            :func:`tune_rmia_a` on the references alone (nothing about the target enters it).
+        balance: which references Pr(x) averages (:func:`rmia_marginal`).
+        trim: trimmed mean over references in Pr(x) (:func:`rmia_marginal`).
 
     Returns:
         (N,) float64 scores in [0, 1].
     """
-    t = _positive("target_p", target_p, 1)
-    ref = _positive("reference_p", reference_p, 2)
+    t_ndim = np.ndim(target_p)
+    if t_ndim not in (1, 2):
+        raise ValueError(f"target_p must be (N,) or (N, queries), got shape {np.shape(target_p)}")
+    t = _positive("target_p", target_p, t_ndim)
+    ref = _positive("reference_p", reference_p, t_ndim + 1)
     _check_target(t, ref, "target_p", "reference_p")
     if not gamma > 0:
         raise ValueError(f"RMIA gamma must be > 0, got {gamma}")
+    if t_ndim == 1:
+        t, ref = t[:, None], ref[:, None, :]
     if isinstance(a, str):
         if a != "tune":
             raise ValueError(f"RMIA a must be a number in [0, 1], None or 'tune', got {a!r}")
         if membership is None:
             raise ValueError("RMIA a='tune' needs the references' membership to tune on")
-        a, _ = tune_rmia_a(ref, membership, gamma=gamma)
-    n = t.shape[0]
-    ratio = np.log(t) - np.log(rmia_marginal(ref, membership, a, balance))
-    if population is None:
-        pop = np.arange(n)
-    else:
-        pop = np.asarray(population)
-        if pop.dtype == np.bool_:
-            if pop.shape != (n,):
-                raise ValueError(f"population mask has shape {pop.shape}, expected ({n},)")
-            pop = np.flatnonzero(pop)
-        elif pop.ndim != 1 or not np.issubdtype(pop.dtype, np.integer):
-            raise ValueError("population must be a 1-D integer index array or an (N,) bool mask")
-        elif pop.size and (pop.min() < -n or pop.max() >= n):
-            raise ValueError(
-                f"population indices must be in [0, {n}), got {pop.min()}..{pop.max()}"
-            )
-        pop = np.unique(pop % n)
-    threshold = ratio - math.log(gamma)
-    counts = np.searchsorted(np.sort(ratio[pop]), threshold, side="right")
+        a, _ = tune_rmia_a(ref[:, 0, :], membership, gamma=gamma)
+    n, n_queries = t.shape
+    ratio = np.stack(
+        [
+            np.log(t[:, q]) - np.log(rmia_marginal(ref[:, q], membership, a, balance, trim))
+            for q in range(n_queries)
+        ],
+        axis=1,
+    )  # (N, Q)
+    pop = _population_rows(population, n)
+    if pop.size < 2:
+        raise ValueError("RMIA population leaves some sample with no other sample to compare to")
     in_pop = np.zeros(n, dtype=bool)
     in_pop[pop] = True
-    # x's own z was counted iff r_x <= r_x - log γ (γ <= 1): remove it, and from the denominator.
-    counts = counts - (in_pop & (ratio <= threshold))
-    size = pop.size - in_pop
-    if np.any(size == 0):
-        raise ValueError("RMIA population leaves some sample with no other sample to compare to")
-    return counts / size
+    # the one z each x is not compared with: itself if it is in Z, else Z's last row
+    left_out = np.where(in_pop, np.arange(n), pop[-1])
+    threshold = ratio - math.log(gamma)
+    if n_queries == 1:
+        r, thr = ratio[:, 0], threshold[:, 0]
+        counts = np.searchsorted(np.sort(r[pop]), thr, side="right")
+        counts = counts - (r[left_out] <= thr)
+    else:
+        counts = np.empty(n, dtype=np.int64)
+        step = max(1, _VOTE_BLOCK // max(1, pop.size * n_queries))
+        z_ratio = ratio[pop]  # (Z, Q)
+        for lo in range(0, n, step):
+            thr = threshold[lo : lo + step]
+            votes = (z_ratio[None, :, :] <= thr[:, None, :]).sum(axis=2)
+            dominated = 2 * votes > n_queries
+            own = 2 * (ratio[left_out[lo : lo + step]] <= thr).sum(axis=1) > n_queries
+            counts[lo : lo + step] = dominated.sum(axis=1) - own
+    return counts / (pop.size - 1)
 
 
 def tune_rmia_a(
