@@ -1,7 +1,7 @@
 # The commands people actually run. PYTHON may point at a virtualenv's interpreter.
 PYTHON ?= python3
 
-.PHONY: install install-dev benchmark test test-fast lint bench-predictability table
+.PHONY: install install-dev benchmark test test-fast lint bench-predictability table docs
 
 install:
 	PYTHON=$(PYTHON) bash scripts/install.sh
@@ -28,3 +28,8 @@ bench-predictability:
 
 table:
 	$(PYTHON) -m miabench.make_table table=shafran2021_t1
+
+## The documentation site (guides, dataset cards, config and API reference) into build/site;
+## strict: any warning fails. Needs the dev extra (mkdocs, mkdocstrings[python]).
+docs:
+	$(PYTHON) -m mkdocs build --strict
