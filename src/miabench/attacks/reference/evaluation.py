@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -17,7 +18,7 @@ def leave_one_out(
     attack_fn: Callable[..., np.ndarray],
     stats: ArrayLike,
     membership: ArrayLike,
-    **kwargs,
+    **kwargs: Any,
 ) -> np.ndarray:
     """Score every model in turn as the target, with the other K − 1 as its references.
 
