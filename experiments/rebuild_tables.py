@@ -68,7 +68,7 @@ def rebuild(name: str, folder: Path, results_dir: Path, work: Path) -> Check:
     """Rebuild table ``name`` from a copy of ``folder`` and compare its files."""
     from miabench.pipeline.table import make_table
 
-    copy = work / name / folder.relative_to(results_dir)
+    copy = Path(tempfile.mkdtemp(dir=work)) / folder.relative_to(results_dir)
     shutil.copytree(folder, copy)
     committed = {p.name: p for p in _table_files(folder, name)}
     for stale in _table_files(copy, name):
