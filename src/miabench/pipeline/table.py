@@ -108,11 +108,12 @@ def make_table(cfg: DictConfig) -> tuple[Path, Path]:
         NoRunRecords: the table's ``results`` globs matched nothing (see :func:`table_inputs`).
     """
     table = cfg.table
+    # tables with a layout of their own (MINT: rows = layer, columns = N) write themselves
+    writer = table_writer(table) if table.get("writer") else None
     paths = table_inputs(table)
     log.info("table %s: %d result files", table.name, len(paths))
-    if table.get("writer"):
-        # tables with a layout of their own (MINT: rows = layer, columns = N) write themselves
-        return table_writer(table)(table, paths)
+    if writer is not None:
+        return writer(table, paths)
     results = collect_results(paths)
     if table.get("include_victims"):
         results = [r for r in results if r["run"]["victim"] in table.include_victims]
