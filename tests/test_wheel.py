@@ -70,8 +70,11 @@ def test_wheel_installs_and_runs_the_benchmark_from_an_empty_folder(tmp_path: Pa
         empty,
         env,
     )
-    (run,) = (empty / "results" / "embedded_pix2pix" / "runs").iterdir()
+    # a debug run is not the table's documented command: its table goes under outputs/
+    assert not (empty / "results").exists()
+    table = empty / "outputs" / "tables" / "embedded_pix2pix"
+    (run,) = (table / "runs").iterdir()
     results = json.loads((run / "results.json").read_text())
     assert set(results["attacks"]) == {"reconstruction", "membership_error"}
-    assert (empty / "results" / "embedded_pix2pix" / "embedded_pix2pix.md").is_file()
+    assert (table / "embedded_pix2pix.md").is_file()
     assert "💡 Tip" not in log

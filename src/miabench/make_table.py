@@ -1,4 +1,9 @@
-"""Hydra app: tables of results next to published numbers. ``python -m miabench.make_table``."""
+"""Hydra app: tables of results next to published numbers. ``python -m miabench.make_table``.
+
+``python -m miabench.make_table table=X`` rebuilds table X from the run records committed
+under ``<out_dir>/runs/`` (after copying in any finished run its ``table.sources`` match);
+``table.sources=[]`` rebuilds from the records alone.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,9 @@ def main(cfg: DictConfig) -> str:
     """Write the configured table; returns the Markdown path."""
     # Imported here, not at the top: torch, Lightning and the victims take seconds and
     # ~1 GB to import, and `--help` or a config error should not wait for them.
-    from miabench.pipeline.table import make_table
+    from miabench.pipeline.table import rebuild_table
 
-    return str(make_table(cfg)[0])
+    return str(rebuild_table(cfg)[0])
 
 
 if __name__ == "__main__":

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from miabench.pipeline.logging_hooks import flat_metrics, log_results, silence_lightning_tips
+from miabench.pipeline.logging_hooks import (
+    flat_metrics,
+    log_results,
+    logger_destination,
+    silence_lightning_tips,
+)
 from tests.conftest import compose_cfg
 
 RESULTS = {
@@ -62,13 +67,15 @@ def test_csv_logger_receives_aucs_and_config(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_wandb_offline_run_holds_aucs_and_config(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     cfg = compose_cfg("run_attack", ["logger=wandb", "seed=3"], root_dir=tmp_path)
     path = _results(tmp_path)
-    log_results(cfg, path)
+    with caplog.at_level(logging.INFO, logger="miabench.pipeline.logging_hooks"):
+        log_results(cfg, path)
+    assert "logger wandb" in caplog.text and "→ None" not in caplog.text
     # An offline run is one record log (run-<id>.wandb, protobuf); history items and config
     # entries hold their key beside the JSON-encoded value.
     (run_file,) = (path.parent / "wandb").glob("offline-run-*/run-*.wandb")
@@ -99,3 +106,13 @@ def test_tips_are_dropped_and_warnings_kept(caplog: pytest.LogCaptureFixture) ->
     messages = [r.getMessage() for r in caplog.records]
     assert "GPU available: False, used: False" in messages
     assert not any("Tip" in m for m in messages)
+
+
+def test_logger_destination_is_never_the_string_none() -> None:
+    from types import SimpleNamespace
+
+    assert logger_destination(SimpleNamespace(log_dir="/x/csv")) == "/x/csv"
+    wandb_like = SimpleNamespace(log_dir=None, _experiment=SimpleNamespace(dir="/x/wandb/run"))
+    assert logger_destination(wandb_like) == "/x/wandb/run"
+    assert logger_destination(SimpleNamespace(save_dir="/x")) == "/x"
+    assert logger_destination(SimpleNamespace()) is None

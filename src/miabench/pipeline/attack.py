@@ -215,7 +215,11 @@ def _attack_scores(
     """
     path = out / f"scores_{name}.csv"
     if verified_exists(path):
-        log.info("reusing scores of %s from %s", name, path)
+        if path in _SCORED_IN_ONE_PASS:
+            # written moments ago by the shared pass of this run: not a reuse
+            _SCORED_IN_ONE_PASS.discard(path)
+        else:
+            log.info("reusing scores of %s from %s (an earlier run finished them)", name, path)
         return pd.read_csv(path)
     _prepare_attacks([attack], model, device)
     if attack.trainable:
@@ -245,6 +249,11 @@ def _instantiate_attacks(cfg: DictConfig) -> dict[str, Attack]:
             continue
         attacks[name] = instantiate(spec, name=name)
     return attacks
+
+
+#: scores_<name>.csv files the shared pass of this process wrote (so reading them back is not
+#: logged as reusing an earlier run's scores)
+_SCORED_IN_ONE_PASS: set[Path] = set()
 
 
 def _score_in_one_pass(
@@ -285,6 +294,8 @@ def _score_in_one_pass(
         _write_csv(
             out / f"scores_{name}.csv", frame[["sample_id", "role", *own]].rename(columns=own)
         )
+        _SCORED_IN_ONE_PASS.add(out / f"scores_{name}.csv")
+    log.info("scored %s in one pass of the victim", ", ".join(pending))
 
 
 def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:

@@ -71,6 +71,19 @@ def flat_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def logger_destination(logger: Any) -> str | None:
+    """Where a Lightning logger wrote: its ``log_dir`` (CSV), else its run's folder (wandb's
+    ``experiment.dir``) or ``save_dir``; None when it names none (never the string "None")."""
+    for where in (
+        getattr(logger, "log_dir", None),
+        getattr(getattr(logger, "_experiment", None), "dir", None),
+        getattr(logger, "save_dir", None),
+    ):
+        if where:
+            return str(where)
+    return None
+
+
 def log_results(cfg: DictConfig, results_path: str | Path) -> list[Any]:
     """Log the composed config and the numeric results of ``results_path`` to every logger
     of ``cfg.logger``, with ``save_dir`` the attack folder (results.json's folder).
@@ -102,11 +115,10 @@ def log_results(cfg: DictConfig, results_path: str | Path) -> list[Any]:
         finish = getattr(getattr(logger, "experiment", None), "finish", None)
         if callable(finish):
             finish()
-        log.info(
-            "logger %s: %d attack/utility metrics → %s",
-            name,
-            len(metrics),
-            getattr(logger, "log_dir", None),
-        )
+        where = logger_destination(logger)
+        if where:
+            log.info("logger %s: %d attack/utility metrics → %s", name, len(metrics), where)
+        else:
+            log.info("logger %s: %d attack/utility metrics logged", name, len(metrics))
         loggers.append(logger)
     return loggers

@@ -11,7 +11,9 @@ found, and under SLURM the last job to finish need not have seen all of them. No
 3. when the sweep ends, the callback collects the job records of *this* sweep from the sweep
    folder and writes the table from exactly those results.
 
-``python -m miabench.make_table`` still rebuilds any table from result folders at any time.
+The table goes to ``results/`` only when the sweep is the table's documented command (see
+:func:`miabench.pipeline.table.route_table`); ``python -m miabench.make_table`` rebuilds any
+table from its committed run records at any time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from miabench.utils.io import atomic_write_json, read_json
 from miabench.utils.provenance import now_iso
@@ -71,7 +73,8 @@ class TableCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_id, self.sweep_id = self.sweep_id, None
         os.environ.pop(SWEEP_ENV, None)
-        if sweep_id is None or "table" not in config:
+        app = OmegaConf.select(config, "hydra.job.name", default="benchmark")
+        if sweep_id is None or config.get("table") is None or app != "benchmark":
             return  # not the benchmark app (train_victim / run_attack sweeps write no table)
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
         results = sweep_results(sweep_dir, sweep_id)
@@ -81,8 +84,8 @@ class TableCallback(Callback):
         # imported here: the callback is instantiated for every app, the table code only here
         from miabench.pipeline.benchmark import write_sweep_table
 
+        # the sweep's own overrides (seed=0,1,2 as typed): they decide where the table goes
+        overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
         cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-        with open_dict(cfg):
-            cfg.table.results = [str(p) for p in results]
-        path = write_sweep_table(cfg, results)
+        path = write_sweep_table(cfg, results, overrides)
         log.info("sweep table (%d results) → %s", len(results), path)

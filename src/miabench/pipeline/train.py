@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from miabench.defenses.base import build_defense
 from miabench.pipeline.common import build_datamodule
@@ -117,6 +117,17 @@ def _data_lock_target(cfg: DictConfig) -> Path:
     return Path(cfg.paths.cache_dir) / "data" / f"{cfg.data.name}-{stable_hash(data)}"
 
 
+def missing_data_message(cfg: DictConfig, err: BaseException) -> str:
+    """The reader's error, then how to get the data: ``prepare_data`` or ``data.root``."""
+    name = OmegaConf.select(cfg, "data.name", default="?")
+    root = OmegaConf.select(cfg, "data.root", default=None)
+    return (
+        f"{err}\n  data={name} reads data.root={root}. Download and unpack a public dataset "
+        "with `python -m miabench.prepare_data <dataset>` (`--list` names them), or point "
+        "data.root=<folder> at a copy in its published layout."
+    )
+
+
 def locate_victim(cfg: DictConfig) -> TrainedVictim:
     """Prepare the data and split, and compute where the victim for ``cfg`` is cached.
 
@@ -125,15 +136,18 @@ def locate_victim(cfg: DictConfig) -> TrainedVictim:
     and drawn again (the draw is seeded, so it is the same split).
     """
     datamodule = build_datamodule(cfg)
-    with locked(_data_lock_target(cfg), "dataset build", cache_lock_dir(cfg)):
-        datamodule.prepare_data()
-    manifest_path = getattr(datamodule, "manifest_path", None)
-    if manifest_path is None:
-        datamodule.setup()
-    else:
-        with locked(manifest_path, "membership split", cache_lock_dir(cfg)):
-            verified_exists(manifest_path)  # a damaged manifest is removed and redrawn
+    try:
+        with locked(_data_lock_target(cfg), "dataset build", cache_lock_dir(cfg)):
+            datamodule.prepare_data()
+        manifest_path = getattr(datamodule, "manifest_path", None)
+        if manifest_path is None:
             datamodule.setup()
+        else:
+            with locked(manifest_path, "membership split", cache_lock_dir(cfg)):
+                verified_exists(manifest_path)  # a damaged manifest is removed and redrawn
+                datamodule.setup()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(missing_data_message(cfg, err)) from err
     # The manifest hash covers ids, content hashes and roles, not where the files live.
     key = victim_key(cfg, datamodule.manifest.sha256())
     return TrainedVictim(victim_dir(cfg, key["key"]), key, datamodule)
