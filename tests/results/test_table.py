@@ -10,11 +10,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from miabench.metrics.bootstrap import roc_intervals
 from miabench.metrics.roc import evaluate_scores
 from miabench.results.markdown import interval_cell
-from miabench.results.runs import collect_results
+from miabench.results.runs import (
+    collect_results,
+    describe_grouping,
+    group_seeds,
+    grouping_lines,
+    setting_key,
+)
 from miabench.results.table import build_table, load_targets, no_targets, write_table
 
 COLUMNS = {
@@ -215,10 +222,12 @@ def test_a_seed_sweep_aggregates_into_one_row(tmp_path: Path) -> None:
     assert row["n_seeds"] == 3 and row["seeds"] == "0,1,2"
     assert row["rec_auc_measured"] == pytest.approx(np.mean(aucs))
     assert row["rec_auc_measured_std"] == pytest.approx(np.std(aucs, ddof=1))
-    assert row["rec_auc_measured_lo"] < row["rec_auc_measured"] < row["rec_auc_measured_hi"]
-    # the pooled interval is narrower than any one seed's
-    widths = [r["auc_ci95"][1] - r["auc_ci95"][0] for r in runs]
-    assert row["rec_auc_measured_hi"] - row["rec_auc_measured_lo"] < min(widths)
+    # Student's t-interval over the three seeds' AUCs (training randomness counted), and
+    # each seed's value beside it
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(aucs), scale=stats.sem(aucs))
+    assert row["rec_auc_measured_lo"] == pytest.approx(low)
+    assert row["rec_auc_measured_hi"] == pytest.approx(high)
+    assert row["rec_auc_measured_per_seed"] == ";".join(f"{a:.4f}" for a in aucs)
     assert row["n_test_members"] == 40 and row["n_test_nonmembers"] == 50
     # 50 test non-members cannot resolve 1 % FPR
     assert pd.isna(row["reconstruction_tpr_at_1pct_fpr"])
@@ -275,14 +284,80 @@ def test_paired_columns_compare_two_attacks_of_the_same_runs(tmp_path: Path) -> 
     assert pd.isna(row["rec_vs_missing"]) and "nothing" in row["rec_vs_missing_note"]
 
 
+def _finished(folder: Path, when: str) -> None:
+    path = folder / "results.json"
+    result = json.loads(path.read_text())
+    result["run"]["provenance"] = {"stages": {"attack": {"finished": when}}}
+    path.write_text(json.dumps(result))
+
+
 def test_a_rerun_of_the_same_seed_replaces_the_older_result(tmp_path: Path) -> None:
-    write_seed_run(tmp_path / "old", 0, 0.0)
-    newer = write_seed_run(tmp_path / "new", 0, 2.0)
-    paths = [tmp_path / "new" / "results.json", tmp_path / "old" / "results.json"]
-    os.utime(paths[1], (1, 1))
+    """The newer by recorded end time wins, whatever the files' modification times (a fresh
+    clone's are meaningless) or the order of the paths."""
+    write_seed_run(tmp_path / "b_old", 0, 0.0)
+    newer = write_seed_run(tmp_path / "a_new", 0, 2.0)
+    _finished(tmp_path / "b_old", "2026-01-01T10:00:00+00:00")
+    _finished(tmp_path / "a_new", "2026-01-02T09:00:00+00:00")
+    paths = [tmp_path / "a_new" / "results.json", tmp_path / "b_old" / "results.json"]
+    os.utime(paths[0], (1, 1))  # the newer run has the older file
+    columns = {"rec_auc": {"attack": "reconstruction", "metric": "auc"}}
+    for order in (paths, paths[::-1]):
+        table = build_table(collect_results(order), no_targets(columns), columns)
+        assert len(table) == 1 and table.rec_auc_measured.iloc[0] == newer["auc"]
+    assert group_seeds(collect_results(paths))[1] == [str(paths[1])]
+
+
+def test_without_recorded_times_the_later_path_wins(tmp_path: Path) -> None:
+    write_seed_run(tmp_path / "a", 0, 0.0)
+    later = write_seed_run(tmp_path / "b", 0, 2.0)
+    paths = [tmp_path / "b" / "results.json", tmp_path / "a" / "results.json"]
+    os.utime(paths[0], (1, 1))
     columns = {"rec_auc": {"attack": "reconstruction", "metric": "auc"}}
     table = build_table(collect_results(paths), no_targets(columns), columns)
-    assert len(table) == 1 and table.rec_auc_measured.iloc[0] == newer["auc"]
+    assert table.rec_auc_measured.iloc[0] == later["auc"]
+
+
+def _with_overrides(folder: Path, overrides: list[str]) -> None:
+    path = folder / "results.json"
+    result = json.loads(path.read_text())
+    result["run"]["provenance"] = {"overrides": overrides}
+    path.write_text(json.dumps(result))
+
+
+def test_runs_differing_only_in_an_override_are_two_settings(tmp_path: Path) -> None:
+    write_seed_run(tmp_path / "e1", 0, 1.0)
+    write_seed_run(tmp_path / "e3", 0, 1.0)
+    write_seed_run(tmp_path / "e3s1", 1, 1.0)
+    _with_overrides(tmp_path / "e1", ["trainer.max_epochs=1", "seed=0", "table=x"])
+    _with_overrides(tmp_path / "e3", ["trainer.max_epochs=3", "seed=0", "paths.output_dir=o"])
+    # seed, paths, table and progress bars do not change what was measured
+    _with_overrides(
+        tmp_path / "e3s1",
+        ["seed=1", "trainer.max_epochs=3", "trainer.enable_progress_bar=False", "table=y"],
+    )
+    results = collect_results(sorted(tmp_path.glob("*/results.json")))
+    assert setting_key(results[0]) != setting_key(results[1])
+    assert setting_key(results[1]) == setting_key(results[2])
+    groups, superseded = group_seeds(results)
+    assert [len(g) for g in groups] == [1, 2] and superseded == []
+    lines = grouping_lines(describe_grouping(results), tmp_path)
+    assert (
+        lines[0]
+        == "Setting pix2pix / facades / none (trainer.max_epochs=1): seeds 0 from `e1/results.json`"
+    )
+    assert lines[1].endswith("seeds 0,1 from `e3/results.json`, `e3s1/results.json`")
+
+
+def test_overrides_of_older_results_are_still_read(tmp_path: Path) -> None:
+    write_seed_run(tmp_path / "a", 0, 1.0)
+    write_seed_run(tmp_path / "b", 1, 1.0)
+    for folder, epochs in (("a", 1), ("b", 3)):
+        path = tmp_path / folder / "results.json"
+        result = json.loads(path.read_text())
+        result["run"]["overrides"] = [f"trainer.max_epochs={epochs}"]
+        path.write_text(json.dumps(result))
+    results = collect_results(sorted(tmp_path.glob("*/results.json")))
+    assert len(group_seeds(results)[0]) == 2
 
 
 def test_interval_cells() -> None:

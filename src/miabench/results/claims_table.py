@@ -13,10 +13,13 @@ product of config keys of the trained victim (read from its ``key.json``, e.g.
 
 With ``paired_reference: {match: {...}}``, every row whose runs were tested on exactly the
 test samples of the reference's runs (same sample ids and labels, seed by seed) also gets
-the paired-bootstrap difference row − reference of each attack's AUC and TPR at 1 % FPR
-(``<attack>_auc_vs_ref``, ``_lo``, ``_hi``, ``_sig``: one resample applied to both, as the
-defense comparison does); an attack the reference lacks (the classifier's confidence) is
-compared with the reference's ``reconstruction``.
+the paired difference row − reference of each attack's AUC and TPR at 1 % FPR
+(``<attack>_auc_vs_ref``, ``_lo``, ``_hi``, ``_p``, ``_p_adj``, ``_test``, ``_sig``;
+:func:`miabench.results.runs.paired_difference`: a paired t over seeds when the two are
+different victims, which one seed cannot test; a paired bootstrap of the samples when they
+are the same victim); ``_sig`` after the table's ``multiple_testing`` correction (Holm by
+default). An attack the reference lacks (the classifier's confidence) is compared with the
+reference's ``reconstruction``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +38,18 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-from miabench.metrics.bootstrap import ScoredRows, paired_roc
+from miabench.metrics.bootstrap import ScoredRows
 from miabench.results.runs import (
+    apply_multiple_testing,
     bootstrap_settings,
     collect_results,
+    describe_grouping,
     group_seeds,
     held_out_scores,
+    multiple_testing_note,
     paired_columns,
+    paired_difference,
+    same_victim,
 )
 from miabench.results.table import TPR_COLUMN, build_table, no_targets, write_table
 from miabench.utils.io import atomic_write, read_json
@@ -139,6 +146,7 @@ def claims_frame(
     rows.sort(key=lambda r: r[0])
     frame = pd.concat([f for _, f, _ in rows], ignore_index=True)
     frame["output_dim"] = pd.to_numeric(frame["output_dim"]).astype("Int64")
+    frame.attrs = {"grouping": describe_grouping([r for _, _, runs in rows for r in runs])}
     return frame, [runs for _, _, runs in rows]
 
 
@@ -152,6 +160,7 @@ def _paired(
     two were not tested on the same samples (or a run lacks its scores)."""
     by_seed = {r["run"].get("seed"): r for r in reference}
     scored = []
+    same = True
     for run in runs:
         ref = by_seed.get(run["run"].get("seed"))
         if ref is None:
@@ -167,12 +176,11 @@ def _paired(
         if not (merged["label"] == merged["label_ref"]).all():
             return None
         scored.append(ScoredRows.of(merged["label"], merged["score"], merged["score_ref"]))
+        same = same and same_victim(run, ref)
     n_boot, level = bootstrap_settings([*runs, *reference])
-    diff = paired_roc(scored, fprs=(0.01,), n_boot=n_boot, level=level)
     out: dict[str, Any] = {}
-    for metric, estimate in diff.items():
-        if len(scored) == 1:
-            estimate = replace(estimate, std=None)  # one seed: no spread over seeds
+    for metric in ("auc", "tpr_at_1pct_fpr"):
+        estimate = paired_difference(scored, metric, same, n_boot, level)
         out.update(paired_columns(f"{attack}_{metric}_vs_ref", estimate))
     return out
 
@@ -340,13 +348,20 @@ def write_claims_table(table: DictConfig, paths: Sequence[Path]) -> tuple[Path, 
     notes_paired: list[str] = []
     if table.get("paired_reference"):
         reference = OmegaConf.to_container(table.paired_reference, resolve=True)
+        grouping = frame.attrs.get("grouping")
         frame = add_paired_differences(frame, runs, reference, list(auc_columns))
-        notes_paired.append(
-            "`<attack>_auc_vs_ref` / `_tpr_at_1pct_fpr_vs_ref`: paired-bootstrap difference "
-            "row − paired_reference on the same test samples (one resample applied to both; "
-            "`*` = interval excludes 0); rows tested on other samples have none. An attack the "
-            "reference lacks is compared with its `reconstruction`."
-        )
+        method = str(table.get("multiple_testing", "holm"))
+        frame, n_tests = apply_multiple_testing(frame, method)
+        frame.attrs = {"grouping": grouping}
+        notes_paired += [
+            "`<attack>_auc_vs_ref` / `_tpr_at_1pct_fpr_vs_ref`: difference row − "
+            "paired_reference on the same test samples; rows tested on other samples have "
+            "none. Two different victims: paired t over seeds (one seed: not tested, no "
+            "interval); the same victim: paired bootstrap of the samples (one resample "
+            "applied to both). An attack the reference lacks is compared with its "
+            "`reconstruction`.",
+            multiple_testing_note(method, n_tests),
+        ]
     plot_claim(
         frame,
         auc_columns,

@@ -19,6 +19,8 @@ NOT_OBSERVABLE = "n/o"
 #: appended to a difference whose interval excludes 0
 SIGNIFICANT = "*"
 DECIMALS = 3
+#: siblings of a value kept in the CSV only
+CSV_ONLY = ("_per_seed", "_p", "_p_adj", "_test")
 
 
 def _number(value: Any) -> str:
@@ -61,7 +63,9 @@ def interval_cell(
 
 def markdown_view(frame: pd.DataFrame) -> pd.DataFrame:
     """Every value with ``_lo``/``_hi`` or ``_std`` siblings (:func:`estimate_columns`) as
-    one :func:`interval_cell` column; the siblings (and ``_note``, ``_sig``) are dropped."""
+    one :func:`interval_cell` column; the siblings (and ``_note``, ``_sig``) are dropped, as
+    are the CSV-only ``_per_seed``, ``_p``, ``_p_adj`` and ``_test`` (the per-seed table shows
+    each seed; the notes say how differences were tested)."""
     out = frame.copy()
     for name in [c for c in frame.columns if f"{c}_lo" in frame or f"{c}_std" in frame]:
         parts = {s: frame.get(f"{name}{s}") for s in ("_std", "_note", "_sig")}
@@ -76,9 +80,8 @@ def markdown_view(frame: pd.DataFrame) -> pd.DataFrame:
             )
             for i in range(len(frame))
         ]
-        out = out.drop(
-            columns=[f"{name}{s}" for s in ("_lo", "_hi", *parts) if f"{name}{s}" in out]
-        )
+        dropped = ("_lo", "_hi", *parts, *CSV_ONLY)
+        out = out.drop(columns=[f"{name}{s}" for s in dropped if f"{name}{s}" in out])
     return out
 
 

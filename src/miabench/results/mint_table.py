@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from scipy.stats import binomtest
 
 from miabench.metrics.roc import ci_key, note_key
 from miabench.results.markdown import NOT_OBSERVABLE, interval_cell, to_markdown
@@ -48,6 +49,8 @@ CELL_COLUMNS = (
     "accuracy",
     "auc",
     "tpr_at_1pct_fpr",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
     "auc_ci_low",
     "auc_ci_high",
     "tpr_ci_low",
@@ -109,6 +112,7 @@ def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             else:
                 continue
             auc_ci, tpr_ci, unit = _intervals(metrics)
+            accuracy_ci = accuracy_interval(metrics)
             cell = {
                 "arch": key[0],
                 "auditable_data": key[1],
@@ -116,6 +120,8 @@ def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                 "accuracy": metrics.get("accuracy_at_decision"),
                 "auc": metrics.get("auc"),
                 TPR: metrics.get(TPR),
+                "accuracy_ci_low": accuracy_ci[0],
+                "accuracy_ci_high": accuracy_ci[1],
                 "auc_ci_low": auc_ci[0],
                 "auc_ci_high": auc_ci[1],
                 "tpr_ci_low": tpr_ci[0],
@@ -136,6 +142,25 @@ def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                 )
             rows[key] = cell
     return pd.DataFrame(list(rows.values()), columns=list(CELL_COLUMNS))
+
+
+def accuracy_interval(metrics: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """The interval of an attack entry's accuracy at its decision: the recorded one
+    (``accuracy_at_decision_ci95`` or ``accuracy_ci95``) where results.json has it, else
+    Wilson's score interval from the accuracy and ``n_test`` (scipy's ``binomtest``; it
+    counts test images as independent, so by identity it is narrower than the truth)."""
+    level = float(metrics.get("ci_level") or 0.95)
+    for key in ("accuracy_at_decision", "accuracy"):
+        recorded = metrics.get(ci_key(key, level))
+        if recorded:
+            return float(recorded[0]), float(recorded[1])
+    accuracy, n = metrics.get("accuracy_at_decision"), metrics.get("n_test")
+    if accuracy is None or not n:
+        return None, None
+    found = binomtest(int(round(float(accuracy) * int(n))), int(n)).proportion_ci(
+        confidence_level=level, method="wilson"
+    )
+    return float(found.low), float(found.high)
 
 
 def _intervals(metrics: Mapping[str, Any]) -> tuple[list[Any], list[Any], str | None]:
@@ -187,6 +212,15 @@ def build_mint_table(
             # an architecture without any run keeps empty (text) columns
             values = frame.auditable_data.map(measured["accuracy"]) if len(ours) else None
             frame[f"accuracy {label}"] = values
+            # Wilson (or recorded) interval beside the numeric accuracy column
+            if len(measured):
+                interval = measured.apply(
+                    lambda c: interval_cell(c.accuracy, c.accuracy_ci_low, c.accuracy_ci_high),
+                    axis=1,
+                )
+                frame[f"accuracy {label} [95 % CI]"] = frame.auditable_data.map(interval).fillna(
+                    "—"
+                )
             for metric in ("auc", TPR):
                 # the value with its interval in one cell, "—" where no run measured it
                 text = _cell_text(measured, metric) if len(measured) else pd.Series(dtype=str)

@@ -3,21 +3,30 @@
 The results are runs of a comparison in which only ``defense=`` (and the seed) changed: the
 victim's utility (on raw outputs), every attack's AUC and TPR at 1 % FPR, and DP's ε at δ
 where the defense reports one. Every seed is kept: a row is a defense's mean ± std over
-seeds with the pooled interval (``<name>_per_seed`` has one row per seed). Defenses share
-the membership split and the test samples of a seed, so each is compared with the
-undefended victim (``none``) on the same samples: a paired bootstrap of the difference in
-AUC, in TPR at 1 % FPR and in every utility metric (:mod:`miabench.metrics.bootstrap`).
+seeds with a t-interval over seeds (``<name>_per_seed`` has one row per seed). Defenses
+share the membership split and the test samples of a seed, so each is compared with the
+undefended victim (``none``) on the same samples, in AUC, TPR at 1 % FPR and every utility
+metric: a defense that trains its own victim by the paired t-test over the per-seed
+differences (training randomness counted, Dietterich 1998; one seed is not tested), a
+post-hoc defense that reuses the undefended victim (equal ``run.victim_key``, e.g. output
+truncation) by a paired bootstrap of the samples. All the table's p-values are adjusted
+together (``table.multiple_testing``: ``holm``, the default, or ``bh``); ``*`` = adjusted
+p < 0.05, the CSV keeps raw and adjusted p.
 
 Defenses judged by the strongest attack (Aerni et al., CCS 2024): given the runs of a
 reference-model comparison of the same defenses (``table.reference``; one
 ``attack=reference`` run per defense), each row also gets the best reference attack of its
 defense (LiRA/RMIA, chosen per defense by leave-one-out TPR at 1 % FPR, then AUC) with its
 leave-one-out AUC and TPR, the reference-free attack of the same run on the same pairs, and
-the paired difference of the two (whole samples resampled with all their pairs).
+the paired difference of the two (whole samples resampled with all their pairs). Choosing
+the best of several attacks on the pairs it is then measured on would favour it, so the
+samples are split in two by a hash of their id (:func:`selection_half`): the best attack is
+chosen on one half and every column is measured on the other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -33,24 +42,41 @@ from miabench.metrics.bootstrap import (
     Estimate,
     ScoredRows,
     clustered_paired_roc,
-    paired_mean,
-    paired_roc,
+    clustered_roc_intervals,
+    clustered_weights,
+    replicate_means,
+    roc_replicates,
 )
 from miabench.metrics.calibration import group_of
+from miabench.metrics.roc import ci_key, observable, roc_metrics, unobservable_note
+from miabench.metrics.seeds import (
+    P_VALUE_REPLICATES,
+    SeedEstimate,
+    bootstrap_p_value,
+    over_seeds,
+    samples_test,
+)
 from miabench.results.markdown import markdown_view, to_markdown
 from miabench.results.reference_table import newest_per_setting
 from miabench.results.runs import (
+    TABLE_SEED,
+    apply_multiple_testing,
     bootstrap_settings,
     collect_results,
+    describe_grouping,
     estimate_columns,
     fpr_of,
     group_seeds,
+    grouping_lines,
     held_out_scores,
+    multiple_testing_note,
     paired_columns,
+    paired_difference,
     read_run_csv,
     recorded_estimate,
     result_paths,
     run_file,
+    same_victim,
     seed_estimate,
     seeds_label,
 )
@@ -61,8 +87,6 @@ from miabench.utils.io import atomic_write, atomic_write_text
 LOWER_IS_BETTER = {"l1", "loss"}
 #: the defense every other one is compared with
 REFERENCE = "none"
-#: the seed of the tables' paired bootstraps (a table rebuilt from the same runs is the same)
-TABLE_SEED = 0
 #: the score function of a reference run's reference-free attack (the target's own signal)
 REFERENCE_FREE = "miabench.pipeline.reference.reference_free"
 
@@ -86,8 +110,10 @@ def paired_attack(
     n_boot: int,
     level: float,
 ) -> Estimate:
-    """Paired bootstrap of ``metric`` (``auc`` or a TPR@FPR) of a defended run minus the
-    reference run, over the seeds of ``pairs``, on the test samples the two share.
+    """``metric`` (``auc`` or a TPR@FPR) of a defended run minus the reference run on the
+    test samples the two share, over the seeds of ``pairs``
+    (:func:`miabench.results.runs.paired_difference`: paired t over seeds, or the samples'
+    paired bootstrap where every pair is one victim).
 
     Returns an empty estimate with a note when a run lacks scores.csv or the attack.
 
@@ -95,7 +121,6 @@ def paired_attack(
         ValueError: naming both files, when a pair's test samples or labels differ (the runs
             do not share the membership split, so they cannot be paired).
     """
-    fpr = fpr_of(metric)
     runs = []
     for ours, theirs in pairs:
         a, b = held_out_scores(ours, [attack]), held_out_scores(theirs, [attack])
@@ -124,9 +149,8 @@ def paired_attack(
         )
     if not runs:
         return Estimate(None, None, None, note=f"no {REFERENCE} run of the same seed")
-    fprs = () if fpr is None else (fpr,)
-    delta = paired_roc(runs, fprs=fprs, n_boot=n_boot, level=level, seed=TABLE_SEED)
-    return delta["auc" if fpr is None else metric]
+    same = all(same_victim(ours, theirs) for ours, theirs in pairs)
+    return paired_difference(runs, metric, same, n_boot, level)
 
 
 def paired_utility(
@@ -136,8 +160,9 @@ def paired_utility(
     n_boot: int,
     level: float,
 ) -> Estimate:
-    """Paired bootstrap of the mean per-sample utility ``metric`` of ``role`` samples
-    (``utility.csv``), defended minus reference, over the seeds of ``pairs``."""
+    """The mean per-sample utility ``metric`` of ``role`` samples (``utility.csv``), defended
+    minus reference, over the seeds of ``pairs``: paired t over the per-seed differences, or
+    (every pair one victim) a paired bootstrap of the samples."""
     runs = []
     for ours, theirs in pairs:
         a, b = run_file(ours, "utility.csv"), run_file(theirs, "utility.csv")
@@ -158,10 +183,24 @@ def paired_utility(
         runs.append((joined[metric].to_numpy(), joined[f"{metric}_ref"].to_numpy(), groups))
     if not runs:
         return Estimate(None, None, None, note=f"no {REFERENCE} run of the same seed")
-    try:
-        return paired_mean(runs, n_boot=n_boot, level=level, seed=TABLE_SEED)
-    except ValueError as err:  # e.g. an infinite PSNR of an exact copy
-        return Estimate(None, None, None, note=str(err))
+    rows = []
+    for a, b, groups in runs:
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            # e.g. an infinite PSNR of an exact copy
+            return Estimate(None, None, None, note="paired values must be finite")
+        rows.append(ScoredRows(np.zeros(len(a), dtype=np.int64), (a - b,), groups))
+    points = [float(r.scores[0].mean()) for r in rows]
+    if not all(same_victim(ours, theirs) for ours, theirs in pairs):
+        return over_seeds(points, level, paired=True)
+    if n_boot <= 0:
+        return samples_test(points, None, level)
+
+    def mean(run: ScoredRows, w: np.ndarray) -> dict[str, np.ndarray]:
+        return {"delta": (w @ run.scores[0]) / w.sum(axis=1)}
+
+    reps = replicate_means(rows, mean, max(n_boot, P_VALUE_REPLICATES), TABLE_SEED)["delta"]
+    return samples_test(points, reps, level)
 
 
 def _unique(values: Iterable[Any]) -> Any:
@@ -177,16 +216,64 @@ def _is_reference_free(metrics: Mapping[str, Any]) -> bool:
     return score.get("_target_") == REFERENCE_FREE
 
 
-def _strongest(result: Mapping[str, Any], attacks: Iterable[str], tpr_key: str) -> str | None:
-    """The attack of ``attacks`` with the highest leave-one-out TPR (then AUC)."""
-    loo = result.get("leave_one_out") or {}
+def selection_half(sample_ids: Sequence[Any]) -> np.ndarray:
+    """Which samples choose the best reference attack (True) and which measure it (False).
 
-    def strength(name: str) -> tuple[float, float]:
-        values = loo.get(name) or {}
-        return (values.get(tpr_key) or -1.0, values.get("auc") or -1.0)
+    A sample belongs to the selection half when the first byte of the SHA-256 of its id is
+    even: deterministic, the same on every machine and for every defense, and independent
+    of membership and of the scores.
+    """
+    return np.asarray(
+        [hashlib.sha256(str(i).encode()).digest()[0] % 2 == 0 for i in sample_ids], dtype=bool
+    )
 
-    found = [a for a in attacks if a in loo]
-    return max(found, key=strength) if found else None
+
+def _strength(scores: np.ndarray, labels: np.ndarray, tpr_key: str) -> tuple[float, float]:
+    found = roc_metrics(scores.reshape(-1), labels.reshape(-1), (fpr_of(tpr_key),))
+    return float(found[tpr_key]), float(found["auc"])
+
+
+def _strongest_of(
+    matrices: Mapping[str, np.ndarray], labels: np.ndarray, attacks: Iterable[str], tpr_key: str
+) -> str | None:
+    """The attack of ``attacks`` with the highest pooled TPR (then AUC) on ``labels``' pairs."""
+    found = [a for a in attacks if a in matrices]
+    return max(found, key=lambda a: _strength(matrices[a], labels, tpr_key)) if found else None
+
+
+def _pooled(
+    scores: np.ndarray, labels: np.ndarray, metric: str, n_boot: int, level: float
+) -> Estimate:
+    """A metric pooled over a samples × models matrix, whole samples resampled."""
+    fpr = fpr_of(metric)
+    fprs = () if fpr is None else (fpr,)
+    intervals = clustered_roc_intervals(
+        scores, labels, fprs=fprs, n_boot=n_boot, level=level, seed=TABLE_SEED
+    )
+    n_nonmembers = int((labels == 0).sum())
+    if fpr is not None and not observable(fpr, n_nonmembers):
+        return Estimate(None, None, None, note=unobservable_note(fpr, n_nonmembers))
+    value = roc_metrics(scores.reshape(-1), labels.reshape(-1), fprs)[metric]
+    low, high = intervals[ci_key(metric, level)] or (None, None)
+    return Estimate(float(value), low, high)
+
+
+def _clustered_p(
+    a: np.ndarray, b: np.ndarray, labels: np.ndarray, metric: str, n_boot: int
+) -> float | None:
+    """Two-sided bootstrap p-value of a − b = 0, whole samples resampled (as
+    :func:`~miabench.metrics.bootstrap.clustered_paired_roc`)."""
+    fpr = fpr_of(metric)
+    fprs = () if fpr is None else (fpr,)
+    flat_y = labels.reshape(-1)
+    n, k = labels.shape
+    deltas = []
+    rng = np.random.default_rng(TABLE_SEED)
+    for w in clustered_weights(flat_y, n, k, max(n_boot, P_VALUE_REPLICATES), rng):
+        ra = roc_replicates(a.reshape(-1), flat_y, w, fprs)[metric]
+        deltas.append(ra - roc_replicates(b.reshape(-1), flat_y, w, fprs)[metric])
+    reps = np.concatenate(deltas)
+    return None if np.all(reps == 0) else bootstrap_p_value(reps)
 
 
 def strongest_attack_columns(
@@ -197,20 +284,26 @@ def strongest_attack_columns(
 ) -> dict[str, dict[str, Any]]:
     """Per defense, the best reference attack beside the reference-free one of the same run.
 
+    The best attack is chosen on the samples of :func:`selection_half` (pooled leave-one-out
+    TPR at ``tpr_key``, then AUC) and every column is measured on the other half, so the
+    choice does not favour the attack it picks. A run without ``scores_leave_one_out.csv``
+    falls back to its recorded leave-one-out metrics, chosen and measured on the same pairs
+    (``reference_selection`` says which).
+
     Args:
         reference_results: results.json contents of ``attack=reference`` runs, one setting
             per defense (the newest result of a setting is kept).
         tpr_key: the TPR reported beside the AUC and used (then the AUC) to pick the best.
-        n_boot: replicates of the paired bootstrap; level: its coverage.
+        n_boot: replicates of the intervals; level: their coverage.
 
     Returns:
         ``{defense: columns}``: ``reference_seed``, ``reference_models``,
-        ``best_reference_attack``, its
-        ``best_reference_auc`` and ``best_reference_<tpr_key>`` (leave-one-out, pooled over
-        every model as the target, with ``_lo``/``_hi``/``_note``), the same for
+        ``reference_selection``, ``best_reference_attack``, its ``best_reference_auc`` and
+        ``best_reference_<tpr_key>`` (leave-one-out, pooled over every model as the target,
+        on the measuring half, with ``_lo``/``_hi``/``_note``), the same for
         ``reference_free_*`` (the run's reference-free attack on the same pairs), and
         ``best_vs_free_auc`` / ``best_vs_free_<tpr_key>``: paired bootstrap of best − free
-        (``_sig`` where the interval excludes 0).
+        (whole samples resampled) with its raw ``_p``.
 
     Raises:
         ValueError: naming the files, when a defense has reference runs of several settings
@@ -228,44 +321,92 @@ def strongest_attack_columns(
                 f"defense {defense}: {len(found)} reference runs of different settings "
                 f"({files}); narrow table.reference.results to one per defense"
             )
-        result = found[0]
-        attacks = result["attacks"]
-        free = [a for a, m in attacks.items() if _is_reference_free(m)]
-        calibrated = [a for a in attacks if a not in free]
-        best = _strongest(result, calibrated, tpr_key)
-        best_free = _strongest(result, free, tpr_key)
-        loo = result.get("leave_one_out") or {}
-        row: dict[str, Any] = {
-            "reference_seed": result["run"].get("seed"),
-            "reference_models": result["run"]["reference"]["n_models"],
-            "best_reference_attack": best,
-        }
-        for metric in ("auc", tpr_key):
-            for prefix, name in (("best_reference", best), ("reference_free", best_free)):
-                estimate = (
-                    recorded_estimate(loo[name], metric) if name else Estimate(None, None, None)
-                )
-                row.update(estimate_columns(f"{prefix}_{metric}", estimate))
-        if best and best_free:
-            scores = read_run_csv(Path(result["_path"]).parent / "scores_leave_one_out.csv")
-
-            def matrix(column: str, frame: pd.DataFrame = scores) -> np.ndarray:
-                # samples × models, whatever the file's row order
-                return frame.pivot(index="sample_id", columns="model", values=column).to_numpy()
-
-            deltas = clustered_paired_roc(
-                matrix(f"{best}.score"),
-                matrix(f"{best_free}.score"),
-                matrix("label"),
-                fprs=(fpr_of(tpr_key),),
-                n_boot=n_boot,
-                level=level,
-                seed=TABLE_SEED,
-            )
-            for metric in ("auc", tpr_key):
-                row.update(paired_columns(f"best_vs_free_{metric}", deltas[metric]))
-        out[defense] = row
+        out[defense] = _strongest_row(found[0], tpr_key, n_boot, level)
     return out
+
+
+def _strongest_row(
+    result: Mapping[str, Any], tpr_key: str, n_boot: int, level: float
+) -> dict[str, Any]:
+    attacks = result["attacks"]
+    free = [a for a, m in attacks.items() if _is_reference_free(m)]
+    calibrated = [a for a in attacks if a not in free]
+    row: dict[str, Any] = {
+        "reference_seed": result["run"].get("seed"),
+        "reference_models": result["run"]["reference"]["n_models"],
+    }
+    path = Path(result["_path"]).parent / "scores_leave_one_out.csv"
+    if not path.is_file():
+        return {**row, **_recorded_strongest(result, calibrated, free, tpr_key)}
+    scores = read_run_csv(path)
+
+    def matrix(column: str) -> pd.DataFrame:
+        # samples × models, whatever the file's row order
+        return scores.pivot(index="sample_id", columns="model", values=column)
+
+    labels = matrix("label")
+    choose = selection_half(labels.index)
+    names = [a for a in [*calibrated, *free] if f"{a}.score" in scores]
+    mats = {a: matrix(f"{a}.score").to_numpy() for a in names}
+    y = labels.to_numpy().astype(np.int64)
+    best = _strongest_of({a: m[choose] for a, m in mats.items()}, y[choose], calibrated, tpr_key)
+    best_free = _strongest_of({a: m[choose] for a, m in mats.items()}, y[choose], free, tpr_key)
+    row["reference_selection"] = (
+        f"chosen on {int(choose.sum())} samples, measured on {int((~choose).sum())}"
+    )
+    row["best_reference_attack"] = best
+    test_y = y[~choose]
+    for metric in ("auc", tpr_key):
+        for prefix, name in (("best_reference", best), ("reference_free", best_free)):
+            estimate = (
+                _pooled(mats[name][~choose], test_y, metric, n_boot, level)
+                if name
+                else Estimate(None, None, None)
+            )
+            row.update(estimate_columns(f"{prefix}_{metric}", estimate))
+    if best and best_free:
+        a, b = mats[best][~choose], mats[best_free][~choose]
+        deltas = clustered_paired_roc(
+            a, b, test_y, fprs=(fpr_of(tpr_key),), n_boot=n_boot, level=level, seed=TABLE_SEED
+        )
+        for metric in ("auc", tpr_key):
+            estimate = deltas[metric]
+            p = None if estimate.value is None else _clustered_p(a, b, test_y, metric, n_boot)
+            estimate = SeedEstimate(
+                estimate.value,
+                estimate.low,
+                estimate.high,
+                None,
+                1,
+                estimate.note,
+                p_value=p,
+                test="paired bootstrap of samples (all their models)",
+            )
+            row.update(paired_columns(f"best_vs_free_{metric}", estimate))
+    return row
+
+
+def _recorded_strongest(
+    result: Mapping[str, Any], calibrated: list[str], free: list[str], tpr_key: str
+) -> dict[str, Any]:
+    """Columns from the recorded leave-one-out metrics (no scores to split)."""
+    loo = result.get("leave_one_out") or {}
+
+    def strength(name: str) -> tuple[float, float]:
+        values = loo.get(name) or {}
+        return (values.get(tpr_key) or -1.0, values.get("auc") or -1.0)
+
+    best = max((a for a in calibrated if a in loo), key=strength, default=None)
+    best_free = max((a for a in free if a in loo), key=strength, default=None)
+    row: dict[str, Any] = {
+        "reference_selection": "chosen and measured on the same pairs (no scores to split)",
+        "best_reference_attack": best,
+    }
+    for metric in ("auc", tpr_key):
+        for prefix, name in (("best_reference", best), ("reference_free", best_free)):
+            estimate = recorded_estimate(loo[name], metric) if name else Estimate(None, None, None)
+            row.update(estimate_columns(f"{prefix}_{metric}", estimate))
+    return row
 
 
 def privacy_utility_frame(
@@ -275,6 +416,7 @@ def privacy_utility_frame(
     tpr_key: str = "tpr_at_1pct_fpr",
     per_seed: bool = False,
     reference_results: Sequence[Mapping[str, Any]] = (),
+    multiple_testing: str = "holm",
 ) -> pd.DataFrame:
     """One row per defense (its seeds aggregated; or per defense and seed), undefended first.
 
@@ -286,6 +428,8 @@ def privacy_utility_frame(
         per_seed: one row per run instead of one per defense.
         reference_results: ``attack=reference`` runs of the same defenses: each defense's
             row gets :func:`strongest_attack_columns` (empty where a defense has none).
+        multiple_testing: ``holm`` or ``bh``: the correction of all the frame's p-values
+            (``frame.attrs["n_tests"]`` says how many).
 
     Returns:
         Columns ``defense``, ``n_seeds``, ``seeds``, ``epsilon``, ``delta``,
@@ -335,7 +479,11 @@ def privacy_utility_frame(
         return frame
     keys = [(d != REFERENCE, d, s) for d, s in zip(frame["defense"], frame["seeds"], strict=True)]
     order = sorted(range(len(frame)), key=keys.__getitem__)
-    return frame.iloc[order].reset_index(drop=True)
+    frame, n_tests = apply_multiple_testing(
+        frame.iloc[order].reset_index(drop=True), multiple_testing
+    )
+    frame.attrs = {"n_tests": n_tests}
+    return frame
 
 
 def _setting_columns(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -480,9 +628,17 @@ def write_privacy_utility(
     # the reference-model runs of the same defenses (best reference attack per defense)
     reference_paths = result_paths(list((table.get("reference") or {}).get("results") or []))
     reference = collect_results(reference_paths)
-    frame = privacy_utility_frame(results, role=role, utility=metrics, reference_results=reference)
+    method = str(table.get("multiple_testing", "holm"))
+    frame = privacy_utility_frame(
+        results, role=role, utility=metrics, reference_results=reference, multiple_testing=method
+    )
     per_seed = privacy_utility_frame(
-        results, role=role, utility=metrics, per_seed=True, reference_results=reference
+        results,
+        role=role,
+        utility=metrics,
+        per_seed=True,
+        reference_results=reference,
+        multiple_testing=method,
     )
     out_dir = Path(table["out_dir"])
     name = table["name"]
@@ -496,9 +652,12 @@ def write_privacy_utility(
         f"Utility on {role}s, measured on the victim's raw outputs (mean ± std over seeds); "
         "AUC and TPR at 1 % FPR on the test half of members and non-members.",
         f"_vs_{REFERENCE}: difference from the undefended victim on the same seed and samples "
-        "(defense − none), paired bootstrap (one resample of the test samples, or of the "
-        f"{role}s for utility, applied to both; averaged over seeds within each replicate); "
-        "* = its interval excludes 0 (significant at 5 % for 95 % intervals).",
+        "(defense − none). A defense that trains its own victims: mean of the per-seed "
+        "differences with the paired t-test and t-interval over seeds (Dietterich 1998; "
+        "training randomness counted; one seed: shown, not tested). A post-hoc defense on "
+        "the undefended victim (same victim_key, e.g. output truncation): paired bootstrap of "
+        f"the test samples (or of the {role}s for utility), one resample applied to both, "
+        f"p = (1 + count) / (B + 1) with B ≥ {P_VALUE_REPLICATES}.",
         "epsilon: DP-SGD's ε at the given δ (Opacus RDP accountant), empty for non-DP defenses.",
         f"Plot: `{name}.png` ({plot_column} vs AUC, bars: pooled interval).",
         f"One row per seed: `{name}_per_seed.md` / `.csv`.",
@@ -513,16 +672,19 @@ def write_privacy_utility(
             "leave-one-out TPR at 1 % FPR (then AUC) on that defense's reference run; "
             "reference_free_*: the same run's reference-free attack (the target's own error) "
             "on the same (sample, model) pairs; both pooled over every model of the run as "
-            "the target, whole samples resampled for the interval. best_vs_free_*: paired "
-            "bootstrap of best − reference-free on the same pairs. Picking the best of "
-            "several attacks on the same pairs favours it slightly. "
+            "the target, whole samples resampled for the interval. The best attack is chosen "
+            "on the samples whose id's SHA-256 starts with an even byte and every column is "
+            "measured on the others (reference_selection), so the choice does not favour it. "
+            "best_vs_free_*: paired bootstrap of best − reference-free on the same pairs. "
             + str(spec_ref.get("note", "")),
         ]
+    notes += grouping_lines(describe_grouping(results), out_dir)
     for rows, stem, title in (
         (per_seed, f"{name}_per_seed", f"{table['title']} (one row per seed)"),
         (frame, name, table["title"]),
     ):
         csv_path = atomic_write(out_dir / f"{stem}.csv", lambda p, f=rows: f.to_csv(p, index=False))
-        lines = [f"# {title}", "", to_markdown(markdown_view(rows)), "", *(f"- {n}" for n in notes)]
+        shown = [*notes, multiple_testing_note(method, rows.attrs.get("n_tests", 0))]
+        lines = [f"# {title}", "", to_markdown(markdown_view(rows)), "", *(f"- {n}" for n in shown)]
         md_path = atomic_write_text(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
     return md_path, csv_path

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from miabench.metrics.roc import ci_key, note_key
 from miabench.results.markdown import markdown_view, to_markdown
-from miabench.results.runs import collect_results
+from miabench.results.runs import collect_results, recorded_end
 from miabench.utils.io import atomic_write, atomic_write_text
 
 #: metrics reported per attack, for the target and pooled over leave-one-out
@@ -138,9 +138,10 @@ def newest_per_setting(
     results: Sequence[Mapping[str, Any]],
 ) -> tuple[list[Mapping[str, Any]], int]:
     """Keep the newest result of each setting (folders left by older code are superseded,
-    as in the generic table); return them and how many were left out."""
+    as in the generic table: by recorded end time, then path, never file modification
+    time); return them and how many were left out."""
     newest: dict[tuple[Any, ...], Mapping[str, Any]] = {}
-    for result in sorted(results, key=lambda r: Path(r["_path"]).stat().st_mtime):
+    for result in sorted(results, key=lambda r: (recorded_end(r), str(r["_path"]))):
         newest[_setting(result)] = result
     return list(newest.values()), len(results) - len(newest)
 

@@ -1,10 +1,11 @@
 """Runs behind a table: reading results.json files, grouping one setting's seeds, and the
-estimates over seeds (mean, std over seeds, pooled interval) every table writer shows.
+estimates over seeds every table writer shows.
 
-Runs equal but for their seed (:func:`setting_key`) form one setting; :func:`seed_estimate`
-averages a metric over its seeds with the pooled interval recomputed from each run's
-``scores.csv`` (:func:`held_out_scores`), and :func:`paired_attacks` gives the paired
-bootstrap of two attacks scored in the same runs.
+Runs equal in what was run but for their seed (:func:`setting_key`) form one setting;
+:func:`seed_estimate` averages a metric over its seeds with a t-interval over the per-seed
+values (training randomness included, :mod:`miabench.metrics.seeds`); :func:`paired_difference`
+tests a difference of two arms (over seeds, or by resampling samples where both arms are one
+victim); :func:`apply_multiple_testing` adjusts all the p-values of one table together.
 """
 
 from __future__ import annotations
@@ -15,16 +16,30 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from miabench.metrics.bootstrap import Estimate, ScoredRows, paired_roc, pooled_roc
+from miabench.metrics.bootstrap import (
+    Estimate,
+    ScoredRows,
+    replicate_means,
+    roc_replicates,
+)
 from miabench.metrics.calibration import group_of
-from miabench.metrics.roc import ci_key, note_key
+from miabench.metrics.multiplicity import adjust
+from miabench.metrics.roc import ci_key, note_key, observable, roc_metrics, unobservable_note
+from miabench.metrics.seeds import (
+    ONE_SEED,
+    P_VALUE_REPLICATES,
+    SeedEstimate,
+    over_seeds,
+    per_seed_text,
+    samples_test,
+)
 from miabench.utils.io import read_json
 
 KEY = ("victim", "dataset")
@@ -42,6 +57,23 @@ SETTING_KEYS = (
     "n_members",
     "n_nonmembers",
 )
+#: override keys (and their sub-keys) that do not change what a run measured: where files
+#: go, Hydra's own settings, which table a run feeds, logging and progress bars. Seeds are
+#: left out separately (any key named ``seed`` or ending ``.seed``). ``debug`` is kept: a
+#: debug config shortens training, so it changes the measurement.
+IGNORED_OVERRIDES = (
+    "paths",
+    "hydra",
+    "table",
+    "logger",
+    "extras",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+)
+#: the seed of the tables' bootstrap replicates (a table rebuilt from the same runs is the same)
+TABLE_SEED = 0
+#: significance level of a table's ``*`` (on Holm/BH-adjusted p-values)
+ALPHA = 0.05
 
 
 def collect_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
@@ -93,12 +125,38 @@ def _without_seeds(value: Any) -> Any:
     return value
 
 
+def _ignored_override(key: str) -> bool:
+    return _is_seed(key) or any(key == p or key.startswith(f"{p}.") for p in IGNORED_OVERRIDES)
+
+
+def recorded_overrides(run: Mapping[str, Any]) -> list[str] | None:
+    """The command-line overrides a run was launched with (``run.provenance.overrides``; an
+    older results.json kept them as ``run.overrides``), or None when none are recorded."""
+    overrides = (run.get("provenance") or {}).get("overrides")
+    if overrides is None:
+        overrides = run.get("overrides")
+    return list(map(str, overrides)) if isinstance(overrides, (list, tuple)) else None
+
+
+def measured_overrides(run: Mapping[str, Any]) -> list[str]:
+    """The recorded overrides that shaped what was measured, sorted: without seeds and the
+    keys of :data:`IGNORED_OVERRIDES` (``+``/``++``/``~`` prefixes are read through)."""
+    kept = []
+    for override in recorded_overrides(run) or []:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if not _ignored_override(key):
+            kept.append(override)
+    return sorted(kept)
+
+
 def setting_key(result: Mapping[str, Any]) -> str:
     """What a run measured, without its seed: runs with equal keys are seeds of one setting.
 
     The key is the run's victim, data (name, root, image size, direction), defense, split
-    sizes, calibration grouping, every attack's ``describe()`` and, when results.json records
-    them, the run's overrides, each without any ``seed`` entry.
+    sizes, calibration grouping, every attack's ``describe()`` and the recorded overrides
+    (:func:`measured_overrides`: e.g. ``trainer.max_epochs=1`` and ``=3`` are two settings),
+    each without any seed entry. A results.json without recorded overrides is keyed on the
+    rest, as before.
     """
     run = result["run"]
     parts: dict[str, Any] = {k: run.get(k) for k in SETTING_KEYS}
@@ -106,11 +164,8 @@ def setting_key(result: Mapping[str, Any]) -> str:
         name: _without_seeds((info or {}).get("describe") or {})
         for name, info in (result.get("attacks") or {}).items()
     }
-    overrides = run.get("overrides")
-    if isinstance(overrides, (list, tuple)):
-        parts["overrides"] = sorted(
-            str(o) for o in overrides if not _is_seed(str(o).split("=", 1)[0].lstrip("+~"))
-        )
+    if recorded_overrides(run) is not None:
+        parts["overrides"] = measured_overrides(run)
     return json.dumps(parts, sort_keys=True, default=str)
 
 
@@ -120,7 +175,9 @@ def group_seeds(
     """Results grouped by :func:`setting_key`, one result per seed, settings in input order.
 
     Two results of the same setting and seed (e.g. an old attack folder beside a rerun with a
-    new folder key) keep the newer file (by modification time).
+    new folder key) keep the newer one by :func:`recorded_end` (the latest stage end time
+    results.json records), then by path; never by file modification time, which a fresh
+    clone does not keep.
 
     Returns:
         The groups (each sorted by seed) and the paths of the superseded results.
@@ -132,7 +189,7 @@ def group_seeds(
         seed = result["run"].get("seed")
         previous = seeds.get(seed)
         if previous is not None:
-            older, newer = sorted((previous, result), key=_mtime)
+            older, newer = sorted((previous, result), key=_recency)
             superseded.append(str(older.get("_path")))
             result = newer
         seeds[seed] = result
@@ -143,9 +200,61 @@ def group_seeds(
     return ordered, superseded
 
 
-def _mtime(result: Mapping[str, Any]) -> float:
-    path = result.get("_path")
-    return os.path.getmtime(path) if path and os.path.exists(path) else 0.0
+def recorded_end(result: Mapping[str, Any]) -> str:
+    """The latest ``finished`` time of the run's recorded stages (``run.provenance.stages``)
+    as an ISO UTC string, or ``""`` when none is recorded."""
+    stages = ((result["run"].get("provenance") or {}).get("stages")) or {}
+    ends = []
+    for stage in stages.values():
+        finished = (stage or {}).get("finished") if isinstance(stage, Mapping) else None
+        if finished:
+            try:
+                ends.append(datetime.fromisoformat(str(finished)))
+            except ValueError:
+                continue
+    return max(ends).isoformat() if ends else ""
+
+
+def _recency(result: Mapping[str, Any]) -> tuple[str, str]:
+    return recorded_end(result), str(result.get("_path", ""))
+
+
+def describe_grouping(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Which runs :func:`group_seeds` merged into each setting and which it superseded.
+
+    Returns:
+        ``{"settings": [[label, seeds, [paths]], ...], "superseded": [paths]}``: small and
+        plain, so a frame can carry it in ``attrs`` to :func:`grouping_lines`.
+    """
+    groups, superseded = group_seeds(results)
+    settings = []
+    for runs in groups:
+        run = runs[0]["run"]
+        label = " / ".join(str(run.get(k)) for k in ("victim", "dataset", "defense"))
+        extra = measured_overrides(run)
+        if extra:
+            label += f" ({' '.join(extra)})"
+        settings.append([label, seeds_label(runs), [str(r.get("_path")) for r in runs]])
+    return {"settings": settings, "superseded": list(superseded)}
+
+
+def grouping_lines(grouping: Mapping[str, Any], out_dir: str | os.PathLike) -> list[str]:
+    """Notes naming the runs merged into each setting and those superseded
+    (:func:`describe_grouping`), with paths relative to the table's folder ``out_dir`` so
+    that the notes are the same on every machine."""
+
+    def rel(path: str) -> str:
+        return Path(os.path.relpath(path, str(out_dir))).as_posix()
+
+    lines = [
+        f"Setting {label}: seeds {seeds} from " + ", ".join(f"`{rel(p)}`" for p in paths)
+        for label, seeds, paths in grouping.get("settings", [])
+    ]
+    lines += [
+        f"Superseded (same setting and seed, older by recorded end time, then path): `{rel(p)}`"
+        for p in grouping.get("superseded", [])
+    ]
+    return lines
 
 
 def run_file(result: Mapping[str, Any], name: str) -> Path | None:
@@ -207,8 +316,9 @@ def _groups(result: Mapping[str, Any], test: pd.DataFrame) -> np.ndarray | None:
 def paired_attacks(
     runs: Sequence[Mapping[str, Any]], a: str, b: str, metric: str = "auc"
 ) -> Estimate:
-    """Paired bootstrap of attack ``a`` minus attack ``b`` scored in the same runs, on each
-    run's test samples (one resample applied to both), averaged over the runs' seeds.
+    """Attack ``a`` minus attack ``b`` scored in the same runs (one victim per seed), on each
+    run's test samples: :func:`paired_difference` with ``same_victim`` (a paired bootstrap of
+    the samples, averaged over the runs' seeds).
 
     Returns an empty estimate with a note when a run has no scores.csv with both attacks.
     """
@@ -222,8 +332,7 @@ def paired_attacks(
             ScoredRows.of(test["label"], test[f"{a}.score"], test[f"{b}.score"], groups=groups)
         )
     n_boot, level = bootstrap_settings(runs)
-    fpr = fpr_of(metric)
-    return paired_roc(rows, fprs=(fpr,) if fpr else (), n_boot=n_boot, level=level)[metric]
+    return paired_difference(rows, metric, True, n_boot, level)
 
 
 def bootstrap_settings(runs: Sequence[Mapping[str, Any]]) -> tuple[int, float]:
@@ -251,53 +360,158 @@ def recorded_estimate(info: Mapping[str, Any], metric: str, level: float | None 
 
 
 def seed_estimate(runs: Sequence[Mapping[str, Any]], attack: str, metric: str) -> Estimate:
-    """One attack metric over the seeds of a setting (see :func:`pooled_roc`).
+    """One attack metric over the seeds of a setting.
 
-    One run: its value and interval from results.json. Several: mean ± std over seeds and
-    the pooled interval, recomputed from each run's ``scores.csv`` (without one, no
-    interval). A metric null in any run (a TPR at an FPR too low for the test half) is null,
-    with that run's note.
+    One run: its value and single-run interval from results.json, which resamples the test
+    samples only (no training randomness). Several: the mean over seeds with Student's
+    t-interval over the per-seed values (:func:`miabench.metrics.seeds.over_seeds`), which
+    counts how the victims trained; with 2 seeds it is very wide, honestly so. A metric null
+    in any run (a TPR at an FPR too low for the test half) is null, with that run's note.
+
+    Returns:
+        A :class:`~miabench.metrics.seeds.SeedEstimate` (``per_seed`` holds each seed's
+        value).
     """
     infos = [(r["attacks"].get(attack) or {}) for r in runs]
     if not any(metric in info for info in infos):
         return Estimate(None, None, None, None, len(runs))
-    n_boot, level = bootstrap_settings(runs)
+    _, level = bootstrap_settings(runs)
     notes = [info.get(note_key(metric)) for info in infos if info.get(metric) is None]
     if notes:
         note = next((n for n in notes if n), None)
         return Estimate(None, None, None, None, len(runs), note)
     values = [to_float(info.get(metric)) for info in infos]
     if len(runs) == 1:
-        return recorded_estimate(infos[0], metric, level)
-    std = float(np.std(values, ddof=1))
+        one = recorded_estimate(infos[0], metric, level)
+        return SeedEstimate(
+            one.value, one.low, one.high, None, 1, one.note, per_seed=tuple(values), test=ONE_SEED
+        )
+    return over_seeds(values, level)
+
+
+def paired_difference(
+    rows: Sequence[ScoredRows],
+    metric: str,
+    same_victim: bool,
+    n_boot: int,
+    level: float,
+) -> Estimate:
+    """The difference a − b of a metric (``auc`` or a TPR@FPR) of two scorers on the same
+    test rows of each seed, with its interval and two-sided p-value.
+
+    Two victims trained separately (a defense against the undefended victim): the paired
+    t-test over the per-seed differences (training randomness counted; one seed: the value
+    alone, untested). One victim (a post-hoc defense, or two attacks of one run): a paired
+    bootstrap of the samples, one resample applied to both arms, with at least
+    :data:`~miabench.metrics.seeds.P_VALUE_REPLICATES` replicates for the p-value.
+
+    Args:
+        rows: per seed, the test rows with two score arrays ``(a, b)``.
+        metric: ``auc`` or ``tpr_at_<x>pct_fpr``.
+        same_victim: both arms scored one victim per seed.
+        n_boot: replicates of the runs' own intervals (raised to the p-value's minimum).
+        level: coverage of the interval.
+    """
     fpr = fpr_of(metric)
-    rows = [held_out_scores(r, [attack]) for r in runs]
-    if (metric != "auc" and fpr is None) or any(r is None for r in rows):
-        return Estimate(float(np.mean(values)), None, None, std, len(runs))
-    scored = [
-        ScoredRows.of(test["label"], test[f"{attack}.score"], groups=groups)
-        for test, groups in rows
+    fprs = () if fpr is None else (fpr,)
+    fewest = min(r.n_nonmembers for r in rows)
+    if fpr is not None and not observable(fpr, fewest):
+        return Estimate(None, None, None, None, len(rows), unobservable_note(fpr, fewest))
+    name = "auc" if fpr is None else metric
+    points = [
+        roc_metrics(r.scores[0], r.labels, fprs)[name]
+        - roc_metrics(r.scores[1], r.labels, fprs)[name]
+        for r in rows
     ]
-    pooled = pooled_roc(scored, fprs=() if fpr is None else (fpr,), n_boot=n_boot, level=level)
-    return replace(pooled["auc" if fpr is None else metric], std=std)
+    if not same_victim:
+        return over_seeds(points, level, paired=True)
+
+    def delta(run: ScoredRows, w: np.ndarray) -> dict[str, np.ndarray]:
+        a = roc_replicates(run.scores[0], run.labels, w, fprs)[name]
+        return {name: a - roc_replicates(run.scores[1], run.labels, w, fprs)[name]}
+
+    if n_boot <= 0:
+        return samples_test(points, None, level)
+    reps = replicate_means(rows, delta, max(n_boot, P_VALUE_REPLICATES), TABLE_SEED)[name]
+    return samples_test(points, reps, level)
+
+
+def same_victim(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two runs scored the same trained victim: equal recorded ``run.victim_key`` (a
+    post-hoc defense such as output truncation reuses the undefended victim)."""
+    key = a["run"].get("victim_key")
+    return key is not None and key == b["run"].get("victim_key")
+
+
+#: the columns :func:`estimate_columns` writes beside a value, in order
+ESTIMATE_SIBLINGS = ("_std", "_lo", "_hi", "_note", "_per_seed")
+#: the further columns of a tested difference (:func:`paired_columns`)
+TEST_SIBLINGS = ("_p", "_p_adj", "_test", "_sig")
 
 
 def estimate_columns(name: str, estimate: Estimate) -> dict[str, Any]:
     """CSV columns of an estimate: ``name`` (value, the mean over seeds), ``name_std`` (over
-    seeds; empty for one seed), ``name_lo``/``name_hi`` (interval), ``name_note``."""
+    seeds; empty for one seed), ``name_lo``/``name_hi`` (interval), ``name_note``,
+    ``name_per_seed`` (each seed's value, ``"0.9100;0.9300"``)."""
     return {
         name: to_float(estimate.value),
         f"{name}_std": to_float(estimate.std),
         f"{name}_lo": to_float(estimate.low),
         f"{name}_hi": to_float(estimate.high),
         f"{name}_note": estimate.note,
+        f"{name}_per_seed": per_seed_text(getattr(estimate, "per_seed", ()) or ()),
     }
 
 
 def paired_columns(name: str, estimate: Estimate) -> dict[str, Any]:
-    """A paired difference's columns: :func:`estimate_columns` and ``<name>_sig`` (its
-    interval excludes 0)."""
-    return {**estimate_columns(name, estimate), f"{name}_sig": estimate.significant}
+    """A tested difference's columns: :func:`estimate_columns`, ``<name>_p`` (raw two-sided
+    p-value), ``_p_adj`` (filled by :func:`apply_multiple_testing`), ``_test`` (how it was
+    tested) and ``_sig`` (raw p < 0.05 until adjusted, then adjusted p < 0.05)."""
+    p = getattr(estimate, "p_value", None)
+    return {
+        **estimate_columns(name, estimate),
+        f"{name}_p": to_float(p),
+        f"{name}_p_adj": math.nan,
+        f"{name}_test": getattr(estimate, "test", None),
+        f"{name}_sig": p is not None and p < ALPHA,
+    }
+
+
+def apply_multiple_testing(
+    frame: pd.DataFrame, method: str = "holm", alpha: float = ALPHA
+) -> tuple[pd.DataFrame, int]:
+    """Adjust every p-value of one table together (``<name>_p`` of each
+    :func:`paired_columns` difference, every row) by Holm or Benjamini–Hochberg
+    (:func:`miabench.metrics.multiplicity.adjust`): ``_p_adj`` is filled and ``_sig`` is
+    adjusted p < ``alpha``.
+
+    Returns:
+        The adjusted copy and the number of tests (p-values present).
+    """
+    names = [
+        c[: -len("_sig")] for c in frame.columns if c.endswith("_sig") and f"{c[:-4]}_p" in frame
+    ]
+    if not names:
+        return frame, 0
+    out = frame.copy()
+    raw = np.concatenate(
+        [pd.to_numeric(out[f"{n}_p"], errors="coerce").to_numpy(float) for n in names]
+    )
+    adjusted = adjust(raw, method).reshape(len(names), len(out))
+    for n, values in zip(names, adjusted, strict=True):
+        out[f"{n}_p_adj"] = values
+        out[f"{n}_sig"] = values < alpha  # NaN (untested) compares False
+    return out, int((~np.isnan(raw)).sum())
+
+
+def multiple_testing_note(method: str, n_tests: int, alpha: float = ALPHA) -> str:
+    """The Markdown note of a table's correction."""
+    name = {"holm": "Holm", "bh": "Benjamini–Hochberg"}.get(method, method)
+    return (
+        f"* = significant at {alpha:g} after {name} correction over this table's {n_tests} "
+        "tests (`table.multiple_testing`); the CSV keeps each raw p (`_p`) beside the "
+        "adjusted one (`_p_adj`) and says how each was tested (`_test`)."
+    )
 
 
 def seeds_label(runs: Sequence[Mapping[str, Any]]) -> str:

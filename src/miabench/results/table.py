@@ -19,9 +19,15 @@ import pandas as pd
 
 from miabench.results.markdown import MISSING, NOT_OBSERVABLE, markdown_view, to_markdown
 from miabench.results.runs import (
+    ESTIMATE_SIBLINGS,
     KEY,
+    TEST_SIBLINGS,
+    apply_multiple_testing,
+    describe_grouping,
     estimate_columns,
     group_seeds,
+    grouping_lines,
+    multiple_testing_note,
     paired_attacks,
     paired_columns,
     seed_estimate,
@@ -36,10 +42,12 @@ from miabench.utils.io import atomic_write, atomic_write_text
 TPR_COLUMN = "tpr_at_1pct_fpr"
 UTILITY_METRICS = ("psnr", "ssim", "l1")
 INTERVAL_LEGEND = (
-    "Cells: value [lo, hi] = bootstrap interval at the runs' ci_level, 95 % by default (test samples resampled, members and "
-    "non-members separately; by identity where results say bootstrap_unit group); over "
-    "several seeds: mean ± std over seeds [pooled interval: the across-seed mean with each "
-    "seed's test samples resampled independently]. "
+    "Cells: one seed: value [lo, hi] = the run's bootstrap interval at its ci_level, 95 % by "
+    "default (test samples resampled, members and non-members separately; by identity where "
+    "results say bootstrap_unit group): it covers the test samples only, not how the victim "
+    "trained. Several seeds: mean ± std over seeds [Student's t-interval over the per-seed "
+    "values, mean ± t(k−1) · sd / √k, which counts training randomness; very wide with 2 "
+    "seeds]; each seed's value is in the CSV's _per_seed column and the per-seed table. "
     f"{NOT_OBSERVABLE} = not observable: TPR at FPR x needs at least 1/x test non-members "
     "(the CSV's _note column says how many there were)."
 )
@@ -181,6 +189,7 @@ def build_table(
     utility_metrics: Sequence[str] = UTILITY_METRICS,
     per_seed: bool = False,
     paired: Mapping[str, Mapping[str, str]] | None = None,
+    multiple_testing: str = "holm",
 ) -> pd.DataFrame:
     """Join runs with published numbers, one row per setting (its seeds aggregated).
 
@@ -198,6 +207,8 @@ def build_table(
         paired: column -> ``{"a": attack, "b": attack, "metric": "auc"}``: the paired
             bootstrap of a − b on each run's test samples (:func:`paired_attacks`), e.g. a
             new definition of an attack against the old one scored in the same run.
+        multiple_testing: ``holm`` or ``bh``: the correction of the paired columns'
+            p-values, over the whole frame.
 
     Returns:
         One row per setting (runs equal but for their seed, :func:`setting_key`; the newest
@@ -209,7 +220,9 @@ def build_table(
         published); ``<attack>_tpr_at_1pct_fpr`` per attack with the same siblings;
         ``nonmember_<metric>`` (mean over seeds); then ``data``, ``image_size``,
         ``weights``, ``n_members``, ``n_nonmembers``, ``n_test_members``,
-        ``n_test_nonmembers``, ``defense``, ``n_seeds``, ``seeds``.
+        ``n_test_nonmembers``, ``defense``, ``n_seeds``, ``seeds``. ``frame.attrs["grouping"]``
+        holds :func:`describe_grouping` of ``results`` and ``frame.attrs["notes"]`` the correction's note, which
+        :func:`write_table` lists (with the runs merged into each setting).
 
     Raises:
         ValueError: a target column is not in ``targets``.
@@ -252,6 +265,9 @@ def build_table(
     for col in ("n_test_members", "n_test_nonmembers"):
         if frame[col].map(lambda v: v is None or isinstance(v, (int, float))).all():
             frame[col] = pd.to_numeric(frame[col]).astype("Int64")
+    frame, n_tests = apply_multiple_testing(frame, multiple_testing)
+    frame.attrs["grouping"] = describe_grouping(results)
+    frame.attrs["notes"] = [multiple_testing_note(multiple_testing, n_tests)] if n_tests else []
     return frame
 
 
@@ -308,7 +324,7 @@ def _column_order(
 ) -> list[str]:
     """The columns of :func:`build_table`, in order (see its Returns)."""
     attacks = list(dict.fromkeys(attack for attack, _ in specs.values()))
-    siblings = ("", "_std", "_lo", "_hi", "_note")
+    siblings = ("", *ESTIMATE_SIBLINGS)
     return [
         "victim",
         "dataset",
@@ -321,7 +337,7 @@ def _column_order(
             )
         ),
         *(f"{attack}_{TPR_COLUMN}{s}" for attack in attacks for s in siblings),
-        *(f"{col}{s}" for col in paired for s in (*siblings, "_sig")),
+        *(f"{col}{s}" for col in paired for s in (*siblings, *TEST_SIBLINGS)),
         *(f"nonmember_{metric}" for metric in utility_metrics),
         "data",
         "image_size",
@@ -347,7 +363,9 @@ def write_table(
     """Write ``<name>.md`` (title, table, notes) and ``<name>.csv`` atomically.
 
     The CSV keeps every value, interval end and note in its own column; the Markdown shows
-    each value with its interval in one cell (:func:`markdown_view`).
+    each value with its interval in one cell (:func:`markdown_view`). A frame from
+    :func:`build_table` also lists its correction's note and, with paths relative to
+    ``out_dir``, the runs merged into each setting and those superseded.
 
     Args:
         frame: the table (see :func:`build_table`).
@@ -368,11 +386,24 @@ def write_table(
     )
     if per_seed is not None:
         title_per_seed = f"{title} (one row per seed)"
+        extra = _frame_notes(per_seed, out_dir)
         _write(
-            per_seed, out_dir, f"{name}_per_seed", title_per_seed, [*notes, INTERVAL_LEGEND, legend]
+            per_seed,
+            out_dir,
+            f"{name}_per_seed",
+            title_per_seed,
+            [*notes, *extra, INTERVAL_LEGEND, legend],
         )
         notes = [*notes, f"One row per seed: `{name}_per_seed.md` / `.csv`."]
-    return _write(frame, out_dir, name, title, [*notes, INTERVAL_LEGEND, legend])
+    extra = _frame_notes(frame, out_dir)
+    return _write(frame, out_dir, name, title, [*notes, *extra, INTERVAL_LEGEND, legend])
+
+
+def _frame_notes(frame: pd.DataFrame, out_dir: Path) -> list[str]:
+    """The notes a :func:`build_table` frame carries: its correction, and its runs."""
+    grouping = frame.attrs.get("grouping")
+    lines = grouping_lines(grouping, out_dir) if grouping else []
+    return [*frame.attrs.get("notes", []), *lines]
 
 
 def _write(
