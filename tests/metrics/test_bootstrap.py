@@ -91,7 +91,8 @@ def test_group_interval_is_wider_than_the_sample_interval_under_group_effects() 
 
 
 def test_unobservable_tpr_gets_no_interval() -> None:
-    scores, labels = _gaussians(np.random.default_rng(6), 50, 100, 1.0)
+    # 1000 non-members hold 10 false positives at 1 % FPR, 1 at 0.1 %
+    scores, labels = _gaussians(np.random.default_rng(6), 50, 1000, 1.0)
     out = roc_intervals(scores, labels, n_boot=100)
     assert out["tpr_at_0.1pct_fpr_ci95"] is None and out["tpr_at_1pct_fpr_ci95"] is not None
     assert out["n_bootstrap"] == 100 and out["bootstrap_unit"] == "sample"
@@ -102,10 +103,10 @@ def test_identical_scorers_are_never_significantly_different() -> None:
     rng = np.random.default_rng(7)
     for t in range(20):
         runs = [ScoredRows.of(lab, s, s) for s, lab in (_gaussians(rng, 40, 100, 0.5),) * 3]
-        delta = paired_roc(runs, n_boot=200, seed=t)
+        delta = paired_roc(runs, fprs=(0.1,), n_boot=200, seed=t)
         for estimate in delta.values():
             assert estimate.value == 0 and estimate.low == 0 and estimate.high == 0
-            assert not estimate.significant
+            assert not estimate.significant and estimate.p_value == 1.0
 
 
 def test_a_clearly_better_scorer_is_significant_and_a_null_one_rarely() -> None:
@@ -134,7 +135,7 @@ def test_pooled_interval_over_seeds_is_narrower_than_one_seed() -> None:
     single = roc_intervals(runs[0].scores[0], runs[0].labels, n_boot=400)["auc_ci95"]
     assert pooled.low < pooled.value < pooled.high
     assert pooled.high - pooled.low < 0.8 * (single[1] - single[0])
-    tpr = pooled_roc(runs, fprs=(0.001,), n_boot=10)["tpr_at_0.1pct_fpr"]
+    tpr = pooled_roc(runs, fprs=(0.01,), n_boot=10)["tpr_at_1pct_fpr"]
     assert tpr.value is None and "100 test non-members < 1000" in tpr.note
 
 
@@ -174,8 +175,17 @@ def test_clustered_intervals_resample_whole_samples_of_a_matrix() -> None:
     assert 0.85 <= covered / 60 <= 1.0, covered
 
     scores, labels = draw(120)
-    out = clustered_roc_intervals(scores, labels, fprs=(0.01,), n_boot=200, seed=1)
-    assert out["n_test_groups"] == 120 and out["tpr_at_1pct_fpr_ci95"] is not None
+    out = clustered_roc_intervals(scores, labels, fprs=(0.01, 0.1), n_boot=200, seed=1)
+    assert out["n_test_groups"] == out["n_samples"] == 120 and out["n_models"] == 8
+    assert out["n_member_pairs"] == out["n_nonmember_pairs"] == 480
+    assert out["n_nonmember_samples"] == 120
+    # 120 distinct non-member samples resolve 10 % FPR, not 1 % (the 480 pairs are not
+    # independent): the pooled TPR is refused with a note naming the samples
+    assert out["tpr_at_10pct_fpr_ci95"] is not None and out["tpr_at_1pct_fpr_ci95"] is None
+    assert out["tpr_at_1pct_fpr"] is None
+    assert out["tpr_at_1pct_fpr_note"] == "not observable: 120 distinct non-member samples < 1000"
+    low, high = out["tpr_at_1pct_fpr_reached_ci95"]
+    assert 0 <= low <= high <= 1 and out["bootstrap_unit"] == "sample and model (two-way)"
     null, labels = draw(120, signal=0.0)
     low, high = clustered_roc_intervals(null, labels, n_boot=400, seed=2)["auc_ci95"]
     assert low < 0.5 < high
@@ -212,11 +222,13 @@ def test_clustered_paired_difference_of_two_scorers_on_the_same_pairs() -> None:
     expected = roc_auc_score(flat, strong.reshape(-1)) - roc_auc_score(flat, weak.reshape(-1))
     assert delta["auc"].value == pytest.approx(expected, abs=1e-12)
     assert delta["auc"].significant and delta["auc"].low > 0
-    assert delta["tpr_at_1pct_fpr"].value is not None  # 450 non-member pairs resolve 1 %
-    # 450 non-member pairs cannot resolve 0.1 %: no value, a note instead
-    low_fpr = clustered_paired_roc(strong, weak, labels, fprs=(0.001,), n_boot=50)
-    assert low_fpr["tpr_at_0.1pct_fpr"].value is None and "not observable" in (
-        low_fpr["tpr_at_0.1pct_fpr"].note
+    assert delta["auc"].p_value == pytest.approx(2 / 401)  # no replicate at or below 0
+    assert same["auc"].p_value == 1.0
+    # 150 distinct non-member samples resolve 10 % FPR but not 1 % (450 pairs would)
+    ten = clustered_paired_roc(strong, weak, labels, fprs=(0.1,), n_boot=50)
+    assert ten["tpr_at_10pct_fpr"].value is not None
+    assert delta["tpr_at_1pct_fpr"].value is None and "150 distinct non-member samples" in (
+        delta["tpr_at_1pct_fpr"].note
     )
     with pytest.raises(ValueError, match="one \\(N, K\\)"):
         clustered_paired_roc(strong, weak[:, :3], labels)

@@ -5,15 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.stats import binomtest, norm
 from sklearn import metrics as skm
 
 from miabench.metrics.calibration import calibration_split
 from miabench.metrics.roc import (
+    HEAVY_TIES_SHARE,
+    MIN_NONMEMBERS_PER_FPR,
     choose_threshold,
     evaluate_scores,
+    observable,
+    reached_operating_point,
     roc_curve,
     roc_metrics,
     threshold_metrics,
+    tied_fraction,
     tpr_at_fpr,
     tpr_key,
 )
@@ -22,6 +28,13 @@ FPRS = (0.001, 0.01, 0.1)
 
 
 def _sklearn_tpr_at(labels: np.ndarray, scores: np.ndarray, target: float) -> float:
+    """scikit-learn's ROC interpolated linearly at ``target`` (np.interp takes the last of
+    equal FPRs, the highest TPR, at a point of the curve)."""
+    fpr, tpr, _ = skm.roc_curve(labels, scores, drop_intermediate=False)
+    return float(np.interp(target, fpr, tpr))
+
+
+def _sklearn_step_tpr_at(labels: np.ndarray, scores: np.ndarray, target: float) -> float:
     # drop_intermediate=False: dropped collinear points could hold the best TPR under target.
     fpr, tpr, _ = skm.roc_curve(labels, scores, drop_intermediate=False)
     return float(tpr[fpr <= target].max())
@@ -169,17 +182,161 @@ def test_no_calibration_rows_reports_auc_on_all() -> None:
 
 
 def test_unobservable_tpr_is_null_with_a_note() -> None:
-    # 100 test non-members resolve FPR 1 % (one false positive) but not 0.1 %
+    # 1000 test non-members hold 10 false positives at 1 % FPR but 1 at 0.1 %
     rng = np.random.default_rng(11)
-    labels = np.array([1] * 60 + [0] * 100)
-    scores = rng.normal(size=160) + labels
-    out = evaluate_scores(scores, labels, np.zeros(160, dtype=bool))
+    labels = np.array([1] * 60 + [0] * 1000)
+    scores = rng.normal(size=1060) + labels
+    out = evaluate_scores(scores, labels, np.zeros(1060, dtype=bool))
     assert out["tpr_at_0.1pct_fpr"] is None
-    assert out["tpr_at_0.1pct_fpr_note"] == "not observable: 100 test non-members < 1000"
+    assert out["tpr_at_0.1pct_fpr_note"] == "not observable: 1000 test non-members < 10000"
     assert out["tpr_at_1pct_fpr"] == pytest.approx(_sklearn_tpr_at(labels, scores, 0.01))
     assert "tpr_at_1pct_fpr_note" not in out
-    assert out["n_test_members"] == 60 and out["n_test_nonmembers"] == 100
+    assert out["n_test_members"] == 60 and out["n_test_nonmembers"] == 1000
+    # the reached operating point stands in for the null one: 1 false positive of 1000
+    assert out["tpr_at_0.1pct_fpr_reached_fpr"] == 0.001
+    assert out["tpr_at_0.1pct_fpr_reached"] == pytest.approx(
+        _sklearn_step_tpr_at(labels, scores, 0.001)
+    )
     # with a calibration half, the counts are the test half's
     cal = calibration_split(labels, 0.5, seed=0)
     half = evaluate_scores(scores, labels, cal)
-    assert half["n_test_nonmembers"] == 50 and half["tpr_at_1pct_fpr"] is None
+    assert half["n_test_nonmembers"] == 500 and half["tpr_at_1pct_fpr"] is None
+    assert half["tpr_at_1pct_fpr_note"] == "not observable: 500 test non-members < 1000"
+    assert half["tpr_at_1pct_fpr_reached_fpr"] == 0.01
+
+
+def test_observability_needs_ten_false_positives_at_the_target() -> None:
+    assert MIN_NONMEMBERS_PER_FPR == 10
+    assert observable(0.01, 1000) and not observable(0.01, 999)
+    assert observable(0.001, 10000) and not observable(0.001, 9999)
+    assert observable(0.01, 100, per_fpr=1)  # the former rule, on request
+
+
+def test_low_fpr_estimate_on_few_nonmembers_is_biased_and_the_rule_refuses_it() -> None:
+    """Known truth: members N(1.5, 1), non-members N(0, 1), TPR at 1 % FPR is
+    1 - Phi(z_0.99 - 1.5) = 0.204. With 100 non-members the estimate is biased up (the issue
+    measured 0.264); with 1000 (the rule's minimum) it is close to the truth."""
+    rng = np.random.default_rng(3)
+    truth = 1 - norm.cdf(norm.ppf(0.99) - 1.5)
+
+    def mean_estimate(n0: int, trials: int) -> float:
+        values = []
+        for _ in range(trials):
+            labels = np.r_[np.ones(500, dtype=int), np.zeros(n0, dtype=int)]
+            scores = rng.normal(size=500 + n0) + 1.5 * labels
+            values.append(roc_metrics(scores, labels, (0.01,))[tpr_key(0.01)])
+        return float(np.mean(values))
+
+    few, enough = mean_estimate(100, 300), mean_estimate(1000, 100)
+    assert few - truth > 0.03  # one false positive is a tenth of the target: biased up
+    assert abs(enough - truth) < 0.02
+    assert not observable(0.01, 100) and observable(0.01, 1000)
+
+
+def test_step_rule_on_request_equals_the_largest_tpr_within_budget() -> None:
+    scores, labels = _tied(800, 14)
+    fpr, tpr, _ = roc_curve(scores, labels)
+    for target in (0.003, 0.01, 0.05, 0.2):
+        step = tpr_at_fpr(fpr, tpr, target, interpolate=False)
+        assert step == _sklearn_step_tpr_at(labels, scores, target)
+        assert tpr_at_fpr(fpr, tpr, target) >= step  # interpolation never loses TPR
+
+
+def test_interpolated_tpr_off_and_on_the_grid_matches_sklearn_and_np_interp() -> None:
+    rng = np.random.default_rng(15)
+    for t in range(30):
+        n = int(rng.integers(30, 500))
+        labels = rng.integers(0, 2, n)
+        labels[:2] = [0, 1]
+        scores = np.round(rng.normal(size=n) + labels, int(t % 3))
+        fpr, tpr, _ = skm.roc_curve(labels, scores, drop_intermediate=False)
+        for target in [*rng.random(4), *fpr[1:6]]:
+            assert tpr_at_fpr(*roc_curve(scores, labels)[:2], target) == pytest.approx(
+                _sklearn_tpr_at(labels, scores, target), abs=1e-12
+            )
+
+
+def test_quantised_scores_keep_their_tpr_through_ties() -> None:
+    """No signal, 4 score levels (as 4-level output truncation): the step rule cannot cut
+    into the top tie block and reports TPR 0 at 1 % FPR; the interpolated ROC (a randomised
+    threshold) reports about 1 %, what chance gives, and the ties are flagged."""
+    rng = np.random.default_rng(16)
+    labels = np.r_[np.ones(4000, dtype=int), np.zeros(4000, dtype=int)]
+    scores = rng.integers(0, 4, 8000).astype(float)
+    fpr, tpr, _ = roc_curve(scores, labels)
+    assert tpr_at_fpr(fpr, tpr, 0.01, interpolate=False) == 0.0
+    assert tpr_at_fpr(fpr, tpr, 0.01) == pytest.approx(0.01, abs=0.003)
+    assert tied_fraction(scores, labels) == 1.0
+    out = evaluate_scores(scores, labels, np.zeros(8000, dtype=bool), fprs=(0.01,))
+    assert out["tied_fraction"] > HEAVY_TIES_SHARE and "tie" in out["ties_note"]
+    untied = evaluate_scores(rng.normal(size=8000), labels, np.zeros(8000, dtype=bool))
+    assert untied["tied_fraction"] == 0.0 and "ties_note" not in untied
+
+
+def test_reached_operating_point_and_its_exact_intervals() -> None:
+    rng = np.random.default_rng(17)
+    labels = np.r_[np.ones(200, dtype=int), np.zeros(250, dtype=int)]
+    scores = rng.normal(size=450) + 2 * labels
+    out = reached_operating_point(scores, labels, 0.01)
+    key = "tpr_at_1pct_fpr_reached"
+    # 250 non-members reach 2 / 250 = 0.8 % at most within 1 %
+    assert out[f"{key}_fpr"] == 2 / 250
+    hits, n1, k, n0 = out[f"{key}_counts"]
+    members_above_third = int((scores[:200] > np.sort(scores[200:])[-3]).sum())
+    assert (hits, n1, k, n0) == (members_above_third, 200, 2, 250)
+    assert out[key] == hits / 200
+    exact = binomtest(members_above_third, 200).proportion_ci(method="exact")
+    assert out[f"{key}_ci95"] == pytest.approx([exact.low, exact.high])
+    fpr_exact = binomtest(2, 250).proportion_ci(method="exact")
+    assert out[f"{key}_fpr_ci95"] == pytest.approx([fpr_exact.low, fpr_exact.high])
+    # too few non-members for even one false positive: TPR at zero false positives
+    few = reached_operating_point(scores[150:], labels[150:], 0.001)
+    assert few["tpr_at_0.1pct_fpr_reached_fpr"] == 0.0
+    assert few["tpr_at_0.1pct_fpr_reached_fpr_ci95"][0] == 0.0
+
+
+def test_reached_tpr_interval_covers_the_true_tpr_of_the_chosen_cut() -> None:
+    """Known truth: the cut the test chose (strictly above the (k+1)-th largest non-member)
+    has true TPR 1 - Phi(cut - d); the Clopper-Pearson interval covers it >= 95 % (exact,
+    conservative), on 100 non-members where the nominal 1 % key is refused."""
+    rng = np.random.default_rng(18)
+    d, covered, trials = 1.5, 0, 300
+    for _ in range(trials):
+        labels = np.r_[np.ones(60, dtype=int), np.zeros(100, dtype=int)]
+        scores = rng.normal(size=160) + d * labels
+        out = reached_operating_point(scores, labels, 0.01)
+        cut = np.sort(scores[60:])[-2]  # k = 1: the cut sits above the 2nd largest
+        low, high = out["tpr_at_1pct_fpr_reached_ci95"]
+        covered += low <= 1 - norm.cdf(cut - d) <= high
+    assert covered / trials >= 0.93
+
+
+def test_threshold_metrics_wilson_intervals_and_counts() -> None:
+    scores, labels = _tied(500, 19)
+    out = threshold_metrics(scores, labels, 25.0)
+    pred = scores >= 25.0
+    z = norm.ppf(0.975)
+    for name, k, n in (
+        ("accuracy", int((pred == labels).sum()), 500),
+        ("precision", int((pred & (labels == 1)).sum()), int(pred.sum())),
+        ("recall", int((pred & (labels == 1)).sum()), int(labels.sum())),
+    ):
+        assert out[f"{name}_counts"] == [k, n]
+        # the Wilson score interval, written out (Agresti & Coull 1998, eq. 2)
+        centre = (k + z**2 / 2) / (n + z**2)
+        half = z / (n + z**2) * np.sqrt(k * (n - k) / n + z**2 / 4)
+        assert out[f"{name}_ci95"] == pytest.approx([centre - half, centre + half], abs=1e-9)
+    nobody = threshold_metrics(scores, labels, 1e9)
+    assert nobody["precision"] == 0.0 and nobody["precision_ci95"] is None
+
+
+def test_accuracy_interval_covers_the_true_accuracy() -> None:
+    """Known truth: members N(1, 1), non-members N(0, 1), threshold 0.5, balanced classes:
+    accuracy Phi(0.5). The Wilson interval covers it close to 95 % on 40 + 40 rows."""
+    rng = np.random.default_rng(20)
+    truth, covered, trials = norm.cdf(0.5), 0, 400
+    for _ in range(trials):
+        labels = np.r_[np.ones(40, dtype=int), np.zeros(40, dtype=int)]
+        low, high = threshold_metrics(rng.normal(size=80) + labels, labels, 0.5)["accuracy_ci95"]
+        covered += low <= truth <= high
+    assert 0.92 <= covered / trials <= 0.98

@@ -15,8 +15,30 @@ vectorised over replicates: 1000 replicates of 5000 rows take well under a secon
 scikit-learn, scipy and torchmetrics bootstrap rows of one statistic at a time, not strata,
 clusters, paired scorers or means over seeds, hence this module.
 
-Intervals are percentile intervals of the replicates. Seeded: the same inputs and seed give
-the same interval.
+Intervals (measured coverage in docs/statistics.md, from experiments/bench/coverage.py):
+
+- the single-run AUC gets a **BCa** interval (Efron & Tibshirani 1993, ch. 14; bias from the
+  replicates, acceleration from the closed-form jackknife of
+  :func:`miabench.metrics.intervals.auc_jackknife`): the percentile interval of an AUC near 1
+  on small tests undercovers, its distribution being skewed against the bound;
+- TPRs at an FPR keep the **percentile** interval: their jackknife is degenerate (leaving out
+  one row moves the TPR by 0 or by one step, so the acceleration estimate is noise), and
+  with the :data:`~miabench.metrics.roc.MIN_NONMEMBERS_PER_FPR` rule the percentile interval
+  covers; ``ci_method`` in the results names the method of each key;
+- differences (paired scorers) get percentile intervals and a two-sided bootstrap p-value
+  (:func:`miabench.metrics.intervals.bootstrap_p_value`, never 0), fine enough for Holm or
+  Benjamini-Hochberg when ``n_boot`` >= 10^4 (vectorised in chunks: see
+  experiments/bench/coverage.py for the time);
+- leave-one-out matrices (samples × models) resample **samples and models together** (Owen
+  2007's pigeonhole bootstrap, :func:`clustered_weights`): resampling samples alone holds the
+  models fixed, and with a model effect the interval undercovers (0.60 at a model spread of
+  0.3 in the issue's simulation).
+
+These intervals hold the trained victims fixed: over several seeds, the spread between
+victims must come from the seeds themselves (a t-interval or two-stage bootstrap over
+seeds, in :mod:`miabench.metrics.seeds`), not from :func:`pooled_roc`'s resampling of rows.
+
+Seeded: the same inputs and seed give the same interval.
 """
 
 from __future__ import annotations
@@ -27,17 +49,28 @@ from typing import Any
 
 import numpy as np
 
+from miabench.metrics.intervals import (
+    acceleration,
+    auc_jackknife,
+    bca_interval,
+    bootstrap_p_value,
+    jackknife_influence,
+    percentile_interval,
+)
 from miabench.metrics.roc import (
     DEFAULT_FPRS,
     ArrayLike,
     _inputs,
     ci_key,
+    note_key,
     observable,
     roc_metrics,
     tpr_at_fpr,
     tpr_key,
     unobservable_note,
 )
+
+__all__ = ["percentile_interval"]  # re-exported: it lived here before intervals.py
 
 #: replicates × rows per chunk: bounds the memory of one chunk to a few tens of MB
 MAX_CELLS = 2**21
@@ -56,6 +89,9 @@ class Estimate:
         std: standard deviation over runs (``ddof=1``; None for one run).
         n_runs: number of runs (seeds) averaged.
         note: why ``value`` is None.
+        p_value: for a difference, the two-sided bootstrap p-value of "no difference"
+            (:func:`~miabench.metrics.intervals.bootstrap_p_value`); None otherwise.
+        per_seed: the metric of each run, in the runs' order.
     """
 
     value: float | None
@@ -64,6 +100,8 @@ class Estimate:
     std: float | None = None
     n_runs: int = 1
     note: str | None = None
+    p_value: float | None = None
+    per_seed: tuple[float, ...] | None = None
 
     @property
     def significant(self) -> bool:
@@ -196,15 +234,6 @@ def roc_replicates(
     return out
 
 
-def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """The central ``level`` percentile interval of bootstrap replicates."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"interval level must be in (0, 1), got {level}")
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(values, [tail, 1.0 - tail])
-    return float(low), float(high)
-
-
 def replicate_means(
     runs: Sequence[ScoredRows],
     statistic: Callable[[ScoredRows, np.ndarray], dict[str, np.ndarray]],
@@ -250,6 +279,7 @@ def roc_intervals(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    auc_method: str = "bca",
 ) -> dict[str, Any]:
     """Bootstrap intervals of one attack's test metrics, as results.json keys.
 
@@ -258,20 +288,25 @@ def roc_intervals(
         labels: (N,) 1 member, 0 non-member.
         groups: (N,) group (identity) of every row to resample whole groups, or None to
             resample rows (members and non-members separately, either way).
-        fprs: target FPRs; a TPR at an FPR the non-members cannot resolve gets no interval.
+        fprs: target FPRs; a TPR at an FPR the non-members cannot resolve
+            (:func:`~miabench.metrics.roc.observable`) gets no interval.
         n_boot: replicates; 0 writes null intervals.
         level: coverage of the intervals.
         seed: seed of the resampling.
+        auc_method: ``"bca"`` (the default) or ``"percentile"`` (the former interval).
 
     Returns:
         ``auc_ci95`` and ``tpr_at_<x>pct_fpr_ci95`` (``[low, high]`` or None; the suffix
-        follows ``level``), ``ci_level``, ``n_bootstrap``, ``bootstrap_unit`` (``sample`` or
-        ``group``) and, by group, ``n_test_groups``.
+        follows ``level``), ``ci_method`` (``{key: "bca" | "percentile"}``), ``ci_level``,
+        ``n_bootstrap``, ``bootstrap_unit`` (``sample`` or ``group``) and, by group,
+        ``n_test_groups``.
 
     Raises:
         ValueError: see :func:`~miabench.metrics.roc.roc_metrics`, or a group holding both
             classes.
     """
+    if auc_method not in ("bca", "percentile"):
+        raise ValueError(f"auc_method must be 'bca' or 'percentile', got {auc_method!r}")
     run = ScoredRows.of(labels, scores, groups=groups)
     names = ["auc", *(tpr_key(f) for f in fprs)]
     shown = {"auc": True, **{tpr_key(f): observable(f, run.n_nonmembers) for f in fprs}}
@@ -283,10 +318,24 @@ def roc_intervals(
         for name in names:
             if shown[name]:
                 out[ci_key(name, level)] = list(percentile_interval(reps[name], level))
-    out.update(ci_level=level, n_bootstrap=int(n_boot), bootstrap_unit=_unit([run]))
+        if auc_method == "bca":
+            out[ci_key("auc", level)] = list(_auc_bca(run, reps["auc"], level))
+    methods = {ci_key(name, level): "percentile" for name in names}
+    methods[ci_key("auc", level)] = auc_method
+    out.update(ci_method=methods, ci_level=level, n_bootstrap=int(n_boot))
+    out["bootstrap_unit"] = _unit([run])
     if run.groups is not None:
         out["n_test_groups"] = int(len(np.unique(run.groups)))
     return out
+
+
+def _auc_bca(run: ScoredRows, reps: np.ndarray, level: float) -> tuple[float, float]:
+    """BCa interval of one run's AUC: members and non-members are independent strata, each
+    unit (row or group) left out in turn for the acceleration."""
+    scores, labels = run.scores[0], run.labels
+    estimate = float(roc_metrics(scores, labels, ())["auc"])
+    influence = [jackknife_influence(loo) for loo in auc_jackknife(scores, labels, run.groups)]
+    return bca_interval(reps, estimate, acceleration(influence), level)
 
 
 def _estimates(
@@ -294,16 +343,22 @@ def _estimates(
     reps: dict[str, np.ndarray] | None,
     level: float,
     notes: dict[str, str | None],
+    test: bool = False,
 ) -> dict[str, Estimate]:
+    """Estimates of each metric; with ``test`` (a difference), also its bootstrap p-value."""
     out = {}
     for name, values in points.items():
+        per_seed = tuple(float(v) for v in values)
         if notes.get(name):
             out[name] = Estimate(None, None, None, None, len(values), notes[name])
             continue
         low, high = percentile_interval(reps[name], level) if reps is not None else (None, None)
+        p = bootstrap_p_value(reps[name]) if test and reps is not None else None
         # one run has no spread over runs (None, not 0: a table then shows no ± for it)
         std = float(np.std(values, ddof=1)) if len(values) > 1 else None
-        out[name] = Estimate(float(np.mean(values)), low, high, std, len(values))
+        out[name] = Estimate(
+            float(np.mean(values)), low, high, std, len(values), p_value=p, per_seed=per_seed
+        )
     return out
 
 
@@ -377,7 +432,15 @@ def paired_roc(
 
     Returns:
         ``{"auc": Estimate, "tpr_at_<x>pct_fpr": Estimate, ...}`` of the differences (value
-        = mean over seeds of a − b, std over seeds).
+        = mean over seeds of a − b, std over seeds, ``p_value`` two-sided from the
+        replicates; ``n_boot`` >= 10^4 makes it fine enough for a multiple-testing
+        correction).
+
+    Note:
+        Resampling rows holds each seed's victims fixed: over seeds with training
+        randomness this test is anti-conservative, and a comparison over seeds belongs to
+        :mod:`miabench.metrics.seeds`. Where both arms are the same victim (output
+        truncation of one model's scores), resampling rows alone is right.
     """
     if any(len(r.scores) != 2 for r in runs):
         raise ValueError("a paired comparison needs two score arrays per run")
@@ -395,7 +458,7 @@ def paired_roc(
             points[name].append(a[name] - b[name])
     reps = replicate_means(runs, delta, n_boot, seed) if n_boot > 0 else None
     return _estimates(
-        {k: np.asarray(v) for k, v in points.items()}, reps, level, _notes(runs, fprs)
+        {k: np.asarray(v) for k, v in points.items()}, reps, level, _notes(runs, fprs), test=True
     )
 
 
@@ -416,7 +479,7 @@ def paired_mean(
         seed: seed of the resampling.
 
     Returns:
-        The :class:`Estimate` of mean(a) − mean(b).
+        The :class:`Estimate` of mean(a) − mean(b), with its two-sided ``p_value``.
     """
     rows = []
     for a, b, groups in runs:
@@ -433,26 +496,79 @@ def paired_mean(
 
     points = np.asarray([float(r.scores[0].mean()) for r in rows])
     reps = replicate_means(rows, mean, n_boot, seed) if n_boot > 0 else None
-    return _estimates({"delta": points}, reps, level, {})["delta"]
+    return _estimates({"delta": points}, reps, level, {}, test=True)["delta"]
 
 
 def clustered_weights(
-    flat_labels: np.ndarray, n: int, k: int, n_boot: int, rng: np.random.Generator
+    flat_labels: np.ndarray,
+    n: int,
+    k: int,
+    n_boot: int,
+    rng: np.random.Generator,
+    resample_models: bool = True,
 ) -> Iterator[np.ndarray]:
     """Multiplicities of the pairs of an (n, k) samples × models matrix, flattened row-major,
-    when whole samples (rows) are drawn with replacement; in chunks of replicates.
+    in chunks of replicates.
 
-    A replicate with one class only (never, for a balanced membership matrix) is dropped:
-    it has no ROC.
+    Samples (rows) are drawn with replacement and, with ``resample_models``, models
+    (columns) too, independently: a pair's multiplicity is the product of its sample's and
+    its model's counts (Owen 2007, "The pigeonhole bootstrap"). Drawing models as well lets
+    the interval see the spread between models (each trained on its own half of the data,
+    with its own randomness); drawing samples alone holds the models fixed and undercovers
+    as soon as models differ. Owen's bootstrap is mildly conservative (its variance counts
+    the interaction term twice), so it errs on the side of coverage.
+
+    A replicate with one class only is dropped: it has no ROC.
     """
     chunk = max(1, MAX_CELLS // max(n * k, 1))
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
         draws = rng.integers(0, n, size=(b, n)) + n * np.arange(b)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=b * n).reshape(b, n)
-        weights = np.repeat(counts, k, axis=1).astype(np.float64)
+        rows = np.bincount(draws.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+        if resample_models:
+            draws = rng.integers(0, k, size=(b, k)) + k * np.arange(b)[:, None]
+            cols = np.bincount(draws.ravel(), minlength=b * k).reshape(b, k).astype(np.float64)
+        else:
+            cols = np.ones((b, k))
+        weights = (rows[:, :, None] * cols[:, None, :]).reshape(b, n * k)
         ok = ((weights * flat_labels).sum(1) > 0) & ((weights * (1 - flat_labels)).sum(1) > 0)
         yield weights[ok]
+
+
+def _matrix(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64)
+    if s.ndim != 2 or s.shape != y.shape:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} must be one (N, K) shape")
+    return s, y
+
+
+def _matrix_counts(y: np.ndarray) -> dict[str, int]:
+    """Counts of a samples × models membership matrix, for the results."""
+    return {
+        "n_test_groups": int(y.shape[0]),
+        "n_samples": int(y.shape[0]),
+        "n_models": int(y.shape[1]),
+        "n_member_pairs": int(y.sum()),
+        "n_nonmember_pairs": int(y.size - y.sum()),
+        "n_nonmember_samples": int((y == 0).any(axis=1).sum()),
+    }
+
+
+def _matrix_notes(y: np.ndarray, fprs: Sequence[float]) -> dict[str, str]:
+    """Notes of the TPRs that the matrix's distinct non-member samples cannot resolve.
+
+    Pooled non-member pairs are not independent (a sample's pairs share the sample), so
+    the observability rule counts the distinct samples that are a non-member of some
+    model, the conservative end of the effective sample size: the pairs would count each
+    sample up to K times.
+    """
+    n_samples = int((y == 0).any(axis=1).sum())
+    return {
+        tpr_key(f): unobservable_note(f, n_samples, unit="distinct non-member samples")
+        for f in fprs
+        if not observable(f, n_samples)
+    }
 
 
 def clustered_roc_intervals(
@@ -462,53 +578,74 @@ def clustered_roc_intervals(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    resample_models: bool = True,
 ) -> dict[str, Any]:
     """Bootstrap intervals of metrics pooled over a samples × models matrix of scores.
 
     Leave-one-out reference attacks score every sample once per model (as the target), so
-    the pairs of one sample are not independent evidence, and a sample is a member for some
-    models and a non-member for others: neither rows nor class-pure groups can be
-    resampled. The unit here is the sample: whole rows of the matrix (all of a sample's
-    pairs) are drawn with replacement, and the pooled ROC metrics recomputed. Written by
-    hand: no library bootstraps a ROC over clustered, mixed-class units.
+    the pairs of one sample are not independent evidence, nor are the pairs of one model,
+    and a sample is a member for some models and a non-member for others: neither rows nor
+    class-pure groups can be resampled. Samples and models are resampled together
+    (:func:`clustered_weights`), and the pooled ROC metrics recomputed on the weighted pairs.
+    Written by hand: no library bootstraps a ROC over a two-way crossed design.
+
+    The keys merge over :func:`~miabench.metrics.roc.evaluate_scores`'s on the flattened
+    pairs: a TPR that the distinct non-member samples cannot resolve is set to None with a
+    note here (the pairs would count each sample once per model), and the reached operating
+    point's interval is replaced by this bootstrap's (the exact binomial interval assumes
+    independent pairs).
 
     Args:
         scores: (N, K) scores, higher = more likely member.
         labels: (N, K) 1 where the column's model trained on the row's sample.
-        fprs: target FPRs; a TPR at an FPR the pooled non-member pairs cannot resolve gets
-            no interval.
+        fprs: target FPRs.
         n_boot: replicates; 0 writes null intervals.
         level: coverage of the intervals.
         seed: seed of the resampling.
+        resample_models: False holds the models fixed (samples only: the former interval).
 
     Returns:
-        The keys of :func:`roc_intervals` with ``bootstrap_unit`` ``"sample (all its
-        models)"`` and ``n_test_groups`` = N.
+        ``auc_ci95``, ``tpr_at_<x>pct_fpr_ci95`` (percentile intervals), for each FPR
+        ``tpr_at_<x>pct_fpr_reached_ci95`` (at the FPR the pairs reach) with
+        ``..._reached_fpr_ci95`` None, ``ci_method``, ``ci_level``, ``n_bootstrap``,
+        ``bootstrap_unit``, and the counts ``n_samples`` (= ``n_test_groups``),
+        ``n_models``, ``n_member_pairs``, ``n_nonmember_pairs``, ``n_nonmember_samples``;
+        for an unresolvable TPR, ``tpr_at_<x>pct_fpr`` None and its ``_note``.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels).astype(np.int64)
-    if s.ndim != 2 or s.shape != y.shape:
-        raise ValueError(f"scores {s.shape} and labels {y.shape} must be one (N, K) shape")
+    s, y = _matrix(scores, labels)
     n, k = s.shape
     flat_s, flat_y = s.reshape(-1), y.reshape(-1)
-    n_nonmembers = int((flat_y == 0).sum())
+    notes = _matrix_notes(y, fprs)
+    n_neg = int((flat_y == 0).sum())
+    reached = {f: np.floor(n_neg * f + 1e-9) / n_neg for f in fprs}
     names = ["auc", *(tpr_key(f) for f in fprs)]
-    shown = {"auc": True, **{tpr_key(f): observable(f, n_nonmembers) for f in fprs}}
     out: dict[str, Any] = {ci_key(name, level): None for name in names}
+    for f in fprs:
+        out[ci_key(f"{tpr_key(f)}_reached", level)] = None
+        out[ci_key(f"{tpr_key(f)}_reached_fpr", level)] = None
     if n_boot > 0:
+        rng = np.random.default_rng(seed)
+        grid = sorted(set(fprs) | set(reached.values()))
         parts = [
-            roc_replicates(flat_s, flat_y, w, fprs)
-            for w in clustered_weights(flat_y, n, k, n_boot, np.random.default_rng(seed))
+            roc_replicates(flat_s, flat_y, w, grid)
+            for w in clustered_weights(flat_y, n, k, n_boot, rng, resample_models)
         ]
         reps = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         for name in names:
-            if shown[name]:
+            if name not in notes:
                 out[ci_key(name, level)] = list(percentile_interval(reps[name], level))
+        for f in fprs:
+            interval = percentile_interval(reps[tpr_key(reached[f])], level)
+            out[ci_key(f"{tpr_key(f)}_reached", level)] = list(interval)
+    for name, note in notes.items():
+        out[name], out[note_key(name)] = None, note
+    unit = "sample and model (two-way)" if resample_models else "sample (all its models)"
     out.update(
+        ci_method={key: "percentile" for key in out if key.endswith(f"_ci{level * 100:g}")},
         ci_level=level,
         n_bootstrap=int(n_boot),
-        bootstrap_unit="sample (all its models)",
-        n_test_groups=int(n),
+        bootstrap_unit=unit,
+        **_matrix_counts(y),
     )
     return out
 
@@ -521,12 +658,13 @@ def clustered_paired_roc(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    resample_models: bool = True,
 ) -> dict[str, Estimate]:
     """Paired bootstrap of the difference of two scorers pooled over the same samples × models
     matrix (e.g. the best reference attack minus the reference-free one, leave-one-out).
 
-    Every replicate draws whole samples (all their pairs, as :func:`clustered_roc_intervals`)
-    once and scores both scorers on that draw, so the samples both see cancel.
+    Every replicate draws samples and models (as :func:`clustered_roc_intervals`) once and
+    scores both scorers on that draw, so what both see cancels.
 
     Args:
         a: (N, K) scores of the first scorer.
@@ -536,14 +674,20 @@ def clustered_paired_roc(
         n_boot: replicates; 0 gives no interval.
         level: coverage; :attr:`Estimate.significant` is significance at 1 − level.
         seed: seed of the resampling.
+        resample_models: False holds the models fixed.
 
     Returns:
-        ``{"auc": Estimate, "tpr_at_<x>pct_fpr": Estimate, ...}`` of a − b; a TPR the pooled
-        non-member pairs cannot resolve is None with a note.
+        ``{"auc": Estimate, "tpr_at_<x>pct_fpr": Estimate, ...}`` of a − b with
+        ``p_value``; a TPR the distinct non-member samples cannot resolve is None with a
+        note.
+
+    Note:
+        When ``a`` is the best of several attacks chosen on these same pairs, the difference
+        is biased upward (winner's curse): choose it on held-out samples.
     """
-    sa, sb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    y = np.asarray(labels).astype(np.int64)
-    if sa.ndim != 2 or sa.shape != y.shape or sb.shape != y.shape:
+    sa, y = _matrix(a, labels)
+    sb, _ = _matrix(b, labels)
+    if sb.shape != y.shape:
         raise ValueError(f"scores {sa.shape}, {sb.shape} and labels {y.shape} must be one (N, K)")
     n, k = y.shape
     flat_a, flat_b, flat_y = sa.reshape(-1), sb.reshape(-1), y.reshape(-1)
@@ -552,16 +696,11 @@ def clustered_paired_roc(
     reps = None
     if n_boot > 0:
         deltas: dict[str, list[np.ndarray]] = {name: [] for name in points}
-        for w in clustered_weights(flat_y, n, k, n_boot, np.random.default_rng(seed)):
+        rng = np.random.default_rng(seed)
+        for w in clustered_weights(flat_y, n, k, n_boot, rng, resample_models):
             ra = roc_replicates(flat_a, flat_y, w, fprs)
             rb = roc_replicates(flat_b, flat_y, w, fprs)
             for name in deltas:
                 deltas[name].append(ra[name] - rb[name])
         reps = {name: np.concatenate(v) for name, v in deltas.items()}
-    n_nonmembers = int((flat_y == 0).sum())
-    notes = {
-        tpr_key(f): unobservable_note(f, n_nonmembers)
-        for f in fprs
-        if not observable(f, n_nonmembers)
-    }
-    return _estimates(points, reps, level, notes)
+    return _estimates(points, reps, level, _matrix_notes(y, fprs), test=True)

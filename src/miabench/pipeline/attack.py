@@ -439,9 +439,10 @@ def held_out_metrics(
     The intervals are seeded by the run's seed, so a rerun gives the same ones. Shared by
     the attack stage and the reference-model stage (the target's metrics).
     """
-    fprs = tuple(cfg.evaluation.fprs)
+    fprs, level = tuple(cfg.evaluation.fprs), float(cfg.evaluation.ci_level)
     test = ~is_calibration if is_calibration.any() else np.ones_like(is_calibration)
-    metrics = evaluate_scores(score, labels, is_calibration, fprs=fprs)
+    # binomial intervals (accuracy, reached TPR) at the same level as the bootstrap ones
+    metrics = evaluate_scores(score, labels, is_calibration, fprs=fprs, level=level)
     metrics.update(
         roc_intervals(
             score[test],
@@ -449,7 +450,7 @@ def held_out_metrics(
             test_groups,
             fprs=fprs,
             n_boot=int(cfg.evaluation.bootstrap),
-            level=float(cfg.evaluation.ci_level),
+            level=level,
             seed=cfg.seed,
         )
     )
