@@ -17,9 +17,10 @@ Sections:
 - ``time``: seconds of a paired bootstrap with 10^4 replicates (p-values fine enough for
   Holm / BH).
 
-Hook: the multi-seed coverage and false-star sections live in
-experiments/bench/coverage_seeds.py (another module); when it exists, its
-``main_sections(trials) -> list[dict]`` rows are appended to this table (see ``main``).
+- ``seeds``: from experiments/bench/coverage_seeds.py: the multi-seed interval's coverage
+  with a seed effect, the defense test's false-star rate under a seed effect and the chance
+  of at least one false star in a table of 49 null tests, raw and after Holm / BH (these
+  three are rates: nominal 0.05).
 
 Usage (single thread):
     OMP_NUM_THREADS=1 python experiments/bench/coverage.py --trials 2000 --boot 1000
@@ -173,14 +174,30 @@ def time_section() -> list[Row]:
 
 
 def _seed_sections(trials: int) -> list[Row]:
-    """The other helper's multi-seed sections, if present (hook: coverage_seeds.py)."""
+    """The multi-seed coverage, the defense test's false-star rate and the per-table
+    family-wise rate (experiments/bench/coverage_seeds.py), as rows of this table: each
+    method's figure of a section is one row (a rate, not a coverage, where nominal is 0.05)."""
     path = Path(__file__).with_name("coverage_seeds.py")
-    if not path.exists():
-        return []
     spec = importlib.util.spec_from_file_location("coverage_seeds", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return list(module.main_sections(trials))
+    rows: list[Row] = []
+    for section in module.sections(trials):
+        n = int(section["trials"])
+        for method, value in section.items():
+            if method in ("what", "nominal", "trials"):
+                continue
+            rows.append(
+                {
+                    "section": "seeds",
+                    "setting": f"{section['what']} (nominal {section['nominal']})",
+                    "method": method,
+                    "coverage": float(value),
+                    "sd": float(np.sqrt(value * (1 - value) / n)),
+                    "trials": n,
+                }
+            )
+    return rows
 
 
 def main() -> None:
@@ -200,14 +217,14 @@ def main() -> None:
         "seeds": lambda: _seed_sections(args.trials),
     }
     print(f"trials={args.trials} boot={args.boot} (nominal 0.95)")
-    print(f"{'section':9} {'setting':34} {'method':16} {'coverage':>8} {'± sd':>6} {'s':>6}")
+    print(f"{'section':9} {'setting':64} {'method':26} {'coverage':>8} {'± sd':>6} {'s':>6}")
     for name in args.sections:
         start = time.perf_counter()
         rows = runs[name]()
         seconds = time.perf_counter() - start
         for r in rows:
             print(
-                f"{r['section']:9} {r['setting']:34} {r['method']:16} {r['coverage']:8.3f} "
+                f"{r['section']:9} {r['setting']:64} {r['method']:26} {r['coverage']:8.3f} "
                 f"{r['sd']:6.3f} {seconds:6.0f}",
                 flush=True,
             )

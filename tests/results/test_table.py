@@ -231,7 +231,9 @@ def test_a_seed_sweep_aggregates_into_one_row(tmp_path: Path) -> None:
     assert row["n_test_members"] == 40 and row["n_test_nonmembers"] == 50
     # 50 test non-members cannot resolve 1 % FPR
     assert pd.isna(row["reconstruction_tpr_at_1pct_fpr"])
-    assert row["reconstruction_tpr_at_1pct_fpr_note"] == "not observable: 50 test non-members < 1000"
+    assert (
+        row["reconstruction_tpr_at_1pct_fpr_note"] == "not observable: 50 test non-members < 1000"
+    )
 
     per_seed = build_table(collect_results(paths), targets, columns, per_seed=True)
     ours = per_seed[per_seed.defense == "none"]

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from miabench.metrics.bootstrap import Estimate, percentile_interval
+from miabench.metrics.intervals import bootstrap_p_value
 
 #: bootstrap replicates behind a p-value (the floor of a p-value is 1 / (B + 1))
 P_VALUE_REPLICATES = 10_000
@@ -42,18 +43,14 @@ ONE_SEED = "one seed: samples only"
 class SeedEstimate(Estimate):
     """An :class:`~miabench.metrics.bootstrap.Estimate` with what a table shows beside it.
 
-    Defined here rather than on ``Estimate`` so that this module does not change
-    ``metrics/bootstrap.py``; a ``p_value`` field there is compatible (same meaning).
+    ``per_seed`` and ``p_value`` are :class:`Estimate`'s; ``per_seed`` defaults to ``()``
+    here (a table always shows the seeds it rests on).
 
     Attributes:
-        per_seed: the metric (or difference) of each seed, in seed order.
-        p_value: two-sided p-value of "the difference is 0" (None: not a difference, or not
-            testable).
         test: how the interval and p-value were obtained (:data:`T_OVER_SEEDS`, ...).
     """
 
     per_seed: tuple[float, ...] = ()
-    p_value: float | None = None
     test: str | None = None
 
 
@@ -95,16 +92,6 @@ def over_seeds(values: Sequence[float], level: float = 0.95, paired: bool = Fals
         p = float(stats.ttest_1samp(x, 0.0).pvalue)
     test = PAIRED_T_OVER_SEEDS if paired else T_OVER_SEEDS
     return SeedEstimate(mean, low, high, sd, len(x), per_seed=x, p_value=p, test=test)
-
-
-def bootstrap_p_value(replicates: np.ndarray, null: float = 0.0) -> float:
-    """Two-sided bootstrap p-value of ``null``: twice the smaller tail of the replicates at
-    or beyond it, each tail (1 + count) / (B + 1) so that it never reads 0, capped at 1."""
-    reps = np.asarray(replicates, dtype=np.float64).reshape(-1)
-    b = len(reps)
-    low = (1 + int((reps <= null).sum())) / (b + 1)
-    high = (1 + int((reps >= null).sum())) / (b + 1)
-    return float(min(1.0, 2 * min(low, high)))
 
 
 def samples_test(

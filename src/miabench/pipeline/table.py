@@ -22,7 +22,13 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from miabench.results.runs import collect_results, group_seeds, result_paths, setting_key
+from miabench.results.runs import (
+    VICTIM_KEY,
+    collect_results,
+    group_seeds,
+    result_paths,
+    setting_key,
+)
 from miabench.results.table import (
     UTILITY_METRICS,
     build_table,
@@ -51,7 +57,6 @@ RECORD_FILES = (
 )
 #: The trained victim's ``key.json`` (its resolved config: output dimensions of the claims
 #: tables), copied into the record under this name since the victim itself is not kept.
-VICTIM_KEY = "victim_key.json"
 #: Override keys that never decide whether a run is a table's documented command: where
 #: and how it was launched (``hydra.*``, ``hydra/launcher=...``) and the publish switch.
 _IGNORED_KEYS = ("hydra", "table.publish", "+table.publish")
@@ -135,6 +140,7 @@ def make_table(cfg: DictConfig) -> tuple[Path, Path]:
             paired=OmegaConf.to_container(table.paired, resolve=True)
             if table.get("paired")
             else {},
+            multiple_testing=table.get("multiple_testing", "holm"),
         )
         for per_seed in (False, True)
     ]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from miabench.metrics.bootstrap import ScoredRows
 from miabench.results.runs import (
+    VICTIM_KEY,
     apply_multiple_testing,
     bootstrap_settings,
     collect_results,
@@ -49,13 +49,12 @@ from miabench.results.runs import (
     multiple_testing_note,
     paired_columns,
     paired_difference,
+    run_file,
     same_victim,
 )
 from miabench.results.table import TPR_COLUMN, build_table, no_targets, write_table
 from miabench.utils.io import atomic_write, read_json
 
-#: files of each run copied beside the table (as the generic table does)
-RUN_FILES = ("roc_linear.png", "roc_loglog.png", "scores.csv", "results.json")
 #: x axes a claims table can plot against
 X_AXES = ("output_dim", "point")
 
@@ -84,12 +83,17 @@ def output_dimension(victim_key: Mapping[str, Any], keys: Sequence[str], where: 
     return int(math.prod(dims))
 
 
-def _victim_key(run: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    path = Path(str(run.get("victim_dir", ""))) / "key.json"
+def _victim_key(result: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The trained victim's key (its config): the ``victim_key.json`` copied beside the run's
+    record (a fresh clone has no victims), else the cached victim's ``key.json``."""
+    path = (
+        run_file(result, VICTIM_KEY) or Path(str(result["run"].get("victim_dir", ""))) / "key.json"
+    )
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: the victim's key file is needed for its output dimension (results.json "
-            "names victim_dir); rerun the experiment to restore the cached victim"
+            f"{path}: the victim's key file is needed for its output dimension (neither "
+            f"{VICTIM_KEY} beside {result.get('_path')} nor the cached victim's key.json); "
+            "rerun the experiment to restore it"
         )
     return read_json(path), str(path)
 
@@ -124,7 +128,7 @@ def claims_frame(
         point = points[index]
         dim, dim_of = math.nan, None
         if point.get("output_dim"):
-            key, where = _victim_key(run)
+            key, where = _victim_key(runs[0])
             dim = output_dimension(key, list(point["output_dim"]), where)
             dim_of = point.get("output_dim_unit")
         frame = build_table(
@@ -315,19 +319,6 @@ def plot_claim(
     return atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=150))
 
 
-def _copy_runs(frame: pd.DataFrame, runs: Sequence[Sequence[Mapping[str, Any]]], out: Path) -> None:
-    """Each run's files under ``runs/<point>[-<output dim>]-s<seed>/``."""
-    for name, dim, setting in zip(frame["point"], frame["output_dim"], runs, strict=True):
-        label = name if pd.isna(dim) else f"{name}-{dim}"
-        for result in setting:
-            src_dir = Path(str(result["_path"])).parent
-            target = out / "runs" / _slug(f"{label}-s{result['run'].get('seed')}")
-            for file in RUN_FILES:
-                src = src_dir / file
-                if src.exists():
-                    atomic_write(target / file, lambda tmp, src=src: shutil.copyfile(src, tmp))
-
-
 def write_claims_table(table: DictConfig, paths: Sequence[Path]) -> tuple[Path, Path]:
     """Write ``<name>.md`` / ``.csv`` (+ ``_per_seed``), ``<name>.png`` and the runs' files.
 
@@ -369,7 +360,6 @@ def write_claims_table(table: DictConfig, paths: Sequence[Path]) -> tuple[Path, 
         out / f"{table.name}.png",
         str(table.title),
     )
-    _copy_runs(frame, runs, out)
     notes = [
         f"Regenerate: `{table.command}`",
         f"Result files: {len(paths)}; plot: `{table.name}.png`",

@@ -14,7 +14,7 @@ import pandas as pd
 
 #: cell of a missing value (no run, no published number, or not measured)
 MISSING = "—"
-#: cell of a metric the test half cannot resolve (a TPR at FPR x with < 1/x non-members)
+#: cell of a metric the test half cannot resolve (a TPR at FPR x with < 10/x non-members)
 NOT_OBSERVABLE = "n/o"
 #: appended to a difference whose interval excludes 0
 SIGNIFICANT = "*"

@@ -48,11 +48,11 @@ from miabench.metrics.bootstrap import (
     roc_replicates,
 )
 from miabench.metrics.calibration import group_of
+from miabench.metrics.intervals import bootstrap_p_value
 from miabench.metrics.roc import ci_key, observable, roc_metrics, unobservable_note
 from miabench.metrics.seeds import (
     P_VALUE_REPLICATES,
     SeedEstimate,
-    bootstrap_p_value,
     over_seeds,
     samples_test,
 )

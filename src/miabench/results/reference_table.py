@@ -152,8 +152,8 @@ def write_reference_table(
     """Write ``<name>.md`` / ``.csv`` and copy each run's plots under ``table["out_dir"]``.
 
     The ``writer`` of a table config (``make_table`` calls it with the table config and the
-    matched result files). The plots of a run go to ``<out_dir>/<run folder>/``, and those
-    of the run with the most references also to ``<out_dir>/`` itself.
+    matched result files: the run records under ``<out_dir>/runs/``, which hold each run's
+    plots). The plots of the run with the most references are copied to ``<out_dir>/``.
 
     Raises:
         ValueError: no result matched (names the table).
@@ -170,25 +170,18 @@ def write_reference_table(
     name = table["name"]
     csv_path = atomic_write(out_dir / f"{name}.csv", lambda p: frame.to_csv(p, index=False))
 
+    # each run's plots are in its record (runs/<run>/); the table's own figures are those of
+    # the run with the most references
     largest = max(results, key=lambda r: r["run"]["reference"]["n_models"])
     copied = []
-    for result in results:
-        run_dir = Path(result["_path"]).parent
-        targets = [out_dir / run_dir.name]
-        if result is largest:
-            targets.append(out_dir)
-        for plot in PLOTS:
-            src = run_dir / plot
-            if not src.exists():
-                continue
-            for folder in targets:
-                dest = folder / plot.replace("/", "_")
+    run_dir = Path(largest["_path"]).parent
+    for plot in PLOTS:
+        src = run_dir / plot
+        if src.exists():
+            dest = out_dir / plot.replace("/", "_")
+            if src.resolve() != dest.resolve():
                 atomic_write(dest, lambda tmp, src=src: shutil.copyfile(src, tmp))
-                copied.append(dest.relative_to(out_dir))
-        atomic_write(
-            out_dir / run_dir.name / "results.json",
-            lambda tmp, src=result["_path"]: shutil.copyfile(src, tmp),
-        )
+            copied.append(dest.relative_to(out_dir))
     notes = [
         f"Regenerate: `{table.get('command', '')}`",
         f"Result files: {len(paths)} ({superseded} older result(s) of the same setting left out)",
@@ -197,9 +190,12 @@ def write_reference_table(
         "in turn as the target with the others as references, pooled over all "
         "(sample, model) pairs (loo_pairs), which is what resolves TPR at 0.1 % FPR.",
         "Cells: value [95 % bootstrap interval]; target: test samples resampled (members "
-        "and non-members separately); loo: whole samples resampled with all their pairs. "
-        "n/o = not observable: TPR at FPR x needs at least 1/x non-members (the CSV's "
-        "_note column says how many there were).",
+        "and non-members separately, BCa for the AUC); loo: samples and models resampled "
+        "together (two-way bootstrap: a pair counts as often as its sample and its model are "
+        "drawn), so both the samples and the models' training randomness are in the interval. "
+        "n/o = not observable: TPR at FPR x needs at least 10/x non-members, counted as "
+        "distinct non-member samples for loo (pooled pairs of one sample are not independent; "
+        "the CSV's _note column says how many there were).",
         "train_s_per_model: mean training wall time per model (see run.reference.models in "
         "results.json for each model and how it was measured).",
         "Plots: " + ", ".join(f"`{p}`" for p in sorted({str(c) for c in copied})),

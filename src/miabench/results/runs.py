@@ -44,6 +44,10 @@ from miabench.utils.io import read_json
 
 KEY = ("victim", "dataset")
 
+#: the trained victim's key.json (its config), copied beside a run's record: a fresh clone
+#: has no victims, and tables that read the victim's config (output dimension) need it
+VICTIM_KEY = "victim_key.json"
+
 #: run fields that make a setting (with the attacks' settings); everything but the seed
 SETTING_KEYS = (
     "victim",

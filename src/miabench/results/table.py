@@ -43,13 +43,16 @@ TPR_COLUMN = "tpr_at_1pct_fpr"
 UTILITY_METRICS = ("psnr", "ssim", "l1")
 INTERVAL_LEGEND = (
     "Cells: one seed: value [lo, hi] = the run's bootstrap interval at its ci_level, 95 % by "
-    "default (test samples resampled, members and non-members separately; by identity where "
-    "results say bootstrap_unit group): it covers the test samples only, not how the victim "
+    "default (test samples resampled, members and non-members separately, BCa for the AUC; "
+    "by identity where results say bootstrap_unit group): it covers the test samples only, "
+    "not how the victim "
     "trained. Several seeds: mean ± std over seeds [Student's t-interval over the per-seed "
     "values, mean ± t(k−1) · sd / √k, which counts training randomness; very wide with 2 "
     "seeds]; each seed's value is in the CSV's _per_seed column and the per-seed table. "
-    f"{NOT_OBSERVABLE} = not observable: TPR at FPR x needs at least 1/x test non-members "
-    "(the CSV's _note column says how many there were)."
+    f"{NOT_OBSERVABLE} = not observable: TPR at FPR x needs at least 10/x test non-members "
+    "(below that one false positive is a tenth of x and the estimate is biased up); the CSV's "
+    "_note column says how many there were, and results.json gives the TPR at the FPR the "
+    "test does reach with its Clopper-Pearson interval (tpr_at_<x>pct_fpr_reached)."
 )
 
 ColumnSpec = Mapping[str, Any] | Sequence[str]
