@@ -96,3 +96,10 @@ def test_seed_effect_stars_null_defenses_unless_tested_over_seeds():
         t_stars += over_seeds(diffs, paired=True).p_value < 0.05
     assert sample_stars / trials > 0.20
     assert t_stars / trials < 0.10
+
+
+def test_bounded_metrics_are_clipped_to_their_range():
+    free = over_seeds([0.95, 0.99, 0.999])
+    clipped = over_seeds([0.95, 0.99, 0.999], bounds=(0.0, 1.0))
+    assert free.high > 1.0
+    assert clipped.high == 1.0 and clipped.low == free.low and clipped.value == free.value

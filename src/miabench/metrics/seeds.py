@@ -70,7 +70,12 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return mean, mean - half, mean + half, sd
 
 
-def over_seeds(values: Sequence[float], level: float = 0.95, paired: bool = False) -> SeedEstimate:
+def over_seeds(
+    values: Sequence[float],
+    level: float = 0.95,
+    paired: bool = False,
+    bounds: tuple[float, float] | None = None,
+) -> SeedEstimate:
     """The mean over seeds of a metric (or of a paired difference) with its t-interval.
 
     Args:
@@ -79,6 +84,8 @@ def over_seeds(values: Sequence[float], level: float = 0.95, paired: bool = Fals
         level: coverage of the interval.
         paired: ``values`` are differences: also give the paired t-test's two-sided p-value
             (None where the differences do not vary: the t-statistic is undefined).
+        bounds: the metric's range (``(0, 1)`` for an AUC or a TPR): the interval is clipped
+            to it (a t-interval knows no bounds; clipping never lowers its coverage).
 
     Returns:
         A :class:`SeedEstimate`; one seed gives the value alone (no interval, no p-value).
@@ -87,6 +94,8 @@ def over_seeds(values: Sequence[float], level: float = 0.95, paired: bool = Fals
     if len(x) == 1:
         return SeedEstimate(x[0], None, None, None, 1, per_seed=x, test=ONE_SEED)
     mean, low, high, sd = t_interval(x, level)
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
     p = None
     if paired and sd > 0:
         p = float(stats.ttest_1samp(x, 0.0).pvalue)

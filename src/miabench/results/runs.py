@@ -390,7 +390,9 @@ def seed_estimate(runs: Sequence[Mapping[str, Any]], attack: str, metric: str) -
         return SeedEstimate(
             one.value, one.low, one.high, None, 1, one.note, per_seed=tuple(values), test=ONE_SEED
         )
-    return over_seeds(values, level)
+    # AUCs and TPRs are proportions; other recorded metrics are left unbounded
+    bounded = metric == "auc" or fpr_of(metric) is not None
+    return over_seeds(values, level, bounds=(0.0, 1.0) if bounded else None)
 
 
 def paired_difference(
