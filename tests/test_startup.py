@@ -58,11 +58,10 @@ def test_config_error_does_not_import_torch(tmp_path: Path) -> None:
 
 
 def test_make_table_runs_without_torch(tmp_path: Path) -> None:
-    # A table with no result files yet still writes the published rows.
+    # A table with no run records yet is refused (no empty table), still without torch.
     out = _probe("miabench.make_table", "table=shafran2021_t1", cwd=tmp_path)
-    assert out == {"code": 0, "heavy": []}
-    table = (tmp_path / "results" / "shafran2021_t1" / "shafran2021_t1.md").read_text()
-    assert "pix2pix" in table
+    assert out == {"code": 1, "heavy": []}
+    assert not (tmp_path / "outputs" / "tables" / "shafran2021_t1" / "shafran2021_t1.md").exists()
 
 
 def test_table_tpr_column_matches_metrics_key() -> None:
