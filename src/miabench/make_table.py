@@ -7,8 +7,13 @@ under ``<out_dir>/runs/`` (after copying in any finished run its ``table.sources
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import hydra
 from omegaconf import DictConfig
+
+log = logging.getLogger("miabench.make_table")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="make_table")
@@ -16,9 +21,14 @@ def main(cfg: DictConfig) -> str:
     """Write the configured table; returns the Markdown path."""
     # Imported here, not at the top: torch, Lightning and the victims take seconds and
     # ~1 GB to import, and `--help` or a config error should not wait for them.
-    from miabench.pipeline.table import rebuild_table
+    from miabench.pipeline.table import NoRunRecords, rebuild_table
 
-    return str(rebuild_table(cfg)[0])
+    try:
+        return str(rebuild_table(cfg)[0])
+    except NoRunRecords as err:
+        # an expected state (no runs made yet), not a crash: one line, no traceback
+        log.error("%s", err)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
