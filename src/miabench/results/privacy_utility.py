@@ -43,12 +43,9 @@ from miabench.metrics.bootstrap import (
     ScoredRows,
     clustered_paired_roc,
     clustered_roc_intervals,
-    clustered_weights,
     replicate_means,
-    roc_replicates,
 )
 from miabench.metrics.calibration import group_of
-from miabench.metrics.intervals import bootstrap_p_value
 from miabench.metrics.roc import ci_key, observable, roc_metrics, unobservable_note
 from miabench.metrics.seeds import (
     P_VALUE_REPLICATES,
@@ -244,15 +241,21 @@ def _strongest_of(
 def _pooled(
     scores: np.ndarray, labels: np.ndarray, metric: str, n_boot: int, level: float
 ) -> Estimate:
-    """A metric pooled over a samples × models matrix, whole samples resampled."""
+    """A metric pooled over a samples × models matrix, samples and models resampled together.
+
+    A TPR is reported only where the distinct non-member samples resolve its FPR (a
+    sample's pairs share it: they are not independent non-members), as
+    :func:`~miabench.metrics.bootstrap.clustered_roc_intervals` counts them.
+    """
     fpr = fpr_of(metric)
     fprs = () if fpr is None else (fpr,)
     intervals = clustered_roc_intervals(
         scores, labels, fprs=fprs, n_boot=n_boot, level=level, seed=TABLE_SEED
     )
-    n_nonmembers = int((labels == 0).sum())
+    n_nonmembers = int((labels == 0).any(axis=1).sum())
     if fpr is not None and not observable(fpr, n_nonmembers):
-        return Estimate(None, None, None, note=unobservable_note(fpr, n_nonmembers))
+        note = unobservable_note(fpr, n_nonmembers, unit="distinct non-member samples")
+        return Estimate(None, None, None, note=note)
     value = roc_metrics(scores.reshape(-1), labels.reshape(-1), fprs)[metric]
     low, high = intervals[ci_key(metric, level)] or (None, None)
     return Estimate(float(value), low, high)
@@ -261,19 +264,19 @@ def _pooled(
 def _clustered_p(
     a: np.ndarray, b: np.ndarray, labels: np.ndarray, metric: str, n_boot: int
 ) -> float | None:
-    """Two-sided bootstrap p-value of a − b = 0, whole samples resampled (as
-    :func:`~miabench.metrics.bootstrap.clustered_paired_roc`)."""
+    """Two-sided bootstrap p-value of a − b = 0 over a samples × models matrix (samples and
+    models resampled together, :func:`~miabench.metrics.bootstrap.clustered_paired_roc`),
+    with at least :data:`~miabench.metrics.seeds.P_VALUE_REPLICATES` replicates."""
     fpr = fpr_of(metric)
-    fprs = () if fpr is None else (fpr,)
-    flat_y = labels.reshape(-1)
-    n, k = labels.shape
-    deltas = []
-    rng = np.random.default_rng(TABLE_SEED)
-    for w in clustered_weights(flat_y, n, k, max(n_boot, P_VALUE_REPLICATES), rng):
-        ra = roc_replicates(a.reshape(-1), flat_y, w, fprs)[metric]
-        deltas.append(ra - roc_replicates(b.reshape(-1), flat_y, w, fprs)[metric])
-    reps = np.concatenate(deltas)
-    return None if np.all(reps == 0) else bootstrap_p_value(reps)
+    deltas = clustered_paired_roc(
+        a,
+        b,
+        labels,
+        fprs=() if fpr is None else (fpr,),
+        n_boot=max(n_boot, P_VALUE_REPLICATES),
+        seed=TABLE_SEED,
+    )
+    return deltas[metric].p_value
 
 
 def strongest_attack_columns(
