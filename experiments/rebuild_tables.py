@@ -41,7 +41,7 @@ class Check:
 
 def table_names() -> list[str]:
     """Every table config's name (``conf/table/*.yaml``)."""
-    folder = resources.files("miabench") / "conf" / "table"
+    folder = resources.files("miabench.conf") / "table"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 

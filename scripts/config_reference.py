@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-#: Where the configs may live: the top-level conf/ the project's layout names, or the package.
-CONF_CANDIDATES: tuple[Path, ...] = (REPO / "conf", REPO / "src" / "miabench" / "conf")
+#: Where the configs live: the top-level conf/ (shipped in the wheel as ``miabench/conf``).
+CONF_CANDIDATES: tuple[Path, ...] = (REPO / "conf",)
 DEFAULT_OUT = REPO / "docs" / "config_reference.md"
 #: Entry configs, one per app, in the order a user meets them.
 ENTRY_APPS: dict[str, str] = {

@@ -26,5 +26,10 @@ if [ "${1:-}" = "--dev" ]; then extra="[dev]"; fi
 # torch/torchvision first, pinned as the project allows, so pip takes the local wheels here.
 "$PYTHON" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" \
   || "$PYTHON" -m pip install --quiet "torch<=2.14.1" "torchvision<=0.29.1"
+# The configs (conf/) reach the package as miabench.conf through the path mapping that the
+# editable install writes; an install from before conf/ moved to the top level lacks it, so
+# re-run this script after pulling that change. The check fails loudly where they are missing.
 "$PYTHON" -m pip install --quiet -e ".$extra"
+(cd / && "$PYTHON" -c 'from importlib import resources as r; c = r.files("miabench.conf")
+assert (c / "train_victim.yaml").is_file(), c; print(f"[install] configs: {c}")')
 echo "[install] done"

@@ -19,6 +19,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_pyproject_lists_every_package() -> None:
+    # conf/ is mapped to miabench.conf, so setuptools' discovery is off and the list is by hand
+    tomllib = pytest.importorskip("tomllib")
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    src = REPO / "src"
+    found = {".".join(p.parent.relative_to(src).parts) for p in src.rglob("__init__.py")}
+    assert set(setup["packages"]) == found | {"miabench.conf"}, "update pyproject's packages"
+    assert setup["package-dir"] == {"": "src", "miabench.conf": "conf"}
+    assert (REPO / "conf" / "__init__.py").is_file()
+
+
 def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> str:
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{args}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
@@ -39,6 +50,7 @@ def test_wheel_installs_and_runs_the_benchmark_from_an_empty_folder(tmp_path: Pa
     (wheel,) = dist.glob("miabench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for shipped in (
+        "miabench/conf/__init__.py",
         "miabench/conf/benchmark.yaml",
         "miabench/conf/victim/pix2pix.yaml",
         "miabench/conf/experiment/embedded/pix2pix_edges2fashion.yaml",
@@ -47,6 +59,7 @@ def test_wheel_installs_and_runs_the_benchmark_from_an_empty_folder(tmp_path: Pa
         "miabench/data_sources/registry/facades.yaml",
     ):
         assert shipped in names, shipped
+    assert not any(name.startswith("conf/") for name in names)  # conf/ ships as miabench/conf
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path, env)
     bin_dir = venv / "bin"

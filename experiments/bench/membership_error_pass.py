@@ -59,7 +59,7 @@ def victim_pass(forward_per_image: float) -> None:
 
     from miabench.pipeline.train import locate_victim
 
-    conf = Path(__file__).resolve().parents[2] / "src" / "miabench" / "conf"
+    conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("run_attack", overrides=["experiment=embedded/pix2pix_edges2fashion"])
     dm = locate_victim(cfg).datamodule  # builds the embedded data under ./data once

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from miabench.pipeline.logging_hooks import silence_lightning_tips
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="benchmark")
+@hydra.main(version_base="1.3", config_path="pkg://miabench.conf", config_name="benchmark")
 def main(cfg: DictConfig) -> str:
     """Run the benchmark; returns the table's Markdown path."""
     # Imported here, not at the top: torch, Lightning and the victims take seconds and

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 log = logging.getLogger("miabench.make_table")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="make_table")
+@hydra.main(version_base="1.3", config_path="pkg://miabench.conf", config_name="make_table")
 def main(cfg: DictConfig) -> str:
     """Write the configured table; returns the Markdown path."""
     # Imported here, not at the top: torch, Lightning and the victims take seconds and

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from miabench.pipeline.logging_hooks import silence_lightning_tips
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="run_attack")
+@hydra.main(version_base="1.3", config_path="pkg://miabench.conf", config_name="run_attack")
 def main(cfg: DictConfig) -> str:
     """Run every configured attack; returns the results.json path."""
     # Imported here, not at the top: torch, Lightning and the victims take seconds and

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from miabench.pipeline.logging_hooks import silence_lightning_tips
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train_victim")
+@hydra.main(version_base="1.3", config_path="pkg://miabench.conf", config_name="train_victim")
 def main(cfg: DictConfig) -> str:
     """Train the configured victim; returns its cache folder."""
     # Imported here, not at the top: torch, Lightning and the victims take seconds and

@@ -20,7 +20,7 @@ from miabench.attacks.reference._inputs import _sides
 from miabench.attacks.reference.lira import lira_offline, lira_online
 from miabench.attacks.reference.rmia import rmia, rmia_marginal
 
-CONF = Path(__file__).parents[2] / "src/miabench/conf/attack/reference.yaml"
+CONF = Path(__file__).parents[2] / "conf/attack/reference.yaml"
 
 
 def _lira_matrix(n: int, k: int, rng: np.random.Generator) -> np.ndarray:

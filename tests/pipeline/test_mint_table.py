@@ -89,7 +89,7 @@ def test_mint_table_layout_and_published_numbers(tmp_path: Path) -> None:
     ]
     assert row.accuracy.item() == pytest.approx(0.72)
     text = md.read_text()
-    published = pd.read_csv(CONF_DIR.parent / "targets/mint2024_table1_mlp.csv")
+    published = pd.read_csv(CONF_DIR.parent / "src/miabench/targets/mint2024_table1_mlp.csv")
     cols = _row(text, "all_conv_layers")
     assert float(cols["accuracy N=1000"]) == pytest.approx(0.62)
     assert float(cols["accuracy N=15000 (for 50K)"]) == pytest.approx(0.72)
