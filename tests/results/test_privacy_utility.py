@@ -124,7 +124,7 @@ def test_mismatched_test_samples_are_refused(comparison: list[Path], tmp_path: P
 def _write_reference_run(folder: Path, defense: str, strength: float, seed: int = 0) -> None:
     """A reference-model run's results.json and leave-one-out scores: a reference-free attack
     with a weak signal and two calibrated attacks, one of them ``strength`` strong."""
-    from miabench.metrics.bootstrap import clustered_roc_intervals
+    from miabench.metrics.clustered import clustered_roc_intervals
     from miabench.metrics.roc import roc_metrics
 
     rng = np.random.default_rng(seed + int(10 * strength))

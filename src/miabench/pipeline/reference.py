@@ -38,8 +38,8 @@ from omegaconf import DictConfig
 
 from miabench.attacks.reference.evaluation import reference_subsets
 from miabench.data.population import Population
-from miabench.metrics.bootstrap import clustered_roc_intervals
 from miabench.metrics.calibration import calibration_split
+from miabench.metrics.clustered import clustered_roc_intervals
 from miabench.metrics.roc import evaluate_scores, tpr_key
 from miabench.pipeline.code_hash import attack_code_version
 from miabench.pipeline.common import resolve_device

@@ -41,13 +41,15 @@ from omegaconf import OmegaConf
 from miabench.metrics.bootstrap import (
     Estimate,
     ScoredRows,
-    clustered_paired_roc,
-    clustered_roc_intervals,
-    clustered_weights,
     replicate_means,
     roc_replicates,
 )
 from miabench.metrics.calibration import group_of
+from miabench.metrics.clustered import (
+    clustered_paired_roc,
+    clustered_roc_intervals,
+    clustered_weights,
+)
 from miabench.metrics.intervals import bootstrap_p_value
 from miabench.metrics.roc import ci_key, observable, roc_metrics, unobservable_note
 from miabench.metrics.seeds import (
@@ -262,7 +264,7 @@ def _clustered_p(
     a: np.ndarray, b: np.ndarray, labels: np.ndarray, metric: str, n_boot: int
 ) -> float | None:
     """Two-sided bootstrap p-value of a − b = 0, whole samples resampled (as
-    :func:`~miabench.metrics.bootstrap.clustered_paired_roc`)."""
+    :func:`~miabench.metrics.clustered.clustered_paired_roc`)."""
     fpr = fpr_of(metric)
     fprs = () if fpr is None else (fpr,)
     flat_y = labels.reshape(-1)
