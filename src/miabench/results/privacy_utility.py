@@ -38,27 +38,29 @@ from omegaconf import OmegaConf
 from miabench.metrics.bootstrap import Estimate, ScoredRows, replicate_means
 from miabench.metrics.calibration import group_of
 from miabench.metrics.seeds import P_VALUE_REPLICATES, over_seeds, samples_test
+from miabench.results.estimates import (
+    TABLE_SEED,
+    apply_multiple_testing,
+    bootstrap_settings,
+    estimate_columns,
+    multiple_testing_note,
+    paired_columns,
+    paired_difference,
+    same_victim,
+    seed_estimate,
+)
 from miabench.results.markdown import markdown_view, to_markdown
 from miabench.results.privacy_utility_plot import plot_privacy_utility
 from miabench.results.reference_columns import strongest_attack_columns
 from miabench.results.runs import (
-    TABLE_SEED,
-    apply_multiple_testing,
-    bootstrap_settings,
     collect_results,
     describe_grouping,
-    estimate_columns,
     group_seeds,
     grouping_lines,
     held_out_scores,
-    multiple_testing_note,
-    paired_columns,
-    paired_difference,
     read_run_csv,
     result_paths,
     run_file,
-    same_victim,
-    seed_estimate,
     seeds_label,
 )
 from miabench.results.table import INTERVAL_LEGEND
@@ -89,7 +91,7 @@ def paired_attack(
 ) -> Estimate:
     """``metric`` (``auc`` or a TPR@FPR) of a defended run minus the reference run on the
     test samples the two share, over the seeds of ``pairs``
-    (:func:`miabench.results.runs.paired_difference`: paired t over seeds, or the samples'
+    (:func:`miabench.results.estimates.paired_difference`: paired t over seeds, or the samples'
     paired bootstrap where every pair is one victim).
 
     Returns an empty estimate with a note when a run lacks scores.csv or the attack.

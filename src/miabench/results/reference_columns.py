@@ -25,15 +25,15 @@ from miabench.metrics.clustered import (
 from miabench.metrics.intervals import bootstrap_p_value
 from miabench.metrics.roc import ci_key, observable, roc_metrics, unobservable_note
 from miabench.metrics.seeds import P_VALUE_REPLICATES, SeedEstimate
-from miabench.results.reference_table import newest_per_setting
-from miabench.results.runs import (
+from miabench.results.estimates import (
     TABLE_SEED,
     estimate_columns,
     fpr_of,
     paired_columns,
-    read_run_csv,
     recorded_estimate,
 )
+from miabench.results.reference_table import newest_per_setting
+from miabench.results.runs import read_run_csv
 
 #: the score function of a reference run's reference-free attack (the target's own signal)
 REFERENCE_FREE = "miabench.pipeline.reference.reference_free"
