@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from miabench.pipeline.attack import held_out_metrics
+from miabench.pipeline.record import held_out_metrics
 from miabench.rescore import RescoreError, main, rescore_result
 
 

@@ -39,10 +39,10 @@ from scipy import stats
 
 from miabench.metrics.bootstrap import (
     ScoredRows,
-    clustered_roc_intervals,
     paired_roc,
     roc_intervals,
 )
+from miabench.metrics.clustered import clustered_roc_intervals
 from miabench.metrics.roc import reached_operating_point, threshold_metrics
 
 Row = dict[str, object]

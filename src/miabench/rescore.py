@@ -31,7 +31,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from miabench.metrics.calibration import group_of
-from miabench.pipeline.attack import held_out_metrics
+from miabench.pipeline.record import held_out_metrics
 from miabench.utils.io import atomic_write_json, read_json
 from miabench.utils.provenance import now_iso, process_git_state
 

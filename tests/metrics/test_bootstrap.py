@@ -153,7 +153,7 @@ def test_clustered_intervals_resample_whole_samples_of_a_matrix() -> None:
     covers the population AUC at about its nominal rate, and a signal-free matrix's covers 0.5."""
     from sklearn.metrics import roc_auc_score
 
-    from miabench.metrics.bootstrap import clustered_roc_intervals
+    from miabench.metrics.clustered import clustered_roc_intervals
 
     rng = np.random.default_rng(0)
 
@@ -202,7 +202,7 @@ def test_clustered_paired_difference_of_two_scorers_on_the_same_pairs() -> None:
     population difference."""
     from sklearn.metrics import roc_auc_score
 
-    from miabench.metrics.bootstrap import clustered_paired_roc
+    from miabench.metrics.clustered import clustered_paired_roc
 
     rng = np.random.default_rng(4)
     n, k = 150, 6

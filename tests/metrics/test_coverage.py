@@ -15,10 +15,10 @@ from sklearn.metrics import roc_auc_score
 
 from miabench.metrics.bootstrap import (
     ScoredRows,
-    clustered_roc_intervals,
     paired_roc,
     roc_intervals,
 )
+from miabench.metrics.clustered import clustered_roc_intervals
 from miabench.metrics.intervals import (
     acceleration,
     auc_jackknife,

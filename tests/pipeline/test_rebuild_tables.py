@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from miabench.pipeline.benchmark import write_sweep_table
+from miabench.pipeline.table import write_sweep_table
 from tests.conftest import compose_cfg
 from tests.pipeline.test_table_publish import _runs
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from miabench.pipeline.benchmark import write_sweep_table
 from miabench.pipeline.table import (
     RUNS,
     NoRunRecords,
@@ -19,6 +18,7 @@ from miabench.pipeline.table import (
     make_table,
     rebuild_table,
     route_table,
+    write_sweep_table,
 )
 from tests.conftest import compose_cfg
 from tests.results.test_table import write_seed_run

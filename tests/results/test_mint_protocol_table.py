@@ -10,12 +10,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from miabench.results.mint_table import (
-    is_untrained,
-    protocol_cells,
-    seed_summary,
-    write_mint_protocol_table,
-)
+from miabench.results.mint_protocols import protocol_cells, seed_summary, write_mint_protocol_table
+from miabench.results.mint_table import is_untrained
 
 PROTOCOLS = {"d-control": "control", "d-published": "published"}
 

@@ -12,11 +12,8 @@ from sklearn.metrics import roc_auc_score
 
 from miabench.metrics.bootstrap import roc_intervals
 from miabench.metrics.roc import evaluate_scores
-from miabench.results.privacy_utility import (
-    privacy_utility_frame,
-    selection_half,
-    write_privacy_utility,
-)
+from miabench.results.privacy_utility import privacy_utility_frame, write_privacy_utility
+from miabench.results.reference_columns import selection_half
 from miabench.results.runs import collect_results
 
 N = 300  # 150 members + 150 non-members, half of each in the test half
@@ -124,7 +121,7 @@ def test_mismatched_test_samples_are_refused(comparison: list[Path], tmp_path: P
 def _write_reference_run(folder: Path, defense: str, strength: float, seed: int = 0) -> None:
     """A reference-model run's results.json and leave-one-out scores: a reference-free attack
     with a weak signal and two calibrated attacks, one of them ``strength`` strong."""
-    from miabench.metrics.bootstrap import clustered_roc_intervals
+    from miabench.metrics.clustered import clustered_roc_intervals
     from miabench.metrics.roc import roc_metrics
 
     rng = np.random.default_rng(seed + int(10 * strength))
@@ -228,10 +225,10 @@ def test_each_defense_is_judged_by_its_strongest_reference_attack(
     text = md_path.read_text()
     assert "best_reference_attack" in text and "lira_online" in text
     # the plot shows the attacks' AUCs only, not differences or the reference runs' columns
-    from miabench.results import privacy_utility
+    from miabench.results import privacy_utility_plot
 
     plotted = []
-    real = privacy_utility.Figure.add_subplot
+    real = privacy_utility_plot.Figure.add_subplot
 
     def spy(fig, *args, **kwargs):
         ax = real(fig, *args, **kwargs)
@@ -239,11 +236,11 @@ def test_each_defense_is_judged_by_its_strongest_reference_attack(
         ax.errorbar = lambda *a, **k: plotted.append(k["label"]) or original(*a, **k)
         return ax
 
-    monkeypatch.setattr(privacy_utility.Figure, "add_subplot", spy)
+    monkeypatch.setattr(privacy_utility_plot.Figure, "add_subplot", spy)
     frame = privacy_utility_frame(
         collect_results(comparison), utility=("psnr",), reference_results=reference
     )
-    privacy_utility.plot_privacy_utility(frame, tmp_path / "p.png", "nonmember_psnr", "t")
+    privacy_utility_plot.plot_privacy_utility(frame, tmp_path / "p.png", "nonmember_psnr", "t")
     monkeypatch.undo()
     assert plotted == ["reconstruction"]
     assert "Reference-model runs: 2" in text

@@ -8,7 +8,7 @@ the true mean 0.62–0.89 of the time under a modest seed effect. Each seed's ow
 already includes its sample noise, so the spread of the k per-seed estimates carries both:
 the interval here is Student's t over seeds, mean ± t_{k−1, 0.975} · sd / √k (chosen over
 a two-stage bootstrap: exact under normal per-seed estimates, honest with as few as 2 seeds,
-where it is very wide, and the same rule as ``mint_table.seed_summary``). A difference
+where it is very wide, and the same rule as ``mint_protocols.seed_summary``). A difference
 between two arms trained separately (a defense and the undefended victim, seed by seed) is
 tested the same way on its per-seed differences: the paired t-test over seeds (Dietterich
 1998, "Approximate statistical tests for comparing supervised classification learning

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,32 +12,24 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
-import miabench
 from miabench.attacks.base import Attack
-from miabench.metrics.bootstrap import roc_intervals
-from miabench.metrics.calibration import (
-    calibration_split,
-    group_of,
-    grouped_calibration_split,
-    stratum_of,
-)
-from miabench.metrics.roc import evaluate_scores
 from miabench.metrics.utility import summarize
 from miabench.pipeline.code_hash import attack_code_version
 from miabench.pipeline.common import resolve_device
+from miabench.pipeline.halves import ROLES, Halves, split_halves
 from miabench.pipeline.logging_hooks import log_results
+from miabench.pipeline.record import describe_run, held_out_metrics, provenance, write_csv
 from miabench.pipeline.train import TrainedVictim, locate_victim
 from miabench.results.plots import plot_roc
 from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
-from miabench.utils.io import atomic_write, atomic_write_json, read_json, verified_exists
+from miabench.utils.io import atomic_write_json, read_json, verified_exists
 from miabench.utils.locks import cache_lock_dir, locked
-from miabench.utils.provenance import StageClock, environment, now_iso
+from miabench.utils.provenance import StageClock, now_iso
 from miabench.victims.base import Victim
 
 log = logging.getLogger(__name__)
 
-ROLES = {"member": 1, "nonmember": 0}
 #: key of the victim's benchmark utility in ``utility_dataset.json`` (beside the roles)
 BENCHMARK = "benchmark"
 
@@ -69,10 +60,6 @@ def attack_dir(cfg: DictConfig, victim: TrainedVictim) -> Path:
 def _loaders(victim: TrainedVictim) -> dict[str, Any]:
     dm = victim.datamodule
     return {"member": dm.member_dataloader(), "nonmember": dm.nonmember_dataloader()}
-
-
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write(path, lambda p: frame.to_csv(p, index=False), checksum=True)
 
 
 def _collect(
@@ -140,7 +127,7 @@ def _utility(
     benchmark = _plain(model.benchmark_utility(victim.datamodule, device))
     if benchmark:
         computed[BENCHMARK] = benchmark
-    _write_csv(per_sample_path, frame)
+    write_csv(per_sample_path, frame)
     atomic_write_json(dataset_path, computed, checksum=True)
     return frame, computed
 
@@ -234,7 +221,7 @@ def _attack_scores(
         return attack.score(view(signals) if view is not None else signals)
 
     frame = _collect(model, victim, device, score, desc=name)
-    _write_csv(path, frame)
+    write_csv(path, frame)
     return frame
 
 
@@ -291,7 +278,7 @@ def _score_in_one_pass(
     frame = _collect(model, victim, device, score, desc="+".join(pending))
     for name in pending:
         own = {c: c.split("\t", 1)[1] for c in frame.columns if c.startswith(f"{name}\t")}
-        _write_csv(
+        write_csv(
             out / f"scores_{name}.csv", frame[["sample_id", "role", *own]].rename(columns=own)
         )
         _SCORED_IN_ONE_PASS.add(out / f"scores_{name}.csv")
@@ -359,102 +346,12 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
     results = _results(cfg, victim, model, utility, utility_dataset, attacks_out, record)
 
     log.info("[5/5] results → %s", results_path)
-    _write_csv(out / "scores.csv", table)
+    write_csv(out / "scores.csv", table)
     plot_roc(curves, out, title=f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name})")
     atomic_write_json(results_path, results, checksum=True)
     # the composed config and every numeric result also reach the configured loggers
     log_results(cfg, results_path)
     return results_path
-
-
-@dataclass
-class Halves:
-    """Who is in the calibration half and the test half of one attack run.
-
-    Attributes:
-        table: ``sample_id``, ``role``, ``label`` (1 member / 0 non-member), ``split``.
-        is_calibration: (N,) bool, in the table's row order.
-        test: (N,) bool, the rows metrics are computed on (every row when no calibration).
-        calibration: role → calibration sample ids in the order trainable attacks see them.
-        test_groups: the test rows' groups (identities) when intervals resample whole
-            groups (``evaluation.bootstrap_by_group``), else None.
-    """
-
-    table: pd.DataFrame
-    is_calibration: np.ndarray
-    test: np.ndarray
-    calibration: dict[str, list[str]]
-    test_groups: np.ndarray | None
-
-
-def split_halves(cfg: DictConfig, utility: pd.DataFrame) -> Halves:
-    """Draw the calibration/test halves over the utility pass's samples (seeded by the run)."""
-    table = utility[["sample_id", "role"]].copy()
-    table["label"] = table["role"].map(ROLES)
-    if cfg.evaluation.get("calibration_by_group"):
-        # learning attacks on identity-labelled data (MINT) must be tested on identities they
-        # did not learn from, or they score identities instead of membership; with a
-        # data.stratum_pattern (the proxy's class) both halves keep the same class mix per role
-        groups = table["sample_id"].map(group_of)
-        pattern = cfg.data.get("stratum_pattern")
-        is_cal = grouped_calibration_split(
-            table["label"].to_numpy(),
-            groups.to_numpy(),
-            cfg.evaluation.calibration_fraction,
-            cfg.seed,
-            strata=None if pattern is None else groups.map(lambda g: stratum_of(g, pattern)),
-        )
-    else:
-        is_cal = calibration_split(
-            table["label"].to_numpy(), cfg.evaluation.calibration_fraction, cfg.seed
-        )
-    table["split"] = np.where(is_cal, "calibration", "test")
-    # Trainable attacks learn from the first N calibration samples of each role (MINT's
-    # n_train); the manifest lists each identity's images together, so they are streamed in a
-    # seeded random order, or N = 1 000 would come from a handful of identities.
-    order = np.random.default_rng(cfg.seed)
-    calibration = {}
-    for role in ROLES:
-        ids = table.loc[is_cal & (table["role"] == role), "sample_id"].tolist()
-        calibration[role] = [ids[i] for i in order.permutation(len(ids))]
-    test = ~is_cal if is_cal.any() else np.ones_like(is_cal)
-    # identity-labelled data: the test metrics' uncertainty is set by how many identities the
-    # test half holds, not how many images (metrics.bootstrap.resample_weights)
-    by_group = bool(cfg.evaluation.bootstrap_by_group)
-    test_groups = table["sample_id"].map(group_of).to_numpy()[test] if by_group else None
-    return Halves(table, is_cal, test, calibration, test_groups)
-
-
-def held_out_metrics(
-    cfg: DictConfig,
-    score: np.ndarray,
-    labels: np.ndarray,
-    is_calibration: np.ndarray,
-    test_groups: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """One attack's metrics: the threshold chosen on the calibration half, AUC and TPRs on
-    the test half (every row when there is no calibration half), and the test half's
-    bootstrap intervals, by sample or by the test rows' ``test_groups``.
-
-    The intervals are seeded by the run's seed, so a rerun gives the same ones. Shared by
-    the attack stage and the reference-model stage (the target's metrics).
-    """
-    fprs, level = tuple(cfg.evaluation.fprs), float(cfg.evaluation.ci_level)
-    test = ~is_calibration if is_calibration.any() else np.ones_like(is_calibration)
-    # binomial intervals (accuracy, reached TPR) at the same level as the bootstrap ones
-    metrics = evaluate_scores(score, labels, is_calibration, fprs=fprs, level=level)
-    metrics.update(
-        roc_intervals(
-            score[test],
-            labels[test],
-            test_groups,
-            fprs=fprs,
-            n_boot=int(cfg.evaluation.bootstrap),
-            level=level,
-            seed=cfg.seed,
-        )
-    )
-    return metrics
 
 
 def _evaluate_attacks(
@@ -531,43 +428,3 @@ def _results(
         # beside "utility", whose keys are roles (the gap and the tables read those)
         results["utility_benchmark"] = utility_dataset[BENCHMARK]
     return results
-
-
-def provenance(
-    victim: TrainedVictim, device: torch.device, clock: StageClock, started: str
-) -> dict[str, Any]:
-    """Commit, packages, overrides, device and stage times behind this results.json.
-
-    The training stage's times come from ``victim.json`` (written when the victim was
-    trained, possibly by an earlier process); the attack stage's from this process.
-    """
-    meta = victim.meta()
-    stages = {"train": meta.get("timing"), **clock.stages}
-    stages["attack"] = {"started": started, "finished": now_iso()}
-    return {**environment(device), "stages": stages, "train_environment": meta.get("environment")}
-
-
-def describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
-    manifest = victim.datamodule.manifest
-    meta = victim.meta()
-    return {
-        "victim": cfg.victim.name,
-        "dataset": cfg.data.get("display_name", cfg.data.name),
-        "data_name": cfg.data.name,
-        "data_root": "embedded" if cfg.data.get("embedded") else str(cfg.data.root),
-        "image_size": cfg.data.get("image_size"),
-        "direction": cfg.data.get("direction"),
-        "defense": cfg.defense.name,
-        "seed": cfg.seed,
-        "victim_key": victim.key["key"],
-        "victim_dir": str(victim.directory),
-        "victim_epochs": meta.get("epochs"),
-        # what the defense reported during training (e.g. DP-SGD's ε at δ), if anything
-        "defense_report": meta.get("defense"),
-        "manifest_sha256": victim.key["manifest_sha256"],
-        "n_members": len(manifest.ids("member")),
-        "n_nonmembers": len(manifest.ids("nonmember")),
-        "package_version": miabench.__version__,
-        # how the calibration/test halves were drawn (by sample, or whole groups/identities)
-        "calibration_by_group": bool(cfg.evaluation.get("calibration_by_group", False)),
-    }

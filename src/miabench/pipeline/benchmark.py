@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.sweep import in_sweep, record_job
-from miabench.pipeline.table import publish_table, route_table
+from miabench.pipeline.table import write_sweep_table
 from miabench.pipeline.train import train_victim
 
 log = logging.getLogger(__name__)
@@ -60,12 +59,3 @@ def task_overrides() -> list[str]:
     if not HydraConfig.initialized():
         return []
     return list(HydraConfig.get().overrides.task)
-
-
-def write_sweep_table(
-    cfg: DictConfig, results: Sequence[str | Path], overrides: Sequence[str] = ()
-) -> Path:
-    """Route ``cfg.table`` by the run's ``overrides``, copy the runs' records beside it and
-    write it from them (:func:`~miabench.pipeline.table.publish_table`)."""
-    route_table(cfg, overrides)
-    return publish_table(cfg, results)

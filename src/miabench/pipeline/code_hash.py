@@ -122,9 +122,14 @@ def module_closure(modules: set[str]) -> dict[str, str]:
 
 
 #: Modules whose code decides an attack folder's metrics besides the attacks themselves:
-#: the metric functions and the stage that splits, scores and evaluates. Only their own
-#: source counts (not what they import: the victim's code is already in the victim key).
-ATTACK_STAGE_MODULES = ("miabench.pipeline.attack",)
+#: the metric functions and the stage that splits, scores and evaluates (its halves and
+#: held-out metrics live beside it). Only their own source counts (not what they import:
+#: the victim's code is already in the victim key).
+ATTACK_STAGE_MODULES = (
+    "miabench.pipeline.attack",
+    "miabench.pipeline.halves",
+    "miabench.pipeline.record",
+)
 METRICS_PACKAGE = "miabench.metrics"
 
 

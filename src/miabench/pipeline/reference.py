@@ -38,13 +38,13 @@ from omegaconf import DictConfig
 
 from miabench.attacks.reference.evaluation import reference_subsets
 from miabench.data.population import Population
-from miabench.metrics.bootstrap import clustered_roc_intervals
 from miabench.metrics.calibration import calibration_split
+from miabench.metrics.clustered import clustered_roc_intervals
 from miabench.metrics.roc import evaluate_scores, tpr_key
-from miabench.pipeline.attack import describe_run, held_out_metrics, provenance
 from miabench.pipeline.code_hash import attack_code_version
 from miabench.pipeline.common import resolve_device
 from miabench.pipeline.population import PopulationModels, cost, locate_models
+from miabench.pipeline.record import describe_run, held_out_metrics, provenance
 from miabench.pipeline.signals import compute_signals, signal_key, stack_signals
 from miabench.pipeline.train import TrainedVictim
 from miabench.results.plots import plot_roc

@@ -81,8 +81,9 @@ class TableCallback(Callback):
         if not results:
             log.warning("sweep %s: no job recorded results; no table written", sweep_dir)
             return
-        # imported here: the callback is instantiated for every app, the table code only here
-        from miabench.pipeline.benchmark import write_sweep_table
+        # imported here for its cost (pandas, scipy): the callback is instantiated for every
+        # app, the table code runs only here
+        from miabench.pipeline.table import write_sweep_table
 
         # the sweep's own overrides (seed=0,1,2 as typed): they decide where the table goes
         overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])

@@ -334,3 +334,12 @@ def route_table(cfg: DictConfig, overrides: Sequence[str]) -> bool:
         why,
     )
     return False
+
+
+def write_sweep_table(
+    cfg: DictConfig, results: Sequence[str | Path], overrides: Sequence[str] = ()
+) -> Path:
+    """Route ``cfg.table`` by the run's ``overrides``, copy the runs' records beside it and
+    write it from them (:func:`~miabench.pipeline.table.publish_table`)."""
+    route_table(cfg, overrides)
+    return publish_table(cfg, results)

@@ -15,7 +15,7 @@ With ``paired_reference: {match: {...}}``, every row whose runs were tested on e
 test samples of the reference's runs (same sample ids and labels, seed by seed) also gets
 the paired difference row − reference of each attack's AUC and TPR at 1 % FPR
 (``<attack>_auc_vs_ref``, ``_lo``, ``_hi``, ``_p``, ``_p_adj``, ``_test``, ``_sig``;
-:func:`miabench.results.runs.paired_difference`: a paired t over seeds when the two are
+:func:`miabench.results.estimates.paired_difference`: a paired t over seeds when the two are
 different victims, which one seed cannot test; a paired bootstrap of the samples when they
 are the same victim); ``_sig`` after the table's ``multiple_testing`` correction (Holm by
 default). An attack the reference lacks (the classifier's confidence) is compared with the
@@ -38,19 +38,21 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from miabench.metrics.bootstrap import ScoredRows
-from miabench.results.runs import (
-    VICTIM_KEY,
+from miabench.results.estimates import (
     apply_multiple_testing,
     bootstrap_settings,
+    multiple_testing_note,
+    paired_columns,
+    paired_difference,
+    same_victim,
+)
+from miabench.results.runs import (
+    VICTIM_KEY,
     collect_results,
     describe_grouping,
     group_seeds,
     held_out_scores,
-    multiple_testing_note,
-    paired_columns,
-    paired_difference,
     run_file,
-    same_victim,
 )
 from miabench.results.table import TPR_COLUMN, build_table, no_targets, write_table
 from miabench.utils.io import atomic_write, read_json

@@ -17,23 +17,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from miabench.results.markdown import MISSING, NOT_OBSERVABLE, markdown_view, to_markdown
-from miabench.results.runs import (
+from miabench.results.estimates import (
     ESTIMATE_SIBLINGS,
-    KEY,
     TEST_SIBLINGS,
     apply_multiple_testing,
-    describe_grouping,
     estimate_columns,
-    group_seeds,
-    grouping_lines,
     multiple_testing_note,
     paired_attacks,
     paired_columns,
     seed_estimate,
-    seeds_label,
     to_float,
 )
+from miabench.results.markdown import MISSING, NOT_OBSERVABLE, markdown_view, to_markdown
+from miabench.results.runs import KEY, describe_grouping, group_seeds, grouping_lines, seeds_label
 from miabench.utils.io import atomic_write, atomic_write_text
 
 # metrics.roc.tpr_key(0.01), spelled out so the table's columns do not hang on an import
