@@ -287,7 +287,7 @@ def threshold_metrics(
     precision of the rows predicted "member", recall of the members. The Wilson interval
     keeps close to nominal coverage on tens of rows, where the normal (Wald) interval does
     not. Rows that are not independent (images of one identity) make these intervals too
-    narrow: resample groups instead (:func:`miabench.metrics.bootstrap.threshold_intervals`).
+    narrow (MINT's identity-disjoint halves; see docs/statistics.md).
 
     Args:
         scores: (N,) attack scores, higher = more likely member.

@@ -303,7 +303,7 @@ def _measured_columns(
 
     Args:
         utility: ``(role, metrics)``: mean and std over seeds of each utility metric of role.
-        attacks: ``(attacks, metrics)``: each attack's metrics over seeds, pooled intervals.
+        attacks: ``(attacks, metrics)``: each attack's metrics over seeds, t-intervals over seeds.
     """
     defended = runs[0]["run"]["defense"] != REFERENCE
     columns: dict[str, Any] = {}
@@ -391,7 +391,7 @@ def write_privacy_utility(
         f"the test samples (or of the {role}s for utility), one resample applied to both, "
         f"p = (1 + count) / (B + 1) with B ≥ {P_VALUE_REPLICATES}.",
         "epsilon: DP-SGD's ε at the given δ (Opacus RDP accountant), empty for non-DP defenses.",
-        f"Plot: `{name}.png` ({plot_column} vs AUC, bars: pooled interval).",
+        f"Plot: `{name}.png` ({plot_column} vs AUC, bars: t-interval over seeds).",
         f"One row per seed: `{name}_per_seed.md` / `.csv`.",
         INTERVAL_LEGEND,
     ]

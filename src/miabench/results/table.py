@@ -1,7 +1,7 @@
 """Tables of measured results next to published numbers (Markdown for people, CSV for code).
 
-A table has one row per results.json (a run: victim, dataset, defense, seed) joined on
-``(victim, dataset)`` with a targets CSV from ``miabench/targets/``; for every published
+A table has one row per setting (its seeds' runs grouped by :func:`~miabench.results.runs.group_seeds`; one row per
+run in the per-seed table) joined on ``(victim, dataset)`` with a targets CSV from ``miabench/targets/``; for every published
 column it shows the measured value, the published one and their difference.
 """
 
