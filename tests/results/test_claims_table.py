@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from miabench.metrics import seeds
 from miabench.results.claims_table import match_point, output_dimension, write_claims_table
@@ -67,6 +67,22 @@ def _run(tmp_path: Path, name: str, run: dict, key: dict, auc: float) -> Path:
     return path
 
 
+def _table(tmp_path: Path) -> DictConfig:
+    """A claims table config over the reconstruction attack's AUC, written under tmp_path."""
+    return OmegaConf.create(
+        {
+            "name": "claims",
+            "title": "claims",
+            "out_dir": str(tmp_path / "out"),
+            "command": "python -m miabench.make_table table=claims",
+            "columns": {"reconstruction_auc": {"attack": "reconstruction", "metric": "auc"}},
+            "points": POINTS,
+            "x_axis": "output_dim",
+            "utility": ["accuracy"],
+        }
+    )
+
+
 def test_match_point_takes_the_first_whose_fields_all_match() -> None:
     assert match_point({"victim": "pix2pix", "direction": "AtoB"}, POINTS) == 1
     assert match_point({"victim": "pix2pix", "direction": "BtoB"}, POINTS) is None
@@ -115,18 +131,7 @@ def test_write_claims_table(tmp_path: Path) -> None:
             0.5,
         ),
     ]
-    table = OmegaConf.create(
-        {
-            "name": "claims",
-            "title": "claims",
-            "out_dir": str(tmp_path / "out"),
-            "command": "python -m miabench.make_table table=claims",
-            "columns": {"reconstruction_auc": {"attack": "reconstruction", "metric": "auc"}},
-            "points": POINTS,
-            "x_axis": "output_dim",
-            "utility": ["accuracy"],
-        }
-    )
+    table = _table(tmp_path)
     md, csv = write_claims_table(table, paths)
     frame = pd.read_csv(csv)
     assert frame["point"].tolist() == ["classifier", "pix2pix", "pix2pix"]
@@ -238,18 +243,7 @@ def test_victim_key_beside_the_record_serves_a_fresh_clone(tmp_path: Path) -> No
     victim_dir = Path(json.loads(path.read_text())["run"]["victim_dir"])
     (path.parent / VICTIM_KEY).write_text((victim_dir / "key.json").read_text())
     (victim_dir / "key.json").unlink()
-    table = OmegaConf.create(
-        {
-            "name": "claims",
-            "title": "claims",
-            "out_dir": str(tmp_path / "out"),
-            "command": "python -m miabench.make_table table=claims",
-            "columns": {"reconstruction_auc": {"attack": "reconstruction", "metric": "auc"}},
-            "points": POINTS,
-            "x_axis": "output_dim",
-            "utility": ["accuracy"],
-        }
-    )
+    table = _table(tmp_path)
     _, csv = write_claims_table(table, [path])
     assert pd.read_csv(csv)["output_dim"].tolist() == [12288]
     (path.parent / VICTIM_KEY).unlink()
