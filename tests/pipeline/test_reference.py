@@ -16,8 +16,10 @@ import miabench.pipeline.signals as signals_module
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.population import locate_models, model_config
 from miabench.pipeline.reference import run_reference_attack
+from miabench.pipeline.run_id import RunId
 from miabench.pipeline.signals import signal_key
 from miabench.pipeline.train import locate_victim, train_victim
+from miabench.utils.io import checksum_path, verify
 from tests.conftest import compose_cfg
 
 
@@ -173,6 +175,10 @@ def test_reference_run_resumes_reuses_and_beats_reference_free(
         assert (folder / plot).stat().st_size > 0
     assert len(pd.read_csv(folder / "scores.csv")) == 48
     assert len(pd.read_csv(folder / "scores_leave_one_out.csv")) == 240
+    # written through pipeline.record.write_csv, like the attack stage's: verified when read
+    for name in ("scores.csv", "scores_leave_one_out.csv"):
+        assert checksum_path(verify(folder / name)).is_file(), name
+    assert RunId.parse(folder.name).prefix == "reference"
 
     # A rerun trains nothing and reads every model's signals back from the cache.
     signal_files = sorted((out / "outputs" / "cache" / "signals").glob("*.npz"))

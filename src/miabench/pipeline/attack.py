@@ -19,6 +19,7 @@ from miabench.pipeline.common import resolve_device
 from miabench.pipeline.halves import ROLES, Halves, split_halves
 from miabench.pipeline.logging_hooks import log_results
 from miabench.pipeline.record import describe_run, held_out_metrics, provenance, write_csv
+from miabench.pipeline.run_id import RunId
 from miabench.pipeline.train import TrainedVictim, locate_victim
 from miabench.results.plots import plot_roc
 from miabench.utils.config import to_container
@@ -52,9 +53,7 @@ def attack_dir(cfg: DictConfig, victim: TrainedVictim) -> Path:
         # evaluation-only pairs are not in the victim key, but the results report them: a run
         # with them must not reuse results written without them (unset: key as before)
         parts["verification"] = to_container(verification)
-    key = stable_hash(parts)
-    name = f"{cfg.victim.name}-{cfg.data.name}-{cfg.defense.name}-s{cfg.seed}-{key}"
-    return Path(cfg.paths.output_dir) / "attacks" / name
+    return Path(cfg.paths.output_dir) / "attacks" / str(RunId.of(cfg, stable_hash(parts)))
 
 
 def _loaders(victim: TrainedVictim) -> dict[str, Any]:

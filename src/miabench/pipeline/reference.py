@@ -44,14 +44,15 @@ from miabench.metrics.roc import evaluate_scores, tpr_key
 from miabench.pipeline.code_hash import attack_code_version
 from miabench.pipeline.common import resolve_device
 from miabench.pipeline.population import PopulationModels, cost, locate_models
-from miabench.pipeline.record import describe_run, held_out_metrics, provenance
+from miabench.pipeline.record import describe_run, held_out_metrics, provenance, write_csv
+from miabench.pipeline.run_id import RunId
 from miabench.pipeline.signals import compute_signals, signal_key, stack_signals
 from miabench.pipeline.train import TrainedVictim
 from miabench.results.plots import plot_roc
 from miabench.results.reference_table import plot_strength
 from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
-from miabench.utils.io import atomic_write, atomic_write_json, verified_exists
+from miabench.utils.io import atomic_write_json, verified_exists
 from miabench.utils.provenance import StageClock, now_iso
 
 log = logging.getLogger(__name__)
@@ -252,16 +253,8 @@ def reference_dir(cfg: DictConfig, models: PopulationModels, signal_keys: list[s
         # the attacks', metrics' and this stage's code: a change never returns old scores
         "code": attack_code_version(cfg, ("miabench.pipeline.reference",)),
     }
-    key = stable_hash(parts)
-    name = (
-        f"reference-{cfg.victim.name}-{cfg.data.name}-{cfg.defense.name}-s{cfg.seed}"
-        f"-m{cfg.reference.n_models}-{key}"
-    )
-    return Path(cfg.paths.output_dir) / "attacks" / name
-
-
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write(path, lambda p: frame.to_csv(p, index=False))
+    run = RunId.of(cfg, stable_hash(parts), prefix="reference", n_models=cfg.reference.n_models)
+    return Path(cfg.paths.output_dir) / "attacks" / str(run)
 
 
 def _run_block(
@@ -344,8 +337,8 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
     scored = _score_attacks(cfg, models.population, stacked.values)
 
     log.info("[4/4] results → %s", results_path)
-    _write_csv(out / "scores.csv", scored.table)
-    _write_csv(out / "scores_leave_one_out.csv", scored.loo_table)
+    write_csv(out / "scores.csv", scored.table)
+    write_csv(out / "scores_leave_one_out.csv", scored.loo_table)
     n_refs = int(cfg.reference.n_models)
     title = f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name}), {n_refs} refs"
     plot_roc(scored.curves, out, title=f"{title}\ntarget, test half")
