@@ -112,6 +112,13 @@ def reference_frame(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                     row[f"{where}_{m}"] = values.get(m)
                     row[f"{where}_{m}_lo"], row[f"{where}_{m}_hi"] = interval
                     row[f"{where}_{m}_note"] = values.get(note_key(m))
+            for m in METRICS[1:]:
+                # where the pooled pairs' distinct non-member samples cannot resolve the FPR,
+                # the TPR at the FPR the pairs do reach, with its two-way bootstrap interval
+                reached = loo.get(f"{m}_reached_ci95") or [None] * 2
+                row[f"loo_{m}_reached"] = loo.get(f"{m}_reached")
+                row[f"loo_{m}_reached_lo"], row[f"loo_{m}_reached_hi"] = reached
+                row[f"loo_{m}_reached_fpr"] = loo.get(f"{m}_reached_fpr")
             row["target_test_members"] = metrics.get("n_test_members")
             row["target_test_nonmembers"] = metrics.get("n_test_nonmembers")
             row["loo_pairs"] = loo.get("n_pairs")
@@ -195,7 +202,9 @@ def write_reference_table(
         "drawn), so both the samples and the models' training randomness are in the interval. "
         "n/o = not observable: TPR at FPR x needs at least 10/x non-members, counted as "
         "distinct non-member samples for loo (pooled pairs of one sample are not independent; "
-        "the CSV's _note column says how many there were).",
+        "the CSV's _note column says how many there were). loo_tpr_at_<x>_reached: the pooled "
+        "TPR at the FPR the non-member pairs reach (loo_..._reached_fpr, at most x), with its "
+        "two-way bootstrap interval, which does count the pairs' dependence.",
         "train_s_per_model: mean training wall time per model (see run.reference.models in "
         "results.json for each model and how it was measured).",
         "Plots: " + ", ".join(f"`{p}`" for p in sorted({str(c) for c in copied})),
