@@ -56,12 +56,16 @@ def committed_tables(results_dir: Path, names: list[str]) -> list[tuple[str, Pat
 
 
 def _table_files(folder: Path, name: str) -> list[Path]:
-    # the table and its views (<name>_per_seed.md, ...), not a README or other tables
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.suffix in (".md", ".csv") and (p.stem == name or p.stem.startswith(f"{name}_"))
-    )
+    # the table and its views (<name>_per_seed.md, ...), not a README or other tables, also
+    # not a table whose name extends this one (embedded_mint_by_sample beside embedded_mint)
+    longer = [t for t in table_names() if t.startswith(f"{name}_")]
+
+    def own(stem: str) -> bool:
+        if any(stem == t or stem.startswith(f"{t}_") for t in longer):
+            return False
+        return stem == name or stem.startswith(f"{name}_")
+
+    return sorted(p for p in folder.iterdir() if p.suffix in (".md", ".csv") and own(p.stem))
 
 
 def rebuild(name: str, folder: Path, results_dir: Path, work: Path) -> Check:

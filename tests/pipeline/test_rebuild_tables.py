@@ -42,3 +42,13 @@ def test_rebuild_check_finds_identical_different_and_unrebuildable(tmp_path: Pat
     (check,) = rebuild.check_all(results, ["embedded_pix2pix"])
     assert check.status == "different" and check.detail == "embedded_pix2pix.csv"
     assert rebuild.main(["--results-dir", str(results), "embedded_pix2pix"]) == 1
+
+
+def test_a_table_does_not_claim_the_files_of_a_longer_named_table(tmp_path: Path) -> None:
+    """embedded_mint and embedded_mint_by_sample share a folder: each owns its own files."""
+    module = _script()
+    for stem in ("embedded_mint", "embedded_mint_by_sample", "embedded_mint_by_sample_per_seed"):
+        (tmp_path / f"{stem}.md").write_text(stem)
+    assert [p.name for p in module._table_files(tmp_path, "embedded_mint")] == ["embedded_mint.md"]
+    owned = [p.name for p in module._table_files(tmp_path, "embedded_mint_by_sample")]
+    assert owned == ["embedded_mint_by_sample.md", "embedded_mint_by_sample_per_seed.md"]
