@@ -16,6 +16,15 @@ def test_wilson_from_counts_matches_the_formula():
 
 
 def test_recorded_interval_wins_and_missing_counts_give_none():
-    recorded = {"accuracy_at_decision": 0.8, "n_test": 100, "accuracy_ci95": [0.7, 0.9]}
+    recorded = {"accuracy_at_decision": 0.8, "n_test": 100, "accuracy_at_decision_ci95": [0.7, 0.9]}
     assert accuracy_interval(recorded) == (0.7, 0.9)
     assert accuracy_interval({"accuracy_at_decision": 0.8}) == (None, None)
+
+
+def test_the_calibrated_thresholds_interval_is_not_the_decisions():
+    """accuracy_ci95 belongs to the accuracy at the calibrated threshold, not to the 0.5
+    decision the table shows: the shown accuracy must lie inside its own interval."""
+    entry = {"accuracy_at_decision": 0.46, "n_test": 1000, "accuracy_ci95": [0.47, 0.49]}
+    low, high = accuracy_interval(entry)
+    assert low < 0.46 < high
+    assert (low, high) == accuracy_interval({"accuracy_at_decision": 0.46, "n_test": 1000})

@@ -145,15 +145,16 @@ def mint_cells(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def accuracy_interval(metrics: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """The interval of an attack entry's accuracy at its decision: the recorded one
-    (``accuracy_at_decision_ci95`` or ``accuracy_ci95``) where results.json has it, else
-    Wilson's score interval from the accuracy and ``n_test`` (scipy's ``binomtest``; it
-    counts test images as independent, so by identity it is narrower than the truth)."""
+    """The interval of the accuracy the table shows, the auditor's accuracy at its own 0.5
+    decision (``accuracy_at_decision``): the recorded ``accuracy_at_decision_ci95`` where
+    results.json has it, else Wilson's score interval from that accuracy and ``n_test``
+    (scipy's ``binomtest``; it counts test images as independent, so by identity it is
+    narrower than the truth). Never ``accuracy_ci95``: that is the accuracy at the threshold
+    calibrated on the other half, another number."""
     level = float(metrics.get("ci_level") or 0.95)
-    for key in ("accuracy_at_decision", "accuracy"):
-        recorded = metrics.get(ci_key(key, level))
-        if recorded:
-            return float(recorded[0]), float(recorded[1])
+    recorded = metrics.get(ci_key("accuracy_at_decision", level))
+    if recorded:
+        return float(recorded[0]), float(recorded[1])
     accuracy, n = metrics.get("accuracy_at_decision"), metrics.get("n_test")
     if accuracy is None or not n:
         return None, None
