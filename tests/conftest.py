@@ -77,3 +77,15 @@ def aligned_root(tmp_path: Path) -> Path:
     write_aligned(root, "train", 48, seed=0)
     write_aligned(root, "test", 8, seed=1)
     return root
+
+
+@pytest.fixture(scope="module")
+def fashion_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Fashion-MNIST in Debian's layout (the embedded builds' source), for the data
+    and defense contract tests."""
+    from tests.data.test_fashion_mnist import fake_items, write_idx
+
+    gz = tmp_path_factory.mktemp("fashion_mnist")
+    write_idx(gz, "train", fake_items(30, seed=0), np.arange(30) % 10)
+    write_idx(gz, "t10k", fake_items(10, seed=1), np.arange(10) % 10)
+    return gz

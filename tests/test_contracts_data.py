@@ -33,7 +33,6 @@ from miabench.data.embedded.fashion_mnist import ENV_DIR
 from miabench.pipeline.common import build_datamodule
 from tests.conftest import CONF_DIR, compose_cfg, write_aligned
 from tests.data.test_faces import write_identity_folders, write_insightface_rec
-from tests.data.test_fashion_mnist import fake_items, write_idx
 from tests.data.test_segmentation import write_ade, write_binary, write_cityscapes
 from tests.data.test_wider_face import write_wider
 
@@ -280,15 +279,6 @@ def _load(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup()
     return next(iter(datamodule.train_dataloader()))
-
-
-@pytest.fixture(scope="module")
-def fashion_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Fashion-MNIST in Debian's layout (the embedded builds' source)."""
-    gz = tmp_path_factory.mktemp("fashion_mnist")
-    write_idx(gz, "train", fake_items(30, seed=0), np.arange(30) % 10)
-    write_idx(gz, "t10k", fake_items(10, seed=1), np.arange(10) % 10)
-    return gz
 
 
 @pytest.mark.parametrize("data", DATA)

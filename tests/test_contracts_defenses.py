@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -38,7 +37,6 @@ from miabench.pipeline.common import build_datamodule
 from miabench.pipeline.keys import victim_key
 from miabench.victims.base import Signals
 from tests.conftest import CONF_DIR, compose_cfg
-from tests.data.test_fashion_mnist import fake_items, write_idx
 from tests.test_contracts import SHRINK
 
 DEFENSES = sorted(p.stem for p in (CONF_DIR / "defense").glob("*.yaml") if p.stem[0] != "_")
@@ -114,15 +112,6 @@ def _training_target(defense: str) -> str | None:
             "applies to and the overrides it needs)"
         )
     return target
-
-
-@pytest.fixture(scope="module")
-def fashion_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Fashion-MNIST in Debian's layout (the embedded data's source)."""
-    gz = tmp_path_factory.mktemp("fashion_mnist")
-    write_idx(gz, "train", fake_items(30, seed=0), np.arange(30) % 10)
-    write_idx(gz, "t10k", fake_items(10, seed=1), np.arange(10) % 10)
-    return gz
 
 
 def _compose(defense: str, root: Path, *extra: str) -> DictConfig:
