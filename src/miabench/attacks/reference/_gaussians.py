@@ -14,7 +14,7 @@ import numpy as np
 from scipy.special import log_ndtr
 from scipy.stats import norm
 
-from miabench.attacks.reference._inputs import _sides
+from miabench.attacks.reference._inputs import _mode, _sides
 
 Center = Literal["median", "mean"]
 #: ``fix_variance``: per-sample σ (``False``/"none"), σ pooled within samples (``True``/
@@ -24,15 +24,7 @@ FIX_VARIANCE = ("none", "pooled", "global")
 
 
 def _variance_mode(fix_variance: FixVariance) -> str:
-    if fix_variance is True:
-        return "pooled"
-    if fix_variance is False or fix_variance is None:
-        return "none"
-    if fix_variance not in FIX_VARIANCE:
-        raise ValueError(
-            f"fix_variance must be one of {FIX_VARIANCE} (or True/False), got {fix_variance!r}"
-        )
-    return str(fix_variance)
+    return _mode("fix_variance", fix_variance, FIX_VARIANCE, true="pooled")
 
 
 @dataclass(frozen=True)

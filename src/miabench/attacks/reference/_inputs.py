@@ -39,14 +39,19 @@ Balance = bool | str
 BALANCE = ("global", "sample", "none")
 
 
-def _balance_mode(balance: Balance) -> str:
-    if balance is True:
-        return "global"
-    if balance is False or balance is None:
+def _mode(name: str, value: bool | str | None, modes: tuple[str, ...], true: str) -> str:
+    """An option given as a mode name or a bool: True → ``true``, False/None → ``"none"``."""
+    if value is True:
+        return true
+    if value is False or value is None:
         return "none"
-    if balance not in BALANCE:
-        raise ValueError(f"balance must be one of {BALANCE} (or True/False), got {balance!r}")
-    return str(balance)
+    if value not in modes:
+        raise ValueError(f"{name} must be one of {modes} (or True/False), got {value!r}")
+    return str(value)
+
+
+def _balance_mode(balance: Balance) -> str:
+    return _mode("balance", balance, BALANCE, true="global")
 
 
 def _sides(membership: np.ndarray, balance: Balance) -> tuple[np.ndarray, np.ndarray]:
