@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -32,6 +31,7 @@ from omegaconf import OmegaConf
 
 from miabench.metrics.calibration import group_of
 from miabench.pipeline.record import held_out_metrics
+from miabench.results.estimates import fpr_of
 from miabench.utils.io import atomic_write_json, read_json
 from miabench.utils.provenance import now_iso, process_git_state
 
@@ -46,12 +46,8 @@ class RescoreError(ValueError):
 
 
 def _fprs(info: Mapping[str, Any]) -> tuple[float, ...]:
-    found = []
-    for key in info:
-        match = re.fullmatch(r"tpr_at_([0-9.]+)pct_fpr", key)
-        if match:
-            found.append(float(match.group(1)) / 100)
-    return tuple(sorted(found, reverse=True))
+    """The FPRs whose TPRs the run recorded, highest first."""
+    return tuple(sorted((f for f in map(fpr_of, info) if f is not None), reverse=True))
 
 
 def _evaluation(result: Mapping[str, Any], info: Mapping[str, Any]) -> Any:
