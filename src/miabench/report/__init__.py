@@ -1,0 +1,1 @@
+"""Self-contained HTML audit reports (issue 30): ``python -m miabench.report``."""
