@@ -45,9 +45,13 @@ import torch.nn.functional as F
 
 from miabench.attacks.base import Attack
 from miabench.attacks.predictability.backbone import FeatureBackbone, strict_float32
-from miabench.attacks.predictability.error import pixel_split, split_sizes
+from miabench.attacks.predictability.error import (
+    fit_mask,
+    pixel_split,
+    predict_pixels,
+    split_sizes,
+)
 from miabench.attacks.predictability.membership_error import membership_error_columns
-from miabench.attacks.predictability.reduction import linear_predictions
 from miabench.metrics.segmentation import EPS, pixel_accuracy, pixel_loss
 from miabench.victims.base import Signals
 
@@ -206,25 +210,14 @@ class SegmentationPredictability:
             raise ValueError("images, target and sample_ids must have the same batch size")
         y, valid = one_hot_ground_truth(target, num_classes, self.feature_size, self.ignore_index)
         fit_idx, _ = pixel_split(sample_ids, y.shape[1], self.fit_fraction, self.seed)
-        fit = torch.zeros(y.shape[:2], dtype=torch.bool).scatter_(1, fit_idx, True)
+        fit = fit_mask(fit_idx, y.shape[1])
         held = ~fit & valid
         if not self.fit_unlabelled:
             fit &= valid
-        preds = []
         with strict_float32():
             maps = self.backbone(images)
-            device = maps[0].device
-            for start in range(0, y.shape[0], self.batch_size):
-                sl = slice(start, start + self.batch_size)
-                preds.append(
-                    linear_predictions(
-                        [m[sl] for m in maps],
-                        y[sl].to(device),
-                        fit[sl].to(device),
-                        self.feature_size,
-                    )
-                )
-        return torch.cat(preds), y.to(device), held.to(device)
+            pred = predict_pixels(maps, y, fit, self.feature_size, batch_size=self.batch_size)
+        return pred, y.to(pred.device), held.to(pred.device)
 
     def __call__(
         self,

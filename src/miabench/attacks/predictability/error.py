@@ -67,6 +67,47 @@ def pixel_split(
     return perm[:, :n_fit], perm[:, n_fit:]
 
 
+def predict_pixels(
+    maps: Sequence[torch.Tensor],
+    y: torch.Tensor,
+    fit: torch.Tensor,
+    size: int = 56,
+    dtype: torch.dtype = torch.float64,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """The per-image linear predictions of ``y`` at every pixel, a few images at a time.
+
+    The one core of the image and the segmentation predictability errors: they differ only in
+    their targets (resized image vs one-hot label map) and in how they measure the prediction.
+
+    Args:
+        maps: native feature maps, each (B, C_k, h_k, w_k), on the device the solve runs on.
+        y: (B, size*size, k) targets, row ``i*size + j``.
+        fit: (B, size*size) bool mask of the pixels that fit each image's regression.
+        size: upsampled side.
+        dtype: dtype of the solve.
+        batch_size: images solved together (bounds memory: ~30 MB per image in float64).
+
+    Returns:
+        (B, size*size, k) predictions in ``dtype`` on the maps' device.
+    """
+    device = maps[0].device
+    preds = []
+    for start in range(0, y.shape[0], batch_size):
+        sl = slice(start, start + batch_size)
+        preds.append(
+            linear_predictions(
+                [m[sl] for m in maps], y[sl].to(device, dtype), fit[sl].to(device), size, dtype
+            )
+        )
+    return torch.cat(preds)
+
+
+def fit_mask(fit_idx: torch.Tensor, n_pixels: int) -> torch.Tensor:
+    """(B, n_pixels) bool mask of the fit pixels ``fit_idx`` (B, n_fit) name."""
+    return torch.zeros(fit_idx.shape[0], n_pixels, dtype=torch.bool).scatter_(1, fit_idx, True)
+
+
 def predictability_errors_from_features(
     maps: Sequence[torch.Tensor],
     y: torch.Tensor,
@@ -85,22 +126,16 @@ def predictability_errors_from_features(
         eval_idx: (B, n_eval) held-out pixel indices.
         size: upsampled side.
         dtype: dtype of the solve.
-        batch_size: images solved together (bounds memory: ~30 MB per image in float64).
+        batch_size: images solved together.
 
     Returns:
         (B,) float64 mean absolute error over held-out pixels and channels.
     """
-    errors = []
-    for start in range(0, y.shape[0], batch_size):
-        sl = slice(start, start + batch_size)
-        Y = y[sl].to(maps[0].device, dtype)
-        fit = torch.zeros(Y.shape[:2], dtype=torch.bool, device=Y.device)
-        fit.scatter_(1, fit_idx[sl].to(Y.device), True)
-        preds = linear_predictions([m[sl] for m in maps], Y, fit, size, dtype)
-        held = eval_idx[sl].to(Y.device).unsqueeze(-1).expand(-1, -1, Y.shape[-1])
-        diff = torch.gather(preds, 1, held) - torch.gather(Y, 1, held)
-        errors.append(diff.abs().mean(dim=(1, 2), dtype=torch.float64))
-    return torch.cat(errors)
+    preds = predict_pixels(maps, y, fit_mask(fit_idx, y.shape[1]), size, dtype, batch_size)
+    Y = y.to(preds.device, dtype)
+    held = eval_idx.to(preds.device).unsqueeze(-1).expand(-1, -1, Y.shape[-1])
+    diff = torch.gather(preds, 1, held) - torch.gather(Y, 1, held)
+    return diff.abs().mean(dim=(1, 2), dtype=torch.float64)
 
 
 class PredictabilityError:
