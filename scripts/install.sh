@@ -21,7 +21,7 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
-extra=""
+extra="[all]"
 if [ "${1:-}" = "--dev" ]; then extra="[dev]"; fi
 # torch/torchvision first, pinned as the project allows, so pip takes the local wheels here.
 "$PYTHON" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" \

@@ -13,11 +13,13 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from miabench.utils.extras import check_launcher
+
 log = logging.getLogger("miabench.make_table")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://miabench.conf", config_name="make_table")
-def main(cfg: DictConfig) -> str:
+def app(cfg: DictConfig) -> str:
     """Write the configured table; returns the Markdown path."""
     # Imported here, not at the top: torch, Lightning and the victims take seconds and
     # ~1 GB to import, and `--help` or a config error should not wait for them.
@@ -29,6 +31,12 @@ def main(cfg: DictConfig) -> str:
         # an expected state (no runs made yet), not a crash: one line, no traceback
         log.error("%s", err)
         sys.exit(1)
+
+
+def main() -> None:
+    """Console entry point: a launcher's missing extra is named before Hydra composes."""
+    check_launcher()
+    app()
 
 
 if __name__ == "__main__":

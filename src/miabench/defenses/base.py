@@ -24,6 +24,8 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from miabench.utils.extras import MissingExtraError, missing_extra_in
+
 
 class DefenseNotApplicable(ValueError):
     """A defense cannot apply to this victim or data (names both and says why)."""
@@ -70,7 +72,14 @@ def build_defense(cfg: DictConfig) -> Defense:
     spec = (cfg.get("defense") or {}).get("training")
     if spec is None:
         return NoDefense()
-    defense = instantiate(spec)
+    try:
+        defense = instantiate(spec)
+    except Exception as err:
+        # Hydra reports "Error locating target"; a missing extra ([dp]) says what to install
+        missing = missing_extra_in(err)
+        if missing is None:
+            raise
+        raise MissingExtraError(f"defense.training: {missing}") from err
     if not isinstance(defense, Defense):
         raise TypeError(
             f"defense.training (_target_ {spec.get('_target_')}) built a "

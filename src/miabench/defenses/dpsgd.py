@@ -37,17 +37,24 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from opacus import GradSampleModule
-from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.data_loader import DPDataLoader
-from opacus.optimizers import DPOptimizer
-from opacus.utils.batch_memory_manager import wrap_data_loader
-from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from miabench.defenses.base import Defense, DefenseNotApplicable, WrappedDataModule
+from miabench.utils.extras import missing_extra
+
+try:  # the [dp] extra: a clear message instead of Hydra's "Error locating target"
+    from opacus import GradSampleModule
+    from opacus.accountants import create_accountant
+    from opacus.accountants.utils import get_noise_multiplier
+    from opacus.data_loader import DPDataLoader
+    from opacus.optimizers import DPOptimizer
+    from opacus.utils.batch_memory_manager import wrap_data_loader
+    from opacus.validators import ModuleValidator
+except ModuleNotFoundError as err:
+    if err.name is None or not err.name.startswith("opacus"):
+        raise
+    raise missing_extra("dp") from err
 
 
 class EmptySafeCollate:

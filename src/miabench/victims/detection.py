@@ -35,6 +35,7 @@ from torchvision.models.detection.ssdlite import (
 from torchvision.ops import misc as misc_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from miabench.utils.extras import require_extra
 from miabench.utils.weights import build_with_weights, torchvision_name
 from miabench.victims.base import OptimizerFactory, Signals, Victim
 
@@ -263,6 +264,7 @@ class MeanAveragePrecisionValue(MeanAveragePrecision):
     """
 
     def __init__(self, key: str = "map", **kwargs: Any) -> None:
+        require_extra("detection")  # torchmetrics' own message names another package
         super().__init__(**kwargs)
         self.key = key
 
