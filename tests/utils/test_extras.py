@@ -65,8 +65,12 @@ def test_dp_defense_from_config_without_opacus_names_the_extra(
 
     from miabench.defenses.base import build_defense
 
+    import miabench.defenses
+
     _hide(monkeypatch, "opacus")
     monkeypatch.delitem(sys.modules, "miabench.defenses.dpsgd", raising=False)
+    # an earlier import left the module as the package's attribute, where Hydra looks first
+    monkeypatch.delattr(miabench.defenses, "dpsgd", raising=False)
     cfg = OmegaConf.create({"defense": {"training": {"_target_": "miabench.defenses.dpsgd.DPSGD"}}})
     with pytest.raises(extras.MissingExtraError, match=r"defense.training: .*miabench\[dp\]"):
         build_defense(cfg)

@@ -69,7 +69,16 @@ def build_defense(cfg: DictConfig) -> Defense:
     Raises:
         TypeError: naming the config key when the target is not a :class:`Defense`.
     """
-    spec = (cfg.get("defense") or {}).get("training")
+    return build_training_defense((cfg.get("defense") or {}).get("training"))
+
+
+def build_training_defense(spec: Any) -> Defense:
+    """Instantiate a ``defense.training`` spec, or :class:`NoDefense` for ``None``.
+
+    Raises:
+        TypeError: naming the config key when the target is not a :class:`Defense`.
+        MissingExtraError: the defense needs an extra that is not installed ([dp]).
+    """
     if spec is None:
         return NoDefense()
     try:

@@ -13,6 +13,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
 from miabench.attacks.base import Attack
+from miabench.defenses.setting import DefenseSetting
 from miabench.metrics.utility import summarize
 from miabench.pipeline.code_hash import attack_code_version
 from miabench.pipeline.common import resolve_device
@@ -136,8 +137,7 @@ def _attacker_view(cfg: DictConfig) -> Any:
 
     It applies to the signals given to attacks only; utility is measured on the raw outputs.
     """
-    spec = cfg.defense.get("attacker_view")
-    return instantiate(spec) if spec is not None else None
+    return DefenseSetting.of(cfg).attacker_view()
 
 
 def _fit_batches(
@@ -346,7 +346,9 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
 
     log.info("[5/5] results → %s", results_path)
     write_csv(out / "scores.csv", table)
-    plot_roc(curves, out, title=f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name})")
+    plot_roc(
+        curves, out, title=f"{cfg.victim.name} on {cfg.data.name} ({DefenseSetting.of(cfg).name})"
+    )
     atomic_write_json(results_path, results, checksum=True)
     # the composed config and every numeric result also reach the configured loggers
     log_results(cfg, results_path)
@@ -420,8 +422,9 @@ def _results(
     run = describe_run(cfg, victim)
     run["victim_info"] = model.describe()
     run["provenance"] = record
-    if cfg.defense.get("attacker_view") is not None:
-        run["attacker_view"] = to_container(cfg.defense.attacker_view)
+    view = DefenseSetting.of(cfg).attacker_view_spec
+    if view is not None:
+        run["attacker_view"] = view
     results = {"run": run, "utility": util, "generalization_gap": gap, "attacks": attacks_out}
     if utility_dataset.get(BENCHMARK):
         # beside "utility", whose keys are roles (the gap and the tables read those)

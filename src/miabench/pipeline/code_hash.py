@@ -17,11 +17,12 @@ from omegaconf import DictConfig
 
 import miabench
 import miabench.victims as victims_package
+from miabench.defenses.setting import POST_HOC_KEYS, DefenseSetting
 from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
 
-#: Defense keys that do not change the trained victim.
-POST_HOC_DEFENSE_KEYS = {"name", "attacker_view"}
+#: Defense keys that do not change the trained victim (owned by the defense setting).
+POST_HOC_DEFENSE_KEYS = POST_HOC_KEYS
 
 
 def config_targets(node: Any) -> list[str]:
@@ -87,11 +88,7 @@ def code_sources(cfg: DictConfig | None = None) -> dict[str, str]:
         modules = {m.replace("/", ".").removesuffix(".__init__") for m in modules}
         return module_closure(modules)
     # A post-hoc defense's attacker_view does not shape the victim (see victim_key).
-    defense = {
-        k: v
-        for k, v in (to_container(cfg.get("defense") or {}) or {}).items()
-        if k not in POST_HOC_DEFENSE_KEYS
-    }
+    defense = DefenseSetting.of(cfg).key_fields()
     return module_closure(target_modules(to_container(cfg.victim)) | target_modules(defense))
 
 
@@ -143,7 +140,7 @@ def attack_code_version(cfg: DictConfig, stages: tuple[str, ...] = ATTACK_STAGE_
     the stage modules whose own source counts (the reference-attack stage names its own).
     """
     attack_modules = target_modules(to_container(cfg.attack))
-    view = (to_container(cfg.get("defense") or {}) or {}).get("attacker_view")
+    view = DefenseSetting.of(cfg).attacker_view_spec
     if view is not None:
         attack_modules |= target_modules({"view": view})
     metrics_root = Path(importlib.util.find_spec(METRICS_PACKAGE).origin).parent

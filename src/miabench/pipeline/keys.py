@@ -13,7 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from miabench.pipeline.code_hash import POST_HOC_DEFENSE_KEYS, code_version
+from miabench.defenses.setting import DefenseSetting
+from miabench.pipeline.code_hash import code_version
 from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
 
@@ -72,9 +73,7 @@ def victim_key(cfg: DictConfig, manifest_sha256: str) -> dict[str, Any]:
         # Only what shapes training: a defense's name is a label, and its attacker_view
         # (output truncation) acts after training, so defenses that differ only there share
         # one trained victim.
-        "defense": {
-            k: v for k, v in to_container(cfg.defense).items() if k not in POST_HOC_DEFENSE_KEYS
-        },
+        "defense": DefenseSetting.of(cfg).key_fields(),
         "trainer": trainer,
         "manifest_sha256": manifest_sha256,
         "seed": cfg.seed,

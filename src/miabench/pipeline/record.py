@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 import miabench
+from miabench.defenses.setting import DefenseSetting
 from miabench.metrics.bootstrap import roc_intervals
 from miabench.metrics.roc import evaluate_scores
 from miabench.pipeline.train import TrainedVictim
@@ -83,7 +84,7 @@ def describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
         "data_root": "embedded" if cfg.data.get("embedded") else str(cfg.data.root),
         "image_size": cfg.data.get("image_size"),
         "direction": cfg.data.get("direction"),
-        "defense": cfg.defense.name,
+        "defense": DefenseSetting.of(cfg).name,
         "seed": cfg.seed,
         "victim_key": victim.key["key"],
         "victim_dir": str(victim.directory),

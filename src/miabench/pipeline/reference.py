@@ -38,6 +38,7 @@ from omegaconf import DictConfig
 
 from miabench.attacks.reference.evaluation import reference_subsets
 from miabench.data.population import Population
+from miabench.defenses.setting import DefenseSetting
 from miabench.metrics.calibration import calibration_split
 from miabench.metrics.clustered import clustered_roc_intervals
 from miabench.metrics.roc import evaluate_scores, tpr_key
@@ -340,7 +341,7 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
     write_csv(out / "scores.csv", scored.table)
     write_csv(out / "scores_leave_one_out.csv", scored.loo_table)
     n_refs = int(cfg.reference.n_models)
-    title = f"{cfg.victim.name} on {cfg.data.name} ({cfg.defense.name}), {n_refs} refs"
+    title = f"{cfg.victim.name} on {cfg.data.name} ({DefenseSetting.of(cfg).name}), {n_refs} refs"
     plot_roc(scored.curves, out, title=f"{title}\ntarget, test half")
     plot_roc(scored.loo_curves, out / "leave_one_out", title=f"{title}\nleave-one-out, all pairs")
     plot_strength(scored.strength, out / "strength_vs_references.png", title=title)

@@ -19,6 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from miabench.defenses.setting import DefenseSetting
+
 _PART = r"[^-]+"
 _NAME = re.compile(
     rf"(?:(?P<prefix>{_PART})-)?(?P<victim>{_PART})-(?P<data>{_PART})-(?P<defense>{_PART})"
@@ -58,7 +60,13 @@ class RunId:
     ) -> RunId:
         """The identity of the run ``cfg`` configures (victim, data, defense and seed)."""
         return cls(
-            cfg.victim.name, cfg.data.name, cfg.defense.name, cfg.seed, key, prefix, n_models
+            cfg.victim.name,
+            cfg.data.name,
+            DefenseSetting.of(cfg).name,
+            cfg.seed,
+            key,
+            prefix,
+            n_models,
         )
 
     def __str__(self) -> str:

@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 
 from miabench.attacks.reconstruction import reconstruction_error
 from miabench.attacks.segmentation import segmentation_error
+from miabench.defenses.setting import DefenseSetting
 from miabench.pipeline.code_hash import module_closure, target_modules
 from miabench.pipeline.train import TrainedVictim
 from miabench.utils.config import to_container
@@ -154,8 +155,7 @@ def signal_key(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
     quantiser of ``defense=output_truncation`` gives new signals, never stale ones.
     """
     spec = to_container(cfg.reference.signals.compute)
-    view = cfg.defense.get("attacker_view")
-    view = to_container(view) if view is not None else None
+    view = DefenseSetting.of(cfg).attacker_view_spec
     parts = {
         "victim": victim.key["key"],
         "signals": spec,
@@ -190,8 +190,7 @@ def compute_signals(cfg: DictConfig, victim: TrainedVictim, device: torch.device
         log.info("reusing signals %s", path)
         return path
     fn: SignalFn = instantiate(cfg.reference.signals.compute)
-    view_spec = cfg.defense.get("attacker_view")
-    view = instantiate(view_spec) if view_spec is not None else None
+    view = DefenseSetting.of(cfg).attacker_view()
     model: Victim = victim.load(cfg)
     dm = victim.datamodule
     ids: list[str] = []

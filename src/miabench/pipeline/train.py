@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from miabench.defenses.base import build_defense
+from miabench.defenses.setting import DefenseSetting
 from miabench.pipeline.common import build_datamodule
 from miabench.pipeline.keys import victim_dir, victim_key
 from miabench.utils.config import to_container
@@ -71,7 +71,7 @@ class TrainedVictim:
                 the file and how to retrain.
         """
         module = instantiate(cfg.victim.module)
-        build_defense(cfg).prepare_module(module)
+        DefenseSetting.of(cfg).training().prepare_module(module)
         check_torch_archive(self.weights, fix=self.retrain_hint)
         try:
             state = torch.load(self.weights, map_location="cpu", weights_only=True)
@@ -261,7 +261,7 @@ def _train(cfg: DictConfig, victim: TrainedVictim) -> TrainedVictim:
     module = instantiate(cfg.victim.module)
     # The defense acts through generic hooks (module traversal, the data module, callbacks
     # that see the optimizers Lightning built), so it applies to any victim.
-    defense = build_defense(cfg)
+    defense = DefenseSetting.of(cfg).training()
     defense.prepare_module(module)
     datamodule = defense.prepare_datamodule(victim.datamodule)
     trainer: pl.Trainer = instantiate(
