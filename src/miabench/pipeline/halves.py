@@ -14,6 +14,7 @@ from miabench.metrics.calibration import (
     grouped_calibration_split,
     stratum_of,
 )
+from miabench.pipeline.seeds import SeedStreams
 
 ROLES = {"member": 1, "nonmember": 0}
 
@@ -52,18 +53,20 @@ def split_halves(cfg: DictConfig, utility: pd.DataFrame) -> Halves:
             table["label"].to_numpy(),
             groups.to_numpy(),
             cfg.evaluation.calibration_fraction,
-            cfg.seed,
+            SeedStreams.of(cfg).halves,
             strata=None if pattern is None else groups.map(lambda g: stratum_of(g, pattern)),
         )
     else:
         is_cal = calibration_split(
-            table["label"].to_numpy(), cfg.evaluation.calibration_fraction, cfg.seed
+            table["label"].to_numpy(),
+            cfg.evaluation.calibration_fraction,
+            SeedStreams.of(cfg).halves,
         )
     table["split"] = np.where(is_cal, "calibration", "test")
     # Trainable attacks learn from the first N calibration samples of each role (MINT's
     # n_train); the manifest lists each identity's images together, so they are streamed in a
     # seeded random order, or N = 1 000 would come from a handful of identities.
-    order = np.random.default_rng(cfg.seed)
+    order = np.random.default_rng(SeedStreams.of(cfg).calibration_order)
     calibration = {}
     for role in ROLES:
         ids = table.loc[is_cal & (table["role"] == role), "sample_id"].tolist()

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from miabench.data.population import Population
+from miabench.pipeline.seeds import SeedStreams
 from miabench.pipeline.train import TrainedVictim, locate_victim, train_victim
 from miabench.utils.config import to_container
 from miabench.utils.io import atomic_write_json, read_json
@@ -52,7 +53,7 @@ def model_config(cfg: DictConfig, model: int) -> DictConfig:
             # pinned before the seed moves: they interpolate ${seed} by default
             cfg_k.split.seed = int(cfg.split.seed)
             cfg_k.reference.seed = int(cfg.reference.seed)
-            cfg_k.seed = int(cfg.seed) + model
+            cfg_k.seed = SeedStreams.for_model(int(cfg.seed), model, distinct=True)
         if model > 0:
             for key, value in (to_container(cfg.reference.recipe) or {}).items():
                 OmegaConf.update(cfg_k, key, value, merge=False, force_add=True)

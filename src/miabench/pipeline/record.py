@@ -18,6 +18,7 @@ import miabench
 from miabench.defenses.setting import DefenseSetting
 from miabench.metrics.bootstrap import roc_intervals
 from miabench.metrics.roc import evaluate_scores
+from miabench.pipeline.seeds import SeedStreams
 from miabench.pipeline.train import TrainedVictim
 from miabench.utils.io import atomic_write
 from miabench.utils.provenance import StageClock, environment, now_iso
@@ -54,7 +55,7 @@ def held_out_metrics(
             fprs=fprs,
             n_boot=int(cfg.evaluation.bootstrap),
             level=level,
-            seed=cfg.seed,
+            seed=SeedStreams.of(cfg).bootstrap,
         )
     )
     return metrics
@@ -86,6 +87,7 @@ def describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
         "direction": cfg.data.get("direction"),
         "defense": DefenseSetting.of(cfg).name,
         "seed": cfg.seed,
+        "seed_streams": SeedStreams.of(cfg).record(),
         "victim_key": victim.key["key"],
         "victim_dir": str(victim.directory),
         "victim_epochs": meta.get("epochs"),

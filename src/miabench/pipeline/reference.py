@@ -47,6 +47,7 @@ from miabench.pipeline.common import resolve_device
 from miabench.pipeline.population import PopulationModels, cost, locate_models
 from miabench.pipeline.record import describe_run, held_out_metrics, provenance, write_csv
 from miabench.pipeline.run_id import RunId
+from miabench.pipeline.seeds import SeedStreams
 from miabench.pipeline.signals import compute_signals, signal_key, stack_signals
 from miabench.pipeline.train import TrainedVictim
 from miabench.results.plots import plot_roc
@@ -396,7 +397,9 @@ def _score_attacks(
     membership = population.matrix
     references = [population.references_of(k) for k in range(population.n_models)]
     labels = membership[:, 0].astype(int)
-    is_cal = calibration_split(labels, cfg.evaluation.calibration_fraction, cfg.seed)
+    is_cal = calibration_split(
+        labels, cfg.evaluation.calibration_fraction, SeedStreams.of(cfg).halves
+    )
     test = ~is_cal if is_cal.any() else np.ones_like(is_cal)
     fprs = tuple(cfg.evaluation.fprs)
     n_refs = int(cfg.reference.n_models)
@@ -435,7 +438,7 @@ def _score_attacks(
         metrics["describe"] = {**attack.config, "name": attack.name}
         scored.attacks[attack.name] = metrics
         scored.leave_one_out[attack.name] = {
-            **_pairs_metrics(loo, membership, fprs, cfg.evaluation, cfg.seed),
+            **_pairs_metrics(loo, membership, fprs, cfg.evaluation, SeedStreams.of(cfg).bootstrap),
             "seconds": seconds,
         }
         scored.strength[attack.name] = _strength(
@@ -446,7 +449,7 @@ def _score_attacks(
             is_cal,
             sizes,
             int(cfg.reference.strength.subsets),
-            int(cfg.seed),
+            SeedStreams.of(cfg).strength,
             fprs,
         )
         scored.table[f"{attack.name}.score"] = score

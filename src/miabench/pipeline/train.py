@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from miabench.defenses.setting import DefenseSetting
 from miabench.pipeline.common import build_datamodule
 from miabench.pipeline.keys import victim_dir, victim_key
+from miabench.pipeline.seeds import SeedStreams
 from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
 from miabench.utils.io import (
@@ -237,7 +238,7 @@ def train_victim(cfg: DictConfig) -> TrainedVictim:
     wait for it and reuse its weights (DDP ranks other than 0 do not lock, as rank 0 holds
     the lock while it waits for them).
     """
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(SeedStreams.of(cfg).training, workers=True)
     victim = locate_victim(cfg)
     if victim.is_complete():
         log.info("reusing cached victim %s", victim.directory)
