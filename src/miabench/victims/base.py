@@ -10,7 +10,7 @@ victim's internals.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import lightning.pytorch as pl
 import torch
@@ -18,10 +18,44 @@ from torch.utils.data import DataLoader
 from torchmetrics import Metric
 from tqdm.auto import tqdm
 
-#: Signal dictionaries always carry ``sample_id`` (list of str, one per sample). Image
-#: signals are float tensors shaped (B, C, H, W) with values in [0, 1]:
-#: ``input`` (the query), ``target`` (its ground truth) and ``output`` (the victim's answer).
-Signals = dict[str, Any]
+
+class Signals(TypedDict, total=False):
+    """What a victim yields per batch, batch-first; a victim fills the keys it ``provides``.
+
+    Every bundle carries ``sample_id``. Image signals are float tensors (B, C, H, W) in
+    [0, 1]. Attacker views (``defense.attacker_view``) return the same bundle with some
+    entries coarsened; reference signal functions read it and return per-sample arrays.
+
+    Attributes:
+        sample_id: one id per sample (the manifest's).
+        input: the query (image, or label map for label-to-photo victims).
+        target: its ground truth: image (B, C, H, W), label map (B, H, W), class or
+            identity index (B,).
+        output: the victim's answer: image, class probabilities (B, K, H, W) or (B, K).
+        loss: per-sample training loss (B,) where the victim computes one (detectors).
+        loss_terms: the named parts of ``loss``, each (B,).
+        boxes: per image, its ground-truth boxes (n, 4) in xyxy pixels.
+        ignore: per image, which of ``boxes`` are not trained on (crowd / invalid).
+        detections: per image, ``{"boxes": (n, 4), "scores": (n,), ...}`` after
+            post-processing.
+        identity: identity index of each face (face recognition).
+        embedding: the face embedding (B, D).
+        victim_fingerprint: hash of the weights that produced the bundle.
+    """
+
+    sample_id: list[str]
+    input: torch.Tensor
+    target: torch.Tensor
+    output: torch.Tensor
+    loss: torch.Tensor
+    loss_terms: dict[str, torch.Tensor]
+    boxes: list[torch.Tensor]
+    ignore: list[torch.Tensor]
+    detections: list[dict[str, torch.Tensor]]
+    identity: torch.Tensor
+    embedding: torch.Tensor
+    victim_fingerprint: str
+
 
 #: What a victim config's ``optimizer`` (``_partial_: true``) instantiates to: a callable
 #: taking the parameters (and keyword overrides) and returning the optimizer.
