@@ -347,6 +347,8 @@ class CSAILHRNetV2(CSAILSegmentation):
         num_classes: output channels.
         weights: ``none`` or CSAIL's ``hrnetv2_w48-imagenet.pth``.
         dropout: must be 0: CSAIL's C1 head has no dropout.
+        stage_modules: HRNet modules in stages 2-4 (CSAIL: 1, 4, 3; fewer for tests).
+        blocks: BasicBlocks per branch (CSAIL: 4).
     """
 
     def __init__(
@@ -355,6 +357,8 @@ class CSAILHRNetV2(CSAILSegmentation):
         num_classes: int = 150,
         weights: str = NONE,
         dropout: float = 0.0,
+        stage_modules: tuple[int, int, int] = (1, 4, 3),
+        blocks: int = 4,
     ) -> None:
         super().__init__()
         found = re.fullmatch(r"hrnet_w(\d+)", arch)
@@ -365,7 +369,7 @@ class CSAILHRNetV2(CSAILSegmentation):
         url = "http://sceneparsing.csail.mit.edu/model/pretrained_resnet/hrnetv2_w48-imagenet.pth"
         width = int(found.group(1))
         self.encoder, record = _csail_weights(
-            weights, lambda: CSAILHRNet(width), f"{arch} encoder", url
+            weights, lambda: CSAILHRNet(width, tuple(stage_modules), blocks), f"{arch} encoder", url
         )
         self.decoder = C1Head(num_classes, self.encoder.channels[-1])
         self.info = {"structure": "csail_hrnetv2", "backbone": arch, **record.describe()}
