@@ -48,6 +48,9 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["pct"] = summary.pct
     env.filters["num"] = lambda v, d=3: "n/a" if v is None else f"{float(v):.{d}f}"
+    env.filters["pvalue"] = lambda v: (
+        "n/a" if v is None else (f"{v:.2g}" if v < 1e-3 else f"{v:.4f}")
+    )
     env.filters["count"] = lambda v: "n/a" if v is None else f"{float(v):g}"
     return env
 
@@ -95,7 +98,9 @@ def _attack_rows(run: AttackRun, curves: Mapping[str, Curve]) -> list[dict[str, 
             "info": info,
             "describe": info.get("describe") or {},
             "auc_ci": info.get(ci_key("auc", level)),
-            "auc_method": summary.method_name((info.get("ci_method") or {}).get(ci_key("auc", level))),
+            "auc_method": summary.method_name(
+                (info.get("ci_method") or {}).get(ci_key("auc", level))
+            ),
             "points": [summary.operating_point(info, f) for f in summary.recorded_fprs(info)],
             "accuracy_ci": info.get(ci_key("accuracy", level)),
             "figures": _figures([curves[name]], f"{name}: {title}") if name in curves else None,

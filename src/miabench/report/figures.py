@@ -137,21 +137,31 @@ def to_svg(fig: Figure) -> str:
     return _METADATA_BLOCK.sub("", text)
 
 
-def _colours(n: int) -> list[str]:
+def _styles(curves: Sequence[Curve]) -> list[tuple[str, str | None, float]]:
+    """(colour, legend label, band opacity) per curve: one colour and one legend entry per
+    attack name, so the seeds of one attack (a table's setting) share them."""
     cycle = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
-    return [cycle[i % len(cycle)] for i in range(n)]
+    names = list(dict.fromkeys(c.name for c in curves))
+    counts = {n: sum(c.name == n for c in curves) for n in names}
+    out, seen = [], set()
+    for curve in curves:
+        colour = cycle[names.index(curve.name) % len(cycle)]
+        label = None if curve.name in seen else curve.name
+        seen.add(curve.name)
+        # overlapping bands of several seeds would turn opaque
+        out.append((colour, label, max(0.05, 0.18 / counts[curve.name])))
+    return out
 
 
 def roc_linear_figure(curves: Sequence[Curve], title: str) -> Figure:
     """Linear ROC of ``curves`` with their bands and the chance diagonal."""
     fig = _figure()
     ax = fig.add_subplot()
-    for curve, colour in zip(curves, _colours(len(curves)), strict=True):
+    for curve, (colour, label, alpha) in zip(curves, _styles(curves), strict=True):
         ax.fill_between(
-            curve.band_fpr, curve.band_low, curve.band_high, step=None, color=colour, alpha=0.18,
-            linewidth=0,
+            curve.band_fpr, curve.band_low, curve.band_high, color=colour, alpha=alpha, lw=0
         )
-        ax.plot(curve.fpr, curve.tpr, color=colour, lw=1.2, label=curve.name)
+        ax.plot(curve.fpr, curve.tpr, color=colour, lw=1.2, label=label)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="False positive rate", ylabel="True positive rate")
     ax.set_title(title, fontsize=9)
@@ -174,25 +184,39 @@ def roc_loglog_figure(curves: Sequence[Curve], title: str) -> Figure:
     cut = min(c.resolvable_fpr for c in curves)
     points = [p[0] for c in curves for p in c.points if p[0] > 0]
     low = min([cut, *points, 1e-3]) / 1.5
-    for curve, colour in zip(curves, _colours(len(curves)), strict=True):
+    for curve, (colour, label, alpha) in zip(curves, _styles(curves), strict=True):
         keep = curve.band_fpr >= curve.resolvable_fpr - 1e-12
         ax.fill_between(
-            curve.band_fpr[keep], curve.band_low[keep], curve.band_high[keep], color=colour,
-            alpha=0.18, linewidth=0,
+            curve.band_fpr[keep],
+            curve.band_low[keep],
+            curve.band_high[keep],
+            color=colour,
+            alpha=alpha,
+            lw=0,
         )
-        ax.plot(*loglog_xs(curve), color=colour, lw=1.2, label=curve.name, gid=f"roc-{curve.name}")
+        ax.plot(*loglog_xs(curve), color=colour, lw=1.2, label=label)
         for at, tpr, lo, hi, _ in curve.points:
             if at <= 0 or not np.isfinite(lo):
                 continue  # FPR 0 has no place on a log axis; the table below gives it
             below = at < curve.resolvable_fpr - 1e-12
             ax.errorbar(
-                [at], [max(tpr, low)], yerr=[[max(tpr - lo, 0)], [max(hi - tpr, 0)]],
-                fmt="o", mfc="white" if below else colour, mec=colour, ecolor=colour,
-                ms=4, capsize=2, lw=0.8,
+                [at],
+                [max(tpr, low)],
+                yerr=[[max(tpr - lo, 0)], [max(hi - tpr, 0)]],
+                fmt="o",
+                mfc="white" if below else colour,
+                mec=colour,
+                ecolor=colour,
+                ms=4,
+                capsize=2,
+                lw=0.8,
             )
     for n_neg in sorted({c.n_nonmembers for c in curves}):
         ax.axvline(
-            MIN_NONMEMBERS_PER_FPR / n_neg, color="grey", ls=":", lw=1.0,
+            MIN_NONMEMBERS_PER_FPR / n_neg,
+            color="grey",
+            ls=":",
+            lw=1.0,
             label=f"FPR = {MIN_NONMEMBERS_PER_FPR}/{n_neg} (resolution)",
         )
     ax.set_xscale("log", nonpositive="clip")

@@ -132,13 +132,17 @@ def exposed_members(
     root = None
     if not by_id:
         data_root = str(run.get("data_root") or "")
-        root = data_dir / str(run.get("data_name")) if data_root in ("", "embedded") else Path(
-            data_root
+        root = (
+            data_dir / str(run.get("data_name"))
+            if data_root in ("", "embedded")
+            else Path(data_root)
         )
         notes.append(f"looked up as {root}/<sample_id>, unverified (no manifest to check against)")
     out = []
     for sample_id, score in zip(members["sample_id"], members[column], strict=True):
-        flagged = float((len(nonmember) - np.searchsorted(nonmember, score)) / max(len(nonmember), 1))
+        flagged = float(
+            (len(nonmember) - np.searchsorted(nonmember, score)) / max(len(nonmember), 1)
+        )
         entry = by_id.get(sample_id)
         path = entry[0] if entry else (_inside(root, sample_id) if root else None)
         if path is None or not Path(path).is_file():

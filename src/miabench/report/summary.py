@@ -10,7 +10,7 @@ nominal figure is not reported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from miabench.metrics.roc import MIN_NONMEMBERS_PER_FPR, ci_key, tpr_key
@@ -72,20 +72,39 @@ def operating_point(info: Mapping[str, Any], fpr: float) -> dict[str, Any]:
         low, high = info.get(ci_key(key, level)) or (None, None)
         method = method_name((info.get("ci_method") or {}).get(ci_key(key, level)))
         return {
-            "observable": True, "key": key, "fpr": fpr, "tpr": float(info[key]),
-            "low": low, "high": high, "method": f"{method} bootstrap", "level": level,
-            "n_members": n_pos, "n_nonmembers": n_neg,
+            "observable": True,
+            "key": key,
+            "fpr": fpr,
+            "tpr": float(info[key]),
+            "low": low,
+            "high": high,
+            "method": f"{method} bootstrap",
+            "level": level,
+            "n_members": n_pos,
+            "n_nonmembers": n_neg,
         }
     reached = f"{key}_reached"
     hits, _, k, _ = info.get(f"{reached}_counts") or (None, n_pos, None, n_neg)
     low, high = info.get(ci_key(reached, level)) or (None, None)
     fpr_low, fpr_high = info.get(ci_key(f"{reached}_fpr", level)) or (None, None)
     return {
-        "observable": False, "key": reached, "fpr": fpr, "tpr": info.get(reached),
-        "reached_fpr": info.get(f"{reached}_fpr"), "low": low, "high": high,
-        "fpr_low": fpr_low, "fpr_high": fpr_high, "method": "Clopper–Pearson", "level": level,
-        "hits": hits, "false_positives": k, "n_members": n_pos, "n_nonmembers": n_neg,
-        "needed": MIN_NONMEMBERS_PER_FPR / fpr, "note": info.get(f"{key}_note"),
+        "observable": False,
+        "key": reached,
+        "fpr": fpr,
+        "tpr": info.get(reached),
+        "reached_fpr": info.get(f"{reached}_fpr"),
+        "low": low,
+        "high": high,
+        "fpr_low": fpr_low,
+        "fpr_high": fpr_high,
+        "method": "Clopper–Pearson",
+        "level": level,
+        "hits": hits,
+        "false_positives": k,
+        "n_members": n_pos,
+        "n_nonmembers": n_neg,
+        "needed": MIN_NONMEMBERS_PER_FPR / fpr,
+        "note": info.get(f"{key}_note"),
     }
 
 
@@ -116,13 +135,21 @@ def audited(result: Mapping[str, Any]) -> list[tuple[str, str]]:
     prov = run.get("provenance") or {}
     git = prov.get("git") or {}
     rows = [
-        ("model", f"{run.get('victim')} (victim key {run.get('victim_key', 'n/a')}, "
-                  f"{run.get('victim_epochs', 'n/a')} epochs)"),
+        (
+            "model",
+            f"{run.get('victim')} (victim key {run.get('victim_key', 'n/a')}, "
+            f"{run.get('victim_epochs', 'n/a')} epochs)",
+        ),
         ("defense", str(run.get("defense", "none"))),
-        ("data", f"{run.get('dataset')} ({run.get('data_root')}, {run.get('image_size')} px, "
-                 f"direction {run.get('direction')})"),
-        ("membership split", f"{run.get('n_members')} members, {run.get('n_nonmembers')} "
-                             "non-members"),
+        (
+            "data",
+            f"{run.get('dataset')} ({run.get('data_root')}, {run.get('image_size')} px, "
+            f"direction {run.get('direction')})",
+        ),
+        (
+            "membership split",
+            f"{run.get('n_members')} members, {run.get('n_nonmembers')} non-members",
+        ),
     ]
     hashes = find_hashes(run.get("victim_info") or {}, "victim_info.")
     for name, info in (result.get("attacks") or {}).items():
@@ -132,18 +159,35 @@ def audited(result: Mapping[str, Any]) -> list[tuple[str, str]]:
     if hashes:
         rows += [(f"{key}", value) for key, value in sorted(hashes.items())]
     else:
-        rows.append(("weights sha256", "none recorded: no weight file was read (the victim was "
-                     "trained by miabench; backbones with weights: none)"))
+        rows.append(
+            (
+                "weights sha256",
+                "none recorded: no weight file was read (the victim was "
+                "trained by miabench; backbones with weights: none)",
+            )
+        )
     dirty = " (uncommitted changes)" if git.get("dirty") else ""
     rows.append(("code commit", f"{git.get('commit', 'not recorded')}{dirty}"))
     if run.get("rescored"):
         rescored = run["rescored"]
-        rows.append(("metrics rescored at", f"{(rescored.get('git') or {}).get('commit')} "
-                     f"({rescored.get('at')}, {rescored.get('command')})"))
-    seeds = {f"attacks.{n}.seed": i["describe"]["seed"] for n, i in result["attacks"].items()
-             if isinstance(i.get("describe"), Mapping) and "seed" in i["describe"]}
-    rows.append(("seeds", ", ".join([f"run {run.get('seed')}",
-                                     *(f"{k} {v}" for k, v in sorted(seeds.items()))])))
+        rows.append(
+            (
+                "metrics rescored at",
+                f"{(rescored.get('git') or {}).get('commit')} "
+                f"({rescored.get('at')}, {rescored.get('command')})",
+            )
+        )
+    seeds = {
+        f"attacks.{n}.seed": i["describe"]["seed"]
+        for n, i in result["attacks"].items()
+        if isinstance(i.get("describe"), Mapping) and "seed" in i["describe"]
+    }
+    rows.append(
+        (
+            "seeds",
+            ", ".join([f"run {run.get('seed')}", *(f"{k} {v}" for k, v in sorted(seeds.items()))]),
+        )
+    )
     packages = prov.get("packages") or {}
     if packages:
         rows.append(("packages", ", ".join(f"{k} {v}" for k, v in sorted(packages.items()))))
@@ -151,9 +195,10 @@ def audited(result: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def limits(result: Mapping[str, Any]) -> list[str]:
+def limits(result: Mapping[str, Any], seeds: Sequence[Any] | None = None) -> list[str]:
     """The audit's limits in plain words: attacks and threat model tried, sample sizes,
-    seeds, selection of the strongest attack, data."""
+    seeds (``seeds``: those of a table's setting; default the run's own), selection of the
+    strongest attack, data."""
     run, attacks = result["run"], result["attacks"]
     first = next(iter(attacks.values()))
     names = ", ".join(
@@ -172,9 +217,18 @@ def limits(result: Mapping[str, Any]) -> list[str]:
         f"non-members. A TPR at false-alarm rate x is reported only with at least "
         f"{MIN_NONMEMBERS_PER_FPR}/x non-members; this test resolves x ≥ "
         f"{pct(MIN_NONMEMBERS_PER_FPR / max(first['n_test_nonmembers'], 1))}.",
-        f"One trained model (seed {run.get('seed')}): the intervals cover the choice of test "
-        "samples, not the randomness of training.",
     ]
+    if seeds and len(seeds) > 1:
+        out.append(
+            f"{len(seeds)} trained models per setting (seeds {', '.join(map(str, seeds))}): a "
+            "table's intervals over seeds include training randomness; a single run's "
+            "intervals cover the choice of test samples only."
+        )
+    else:
+        out.append(
+            f"One trained model (seed {run.get('seed')}): the intervals cover the choice of "
+            "test samples, not the randomness of training."
+        )
     if len(attacks) > 1:
         out.append(
             "The strongest attack is picked on the same test samples it is measured on, "
