@@ -82,7 +82,9 @@ def _inside(root: Path, sample_id: str) -> Path | None:
 def _thumbnail(path: Path) -> tuple[str, np.ndarray]:
     """The image at ``path`` as a PNG data URI (at most :data:`THUMB_HEIGHT` high) and its
     decoded RGB pixels (for the content hash)."""
-    from miabench.data.aligned import read_rgb  # the loader the manifest's hashes came from
+    # the decoding the manifest's hashes came from (imports torchvision: only when an image
+    # is found; moving it to a torch-free module would change every aligned victim's key)
+    from miabench.data.aligned import read_rgb
 
     with Image.open(path) as image:
         width, height = image.size
