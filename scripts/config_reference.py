@@ -33,6 +33,7 @@ ENTRY_APPS: dict[str, str] = {
     "run_attack.yaml": "python -m miabench.run_attack",
     "benchmark.yaml": "python -m miabench.benchmark",
     "make_table.yaml": "python -m miabench.make_table",
+    "report.yaml": "python -m miabench.report",
 }
 #: Groups whose option files are per machine and git-ignored: never part of the reference.
 PRIVATE_GROUPS = ("local",)

@@ -16,7 +16,7 @@ EXPERIMENTS = sorted(
     str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
     for p in (CONF_DIR / "experiment").rglob("*.yaml")
 )
-ENTRY = ["train_victim", "run_attack", "make_table", "benchmark"]
+ENTRY = ["train_victim", "run_attack", "make_table", "benchmark", "report"]
 
 
 def _check(cfg) -> None:

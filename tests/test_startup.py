@@ -44,7 +44,13 @@ def _probe(module: str, *args: str, cwd: Path) -> dict:
 
 @pytest.mark.parametrize(
     "app",
-    ["miabench.make_table", "miabench.train_victim", "miabench.run_attack", "miabench.benchmark"],
+    [
+        "miabench.make_table",
+        "miabench.train_victim",
+        "miabench.run_attack",
+        "miabench.benchmark",
+        "miabench.report",
+    ],
 )
 def test_help_does_not_import_torch(app: str, tmp_path: Path) -> None:
     out = _probe(app, "--help", cwd=tmp_path)

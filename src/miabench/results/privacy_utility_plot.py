@@ -20,7 +20,14 @@ LOWER_IS_BETTER = {"l1", "loss"}
 def plot_privacy_utility(
     frame: pd.DataFrame, path: str | os.PathLike, utility_column: str, title: str
 ) -> Path:
-    """Utility (x) vs attack AUC (y): one marker per defense and attack, AUC 0.5 marked."""
+    """Utility (x) vs attack AUC (y): one marker per defense and attack, AUC 0.5 marked,
+    written as a PNG at ``path``."""
+    fig = privacy_utility_figure(frame, utility_column, title)
+    return atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=150))
+
+
+def privacy_utility_figure(frame: pd.DataFrame, utility_column: str, title: str) -> Figure:
+    """The figure of :func:`plot_privacy_utility` (the HTML report draws it as SVG)."""
     fig = Figure(figsize=(6.5, 5), layout="constrained")
     FigureCanvasAgg(fig)  # no pyplot state, no GUI backend
     ax = fig.add_subplot()
@@ -63,4 +70,4 @@ def plot_privacy_utility(
     ax.set_ylabel("attack ROC AUC (lower = more private)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=150))
+    return fig
