@@ -22,6 +22,17 @@ from miabench.utils.hashing import stable_hash
 
 #: Defense keys that do not change the trained victim.
 POST_HOC_DEFENSE_KEYS = {"name", "attacker_view"}
+#: Victim keys of an imported model (issue 28): they shape only an imported victim, so a
+#: trained victim's key and code hash leave them out.
+IMPORT_VICTIM_KEYS = {"checkpoint", "checkpoint_reader"}
+
+
+def victim_config(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.victim`` as a container, without the import keys unless a checkpoint is set."""
+    victim = to_container(cfg.victim)
+    if not victim.get("checkpoint"):
+        victim = {k: v for k, v in victim.items() if k not in IMPORT_VICTIM_KEYS}
+    return victim
 
 
 def config_targets(node: Any) -> list[str]:
@@ -92,7 +103,7 @@ def code_sources(cfg: DictConfig | None = None) -> dict[str, str]:
         for k, v in (to_container(cfg.get("defense") or {}) or {}).items()
         if k not in POST_HOC_DEFENSE_KEYS
     }
-    return module_closure(target_modules(to_container(cfg.victim)) | target_modules(defense))
+    return module_closure(target_modules(victim_config(cfg)) | target_modules(defense))
 
 
 def target_modules(node: Any) -> set[str]:
