@@ -29,6 +29,7 @@ def _ssdlite() -> torch.nn.Module:
     return build_ssdlite(64, "mobilenet_v3_small", weights="none", width_mult=0.25)
 
 
+@pytest.mark.slow
 def test_torchvision_reference_dict_with_its_namespace(tmp_path: Path) -> None:
     trained = _ssdlite()
     path = tmp_path / "model_25.pth"
