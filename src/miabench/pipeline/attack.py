@@ -18,6 +18,7 @@ from miabench.metrics.utility import summarize
 from miabench.pipeline.code_hash import attack_code_version
 from miabench.pipeline.common import resolve_device
 from miabench.pipeline.halves import ROLES, Halves, split_halves
+from miabench.pipeline.imported import import_victim
 from miabench.pipeline.logging_hooks import log_results
 from miabench.pipeline.record import describe_run, held_out_metrics, provenance, write_csv
 from miabench.pipeline.run_id import RunId
@@ -298,6 +299,8 @@ def run_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -> Path:
     if stage:
         return get_object(stage)(cfg, victim)
     victim = victim or locate_victim(cfg)
+    if victim.checkpoint is not None:
+        import_victim(cfg, victim)  # victim.checkpoint: into the cache, no training
     if not victim.weights.exists():
         raise FileNotFoundError(
             f"no trained victim at {victim.directory} for this configuration; run "

@@ -23,6 +23,17 @@ from miabench.utils.hashing import stable_hash
 
 #: Defense keys that do not change the trained victim (owned by the defense setting).
 POST_HOC_DEFENSE_KEYS = POST_HOC_KEYS
+#: Victim keys of an imported model (issue 28): they shape only an imported victim, so a
+#: trained victim's key and code hash leave them out.
+IMPORT_VICTIM_KEYS = {"checkpoint", "checkpoint_reader"}
+
+
+def victim_config(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.victim`` as a container, without the import keys unless a checkpoint is set."""
+    victim = to_container(cfg.victim)
+    if not victim.get("checkpoint"):
+        victim = {k: v for k, v in victim.items() if k not in IMPORT_VICTIM_KEYS}
+    return victim
 
 
 def config_targets(node: Any) -> list[str]:
@@ -89,7 +100,7 @@ def code_sources(cfg: DictConfig | None = None) -> dict[str, str]:
         return module_closure(modules)
     # A post-hoc defense's attacker_view does not shape the victim (see victim_key).
     defense = DefenseSetting.of(cfg).key_fields()
-    return module_closure(target_modules(to_container(cfg.victim)) | target_modules(defense))
+    return module_closure(target_modules(victim_config(cfg)) | target_modules(defense))
 
 
 def target_modules(node: Any) -> set[str]:

@@ -9,14 +9,17 @@ where data lives do not enter, so the same work is found again from another mach
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from miabench.defenses.setting import DefenseSetting
-from miabench.pipeline.code_hash import code_version
+from miabench.pipeline.code_hash import code_version, victim_config
 from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
+
+if TYPE_CHECKING:
+    from miabench.checkpoints.base import CheckpointInfo
 
 #: Trainer keys that do not change what is learned (where and how it is shown).
 _COSMETIC_TRAINER_KEYS = {
@@ -62,13 +65,34 @@ def split_key(cfg: DictConfig) -> str:
     return stable_hash({"data": data, "split": split})
 
 
-def victim_key(cfg: DictConfig, manifest_sha256: str) -> dict[str, Any]:
-    """Everything that shaped a trained victim, and its hash under ``key``."""
+def victim_key(
+    cfg: DictConfig, manifest_sha256: str, checkpoint: CheckpointInfo | None = None
+) -> dict[str, Any]:
+    """Everything that shaped a trained (or imported) victim, and its hash under ``key``.
+
+    An imported victim (``victim.checkpoint``, issue 28) is keyed by what was read
+    (``checkpoint``: the file's sha256 and layout, not where it lies), its config, the
+    data and manifest and the code; the trainer, the training defense and the seed shaped
+    no imported weight and stay out.
+    """
+    victim = victim_config(cfg)
+    if checkpoint is not None:
+        victim.pop("checkpoint", None)  # the path: where the file lies, not what it is
+        parts = {
+            "victim": victim,
+            "checkpoint": checkpoint.key(),
+            "data": to_container(cfg.data),
+            "manifest_sha256": manifest_sha256,
+            "code_version": code_version(cfg),
+        }
+        parts["data"] = _strip(parts["data"], _LOCATION_KEYS | EVALUATION_ONLY_DATA_KEYS)
+        parts["key"] = stable_hash(parts)
+        return parts
     trainer = {
         k: v for k, v in to_container(cfg.trainer).items() if k not in _COSMETIC_TRAINER_KEYS
     }
     parts = {
-        "victim": to_container(cfg.victim),
+        "victim": victim,
         "data": to_container(cfg.data),
         # Only what shapes training: a defense's name is a label, and its attacker_view
         # (output truncation) acts after training, so defenses that differ only there share

@@ -55,6 +55,10 @@ def model_config(cfg: DictConfig, model: int) -> DictConfig:
             cfg_k.reference.seed = int(cfg.reference.seed)
             cfg_k.seed = SeedStreams.for_model(int(cfg.seed), model, distinct=True)
         if model > 0:
+            # references are trained here, on their own columns; only the target may be a
+            # model imported from victim.checkpoint
+            if OmegaConf.select(cfg_k, "victim.checkpoint", default=None) is not None:
+                cfg_k.victim.checkpoint = None
             for key, value in (to_container(cfg.reference.recipe) or {}).items():
                 OmegaConf.update(cfg_k, key, value, merge=False, force_add=True)
     return cfg_k

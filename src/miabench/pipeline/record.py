@@ -70,9 +70,27 @@ def provenance(
     trained, possibly by an earlier process); the attack stage's from this process.
     """
     meta = victim.meta()
-    stages = {"train": meta.get("timing"), **clock.stages}
+    # an imported victim (victim.checkpoint) was not trained: its stage is the import
+    first = "import" if meta.get("imported") else "train"
+    stages = {first: meta.get("timing"), **clock.stages}
     stages["attack"] = {"started": started, "finished": now_iso()}
-    return {**environment(device), "stages": stages, "train_environment": meta.get("environment")}
+    record = {
+        **environment(device),
+        "stages": stages,
+        "train_environment": meta.get("environment"),
+    }
+    if meta.get("imported"):
+        record["checkpoint"] = meta.get("checkpoint")  # path, sha256, layout, details
+    return record
+
+
+def victim_weights(meta: dict[str, Any]) -> str:
+    """``trained`` or ``imported <layout> sha256:<first 12>``: where a victim's weights came
+    from, as the run record and the tables say it."""
+    if not meta.get("imported"):
+        return "trained"
+    checkpoint = meta.get("checkpoint") or {}
+    return f"imported {checkpoint.get('layout')} sha256:{str(checkpoint.get('sha256'))[:12]}"
 
 
 def describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
@@ -91,6 +109,8 @@ def describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
         "victim_key": victim.key["key"],
         "victim_dir": str(victim.directory),
         "victim_epochs": meta.get("epochs"),
+        # trained here, or imported from victim.checkpoint (issue 28)
+        "victim_weights": victim_weights(meta),
         # what the defense reported during training (e.g. DP-SGD's ε at δ), if anything
         "defense_report": meta.get("defense"),
         "manifest_sha256": victim.key["manifest_sha256"],

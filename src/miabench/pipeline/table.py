@@ -153,12 +153,25 @@ def make_table(cfg: DictConfig) -> tuple[Path, Path]:
             f.drop(columns=[c for c in f if c.endswith(("_published", "_delta"))]) for f in frames
         ]
     notes = [f"Regenerate: `{table.command}`", f"Result files: {len(paths)}"]
+    notes += imported_notes(results)
     superseded = group_seeds(results)[1]
     if superseded:
         notes.append(f"{len(superseded)} older result(s) of the same setting and seed left out")
     return write_table(
         frames[0], Path(table.out_dir), table.name, table.title, notes, per_seed=frames[1]
     )
+
+
+def imported_notes(results: Iterable[dict]) -> list[str]:
+    """One note per victim whose weights were imported (``victim.checkpoint``), not trained."""
+    imported = sorted(
+        {
+            f"{r['run']['victim']} on {r['run']['dataset']}: {r['run']['victim_weights']}"
+            for r in results
+            if str(r["run"].get("victim_weights", "trained")).startswith("imported")
+        }
+    )
+    return [f"Victim weights imported (not trained here): {v}" for v in imported]
 
 
 def _copy(src: Path, dest: Path) -> None:

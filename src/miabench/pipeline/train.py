@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from miabench.checkpoints.base import CheckpointInfo
 from miabench.defenses.setting import DefenseSetting
 from miabench.pipeline.common import build_datamodule
+from miabench.pipeline.imported import import_victim, imported_path, read_checkpoint
 from miabench.pipeline.keys import victim_dir, victim_key
 from miabench.pipeline.seeds import SeedStreams
 from miabench.utils.config import to_container
@@ -33,6 +35,7 @@ from miabench.utils.io import (
 )
 from miabench.utils.locks import cache_lock_dir, locked
 from miabench.utils.provenance import StageClock, environment
+from miabench.utils.weights import pretrained_weights_replaced
 from miabench.victims.base import Victim
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,10 @@ class TrainedVictim:
     directory: Path
     key: dict[str, Any]
     datamodule: Any
+    #: what ``victim.checkpoint`` was read as (an imported victim), else None
+    checkpoint: CheckpointInfo | None = None
+    #: the imported module, loaded and checked, until it is written to the cache
+    imported: Victim | None = field(default=None, repr=False)
 
     @property
     def weights(self) -> Path:
@@ -71,7 +78,9 @@ class TrainedVictim:
             CorruptFileError: the cached weights are damaged (checksum, truncation), naming
                 the file and how to retrain.
         """
-        module = instantiate(cfg.victim.module)
+        # an imported victim's every weight comes from victim.pt: nothing to download
+        with pretrained_weights_replaced(imported_path(cfg) is not None):
+            module = instantiate(cfg.victim.module)
         DefenseSetting.of(cfg).training().prepare_module(module)
         check_torch_archive(self.weights, fix=self.retrain_hint)
         try:
@@ -135,7 +144,11 @@ def locate_victim(cfg: DictConfig) -> TrainedVictim:
     Jobs started together build the data once and draw the split once: the first to get
     each lock does the work, the others find it done. A damaged split manifest is removed
     and drawn again (the draw is seeded, so it is the same split).
+
+    With ``victim.checkpoint`` set, the file is read and checked first, before any data is
+    built, and the victim is keyed by its sha256 and layout (:func:`victim_key`).
     """
+    module, checkpoint = read_checkpoint(cfg) if imported_path(cfg) else (None, None)
     datamodule = build_datamodule(cfg)
     try:
         with locked(_data_lock_target(cfg), "dataset build", cache_lock_dir(cfg)):
@@ -150,8 +163,8 @@ def locate_victim(cfg: DictConfig) -> TrainedVictim:
     except FileNotFoundError as err:
         raise FileNotFoundError(missing_data_message(cfg, err)) from err
     # The manifest hash covers ids, content hashes and roles, not where the files live.
-    key = victim_key(cfg, datamodule.manifest.sha256())
-    return TrainedVictim(victim_dir(cfg, key["key"]), key, datamodule)
+    key = victim_key(cfg, datamodule.manifest.sha256(), checkpoint)
+    return TrainedVictim(victim_dir(cfg, key["key"]), key, datamodule, checkpoint, module)
 
 
 def _loggers(cfg: DictConfig, directory: Path) -> list[Any]:
@@ -240,6 +253,9 @@ def train_victim(cfg: DictConfig) -> TrainedVictim:
     """
     pl.seed_everything(SeedStreams.of(cfg).training, workers=True)
     victim = locate_victim(cfg)
+    if victim.checkpoint is not None:
+        # a model trained elsewhere (victim.checkpoint): imported, never trained here
+        return import_victim(cfg, victim)
     if victim.is_complete():
         log.info("reusing cached victim %s", victim.directory)
         return victim

@@ -15,7 +15,9 @@ message says exactly which entry to prefetch.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -27,8 +29,37 @@ if TYPE_CHECKING:
 
 IMAGENET = "imagenet"
 NONE = "none"
+#: what a network's record says when ``imagenet`` was not loaded (see
+#: :func:`pretrained_weights_replaced`)
+REPLACED = "not loaded: replaced by victim.checkpoint"
+
+_REPLACED: ContextVar[bool] = ContextVar("pretrained_weights_replaced", default=False)
+
+
+@contextmanager
+def pretrained_weights_replaced(enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``weights: imagenet`` builds the pretrained architecture unloaded.
+
+    For a victim whose every weight is about to be replaced (``victim.checkpoint``, or its
+    imported copy in the cache): ImageNet weights would be downloaded only to be
+    overwritten, and an auditor's machine may be offline. Everything that depends on the
+    choice besides the tensors (frozen BatchNorm, SSDlite's full tail) stays as for
+    ``imagenet``; the record says ``REPLACED``.
+    """
+    token = _REPLACED.set(enabled)
+    try:
+        yield
+    finally:
+        _REPLACED.reset(token)
+
 
 M = TypeVar("M", bound="nn.Module")
+
+
+def weights_replaced() -> bool:
+    """Whether :func:`pretrained_weights_replaced` is in effect (networks used only in
+    training, such as a perceptual loss, need not be built at all)."""
+    return _REPLACED.get()
 
 
 def torchvision_name(arch: str, tag: str) -> str:
@@ -190,6 +221,8 @@ def build_with_weights(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed_none)
             return build(False), WeightsRecord(NONE)
+    if weights == IMAGENET and _REPLACED.get():
+        return build(False), WeightsRecord(REPLACED)
     if weights == IMAGENET:
         try:
             return build(True), WeightsRecord(IMAGENET)

@@ -218,7 +218,7 @@ class FaceRecognitionVictim(Victim):
         self._fingerprint: str | None = None
         self._weights_info: dict[str, Any] = {}
         if weights is not None and str(weights).lower() not in ("", "none"):
-            self._weights_info = load_insightface_backbone(backbone, weights)
+            self.use_released_backbone(weights)
         elif head is None:
             raise ValueError(
                 "victim.module.head is null: only a released backbone (victim.net.weights) can "
@@ -228,6 +228,24 @@ class FaceRecognitionVictim(Victim):
         self.save_hyperparameters(
             ignore=["backbone", "head", "optimizer", "scheduler"], logger=False
         )
+
+    def use_released_backbone(
+        self, weights: str | os.PathLike, config_key: str = "victim.net.weights"
+    ) -> dict[str, Any]:
+        """Load a released InsightFace backbone into :attr:`backbone`, audited as is.
+
+        Used by ``victim.net.weights`` and by ``victim.checkpoint``
+        (:func:`miabench.checkpoints.insightface.read`). The victim then refuses to train.
+
+        Returns:
+            ``{"weights": path, "weights_sha256": ...}``.
+
+        Raises:
+            FileNotFoundError, CheckpointMismatchError: see :func:`load_insightface_backbone`.
+        """
+        self._weights_info = load_insightface_backbone(self.backbone, weights, config_key)
+        self._fingerprint = None
+        return self._weights_info
 
     # -- auditing contract --------------------------------------------------------------
     @property

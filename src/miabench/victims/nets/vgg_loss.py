@@ -17,7 +17,13 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from miabench.utils.weights import WeightsRecord, build_with_weights, torchvision_name
+from miabench.utils.weights import (
+    REPLACED,
+    WeightsRecord,
+    build_with_weights,
+    torchvision_name,
+    weights_replaced,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,10 @@ class VGGLoss(nn.Module):
         self.enabled = self.weights != "none"
         # A list hides the network from nn.Module registration (parameters, state_dict).
         self._features: list[nn.Sequential] = []
+        if self.enabled and weights_replaced():
+            # an imported victim is not trained: its training loss needs no VGG
+            self.enabled, self.record = False, WeightsRecord(REPLACED)
+            return
         if not self.enabled:
             log.warning(
                 "VGG loss switched off (weights: none): the victim trains without its "
