@@ -349,13 +349,7 @@ class DetectionVictim(Victim):
             "ignore": [i.to(device) for i in batch["ignore"]],
         }
         terms = self.per_image_losses(batch)
-        was_training = self.detector.training
-        self.detector.eval()
-        try:
-            with torch.no_grad():
-                detections = self.detector(list(batch["input"]))
-        finally:
-            self.detector.train(was_training)
+        detections = self.query(batch["input"])["detections"]
         return {
             "sample_id": list(batch["sample_id"]),
             "input": batch["input"],
@@ -363,8 +357,20 @@ class DetectionVictim(Victim):
             "ignore": batch["ignore"],
             "loss": sum(terms.values()),
             "loss_terms": terms,
-            "detections": [{"boxes": d["boxes"], "scores": d["scores"]} for d in detections],
+            "detections": detections,
         }
+
+    @torch.no_grad()
+    def query(self, images: torch.Tensor) -> Signals:
+        """``detections``: per image ``{"boxes": (n, 4), "scores": (n,)}`` after
+        post-processing (eval mode: in training mode a torchvision detector returns losses)."""
+        was_training = self.detector.training
+        self.detector.eval()
+        try:
+            detections = self.detector(list(images))
+        finally:
+            self.detector.train(was_training)
+        return {"detections": [{"boxes": d["boxes"], "scores": d["scores"]} for d in detections]}
 
     def utility(self, signals: Signals) -> dict[str, torch.Tensor]:
         """Per-image training loss (also what early stopping watches as ``val/loss``)."""
