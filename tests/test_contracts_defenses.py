@@ -233,9 +233,7 @@ def test_defense_trains_one_batch_and_views_as_declared(
             assert seen[key].shape == value.shape, f"{where}: {key} changed shape"
     VIEW_CHECKS[target](spec, raw, seen)
     declared = set(spec.get("keys", (spec.get("key", "output"),)))
-    untouched = [
-        k for k in raw if k not in declared and k not in hides and torch.is_tensor(raw[k])
-    ]
+    untouched = [k for k in raw if k not in declared and k not in hides and torch.is_tensor(raw[k])]
     assert all(torch.equal(raw[k], seen[k]) for k in untouched), f"{where}: changed {untouched}"
 
 
