@@ -148,7 +148,8 @@ def mask_agreement(
     """Per-image agreement of hard label maps with the truth, unlabelled pixels left out.
 
     Args:
-        pred, truth: (B, H, W) int64 labels.
+        pred: (B, H, W) int64 predicted labels.
+        truth: (B, H, W) int64 true labels.
         num_classes: 1 or 2 (binary: the foreground class only) or K > 2 (the mean over
             the classes present in the prediction or the truth).
         ignore_index: label of pixels left out.
