@@ -169,6 +169,9 @@ ATTACK_VICTIMS = {
     "miabench.attacks.detection": "ssdlite",
     "miabench.attacks.mint": "iresnet_test",
     "miabench.attacks.identity_proximity": "iresnet_test",
+    # one module, two victim families: keyed by class
+    "miabench.attacks.label_only.LabelOnlyDetection": "ssdlite",
+    "miabench.attacks.label_only.LabelOnlySegmentation": "pranet",
 }
 
 #: settings of attack entries that shrink them, applied where an entry has the key: the
@@ -339,7 +342,9 @@ def test_victim_trains_one_step_and_yields_declared_signals(
 
 
 def _attack_module(attack_file: str, entry: str, spec: dict[str, Any]) -> str:
-    module = spec["_target_"].rsplit(".", 1)[0]
+    module = spec["_target_"]
+    if module not in ATTACK_VICTIMS:
+        module = module.rsplit(".", 1)[0]
     if module not in ATTACK_VICTIMS:
         pytest.fail(
             f"conf/attack/{attack_file}.yaml: attack.{entry} ({spec['_target_']}) reads no "

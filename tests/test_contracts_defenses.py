@@ -58,6 +58,25 @@ DEFENSE_VICTIMS: dict[str | None, tuple[str, tuple[str, ...]]] = {
 #: victim config → the embedded data it trains on (built tiny from a fake Fashion-MNIST)
 VICTIM_DATA = {"pix2pix": "edges2fashion", "resnet18": "fashion_classes"}
 
+#: ``attacker_view._target_`` of a post-hoc defense made for one victim family → that
+#: victim, its data and the overrides that build it tiny (instead of ``TINY``)
+VIEW_VICTIMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "miabench.defenses.truncation.BoxesOnly": (
+        "ssdlite",
+        "faces_on_scenes",
+        (
+            "data.image_size=64",
+            "data.batch_size=4",
+            "data.eval_batch_size=4",
+            "data.datamodule.prepare.n_train=16",
+            "data.datamodule.prepare.n_val=2",
+            "data.datamodule.prepare.face_size=[12,24]",
+            "split.n_members=8",
+            "split.n_nonmembers=8",
+        ),
+    ),
+}
+
 #: tiny sizes: 12 train and 4 test pairs of 32x32, 8 members and 8 non-members, batches of 4
 TINY = (
     "data.image_size=32",
@@ -90,11 +109,21 @@ def _check_top_k(spec: DictConfig, raw: Signals, seen: Signals) -> None:
         assert torch.allclose(seen[key].sum(dim), torch.ones(())), f"{key}: not normalised"
 
 
+def _check_boxes_only(spec: DictConfig, raw: Signals, seen: Signals) -> None:
+    """``truncation.BoxesOnly``: per image the boxes at or above the threshold, score 1."""
+    threshold = float(spec.score_threshold)
+    for before, after in zip(raw["detections"], seen["detections"], strict=True):
+        kept = before["boxes"][before["scores"] >= threshold]
+        assert torch.equal(after["boxes"], kept), "detections: not the thresholded boxes"
+        assert torch.equal(after["scores"], torch.ones(len(kept))), "detections: scores left"
+
+
 #: ``attacker_view._target_`` → ``(spec, raw signals, viewed signals) -> None`` asserting it
 #: transformed what it declares
 VIEW_CHECKS: dict[str, Callable[[DictConfig, Signals, Signals], None]] = {
     "miabench.defenses.truncation.quantize": _check_quantize,
     "miabench.defenses.truncation.top_k": _check_top_k,
+    "miabench.defenses.truncation.BoxesOnly": _check_boxes_only,
 }
 
 
@@ -116,13 +145,18 @@ def _training_target(defense: str) -> str | None:
 
 def _compose(defense: str, root: Path, *extra: str) -> DictConfig:
     victim, overrides = DEFENSE_VICTIMS[_training_target(defense)]
+    data, tiny = VICTIM_DATA.get(victim), TINY
+    view = OmegaConf.select(OmegaConf.load(CONF_DIR / "defense" / f"{defense}.yaml"),
+                            "attacker_view._target_")  # fmt: skip
+    if view in VIEW_VICTIMS:
+        victim, data, tiny = VIEW_VICTIMS[view]
     cfg = compose_cfg(
         "train_victim",
         [
             f"victim={victim}",
-            f"data={VICTIM_DATA[victim]}",
+            f"data={data}",
             f"defense={defense}",
-            *TINY,
+            *tiny,
             *overrides,
             *extra,
         ],
@@ -189,14 +223,17 @@ def test_defense_trains_one_batch_and_views_as_declared(
         )
     module.eval()
     raw = next(module.iter_signals(datamodule.member_dataloader(), device="cpu"))
-    seen = instantiate(spec)(dict(raw))
-    assert set(seen) == set(raw), f"{where}: the view added or dropped signals"
+    view = instantiate(spec)
+    seen = view(dict(raw))
+    # a view may remove only what it declares hidden (attacks reading those are skipped)
+    hides = set(getattr(view, "hides", ()))
+    assert set(seen) == set(raw) - hides, f"{where}: the view added or dropped signals"
     for key, value in raw.items():
-        if torch.is_tensor(value):
+        if torch.is_tensor(value) and key not in hides:
             assert seen[key].shape == value.shape, f"{where}: {key} changed shape"
     VIEW_CHECKS[target](spec, raw, seen)
-    declared = set(spec.get("keys", ("output",)))
-    untouched = [k for k in raw if k not in declared and torch.is_tensor(raw[k])]
+    declared = set(spec.get("keys", (spec.get("key", "output"),)))
+    untouched = [k for k in raw if k not in declared and k not in hides and torch.is_tensor(raw[k])]
     assert all(torch.equal(raw[k], seen[k]) for k in untouched), f"{where}: changed {untouched}"
 
 
@@ -236,7 +273,8 @@ def test_defense_cache_key_ignores_post_hoc_fields_only(defense: str, tmp_path: 
     def key(*edits: tuple[str, Any]) -> str:
         edited = cfg.copy()
         for edit in edits:
-            OmegaConf.update(edited, *edit)
+            # replace, not merge: a view of another class has other fields
+            OmegaConf.update(edited, *edit, merge=False)
         return victim_key(edited, "manifest")["key"]
 
     base = key()

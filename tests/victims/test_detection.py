@@ -134,10 +134,11 @@ def test_map_counts_ignored_faces_as_neither_hit_nor_miss() -> None:
     signals = {
         "boxes": [torch.tensor([face, invalid])],
         "ignore": [torch.tensor([False, True])],
+        "input": torch.zeros(1, 3, 64, 64),
     }
 
     def map_of(boxes: list[list[float]], scores: list[float]) -> dict[str, float]:
-        metrics = victim.utility_metrics()
+        metrics = {k: m for k, m in victim.utility_metrics().items() if k.startswith("map")}
         detections = [{"boxes": torch.tensor(boxes).reshape(-1, 4), "scores": torch.tensor(scores)}]
         victim.update_utility_metrics(metrics, {**signals, "detections": detections})
         return {k: float(m.compute()) for k, m in metrics.items()}

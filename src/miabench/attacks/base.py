@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from miabench.victims.base import Signals
+from miabench.victims.base import QUERY, Signals
 
 
 class Attack(ABC):
@@ -68,8 +68,12 @@ class Attack(ABC):
         return {"name": self.name, "class": type(self).__qualname__}
 
     def check_signals(self, provides: tuple[str, ...]) -> None:
-        """Raise a clear error when the victim lacks a signal this attack needs."""
-        missing = [s for s in self.requires if s not in provides]
+        """Raise a clear error when the victim lacks a signal this attack needs.
+
+        ``query`` (:data:`~miabench.victims.base.QUERY`) is always there: every victim
+        answers queries.
+        """
+        missing = [s for s in self.requires if s not in (*provides, QUERY)]
         if missing:
             raise ValueError(
                 f"attack '{self.name}' needs signals {missing} that the victim does not provide "

@@ -2,6 +2,9 @@
 
 They act after training, so ``defense=output_truncation`` reuses the undefended victim
 (the cache key ignores ``attacker_view``), and utility is still measured on raw outputs.
+A view maps a victim's signal dictionary to what the attacker sees; the attack stage also
+passes the answers to an attack's own queries (``query``, label-only attacks) through it.
+A view with a ``hides`` attribute removes those signals; attacks that read them are skipped.
 """
 
 from __future__ import annotations
@@ -55,3 +58,41 @@ def top_k(signals: Signals, k: int, keys: Sequence[str] = ("output",), dim: int 
         kept = torch.zeros_like(x).scatter(dim, index, x.gather(dim, index))
         out[key] = kept / kept.sum(dim, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
     return out
+
+
+class BoxesOnly:
+    """What a deployed anonymizer returns of a detector: the boxes it masks, nothing else.
+
+    Detections below ``score_threshold`` (the deployment threshold) are dropped and every
+    kept box gets score 1.0 (present or not: no confidence leaves the device); the signals a
+    deployment never returns (the detector's loss, which needs its internals in training
+    mode) are removed, so attacks that read them are skipped and recorded as such.
+
+    Args:
+        score_threshold: the deployment threshold of the detector.
+        key: the detections signal (per image ``{"boxes", "scores"}``).
+        hides: signals removed from what the attacker sees.
+    """
+
+    def __init__(
+        self,
+        score_threshold: float = 0.5,
+        key: str = "detections",
+        hides: Sequence[str] = ("loss", "loss_terms"),
+    ) -> None:
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(
+                f"defense.attacker_view.score_threshold must be in [0, 1], got {score_threshold}"
+            )
+        self.score_threshold, self.key, self.hides = score_threshold, key, tuple(hides)
+
+    def __call__(self, signals: Signals) -> Signals:
+        if self.key not in signals:
+            raise KeyError(f"attacker_view.BoxesOnly: the victim provides no {self.key!r} signal")
+        out = {k: v for k, v in signals.items() if k not in self.hides}
+        kept = []
+        for det in signals[self.key]:
+            boxes = det["boxes"][det["scores"] >= self.score_threshold]
+            kept.append({"boxes": boxes, "scores": boxes.new_ones(len(boxes))})
+        out[self.key] = kept
+        return out

@@ -65,7 +65,9 @@ def pixel_accuracy(
 def binary_overlap(
     output: torch.Tensor, target: torch.Tensor, ignore_index: int = 255
 ) -> dict[str, torch.Tensor]:
-    """Per-sample IoU and Dice of a thresholded binary output; 1 when both are empty."""
+    """Per-sample IoU and Dice of a thresholded binary output (1 when both are empty), and
+    the ``anonymization_recall``: the share of true foreground (face) pixels predicted as
+    foreground, i.e. masked by an anonymizer (1 when the image has none)."""
     valid = target != ignore_index
     pred = (predicted_labels(output) == 1) & valid
     truth = (target == 1) & valid
@@ -75,7 +77,8 @@ def binary_overlap(
     empty = union == 0
     iou = torch.where(empty, 1.0, inter / union.clamp_min(1))
     dice = torch.where(empty, 1.0, 2 * inter / (p + t).clamp_min(1))
-    return {"iou": iou, "dice": dice}
+    recall = torch.where(t == 0, 1.0, inter / t.clamp_min(1))
+    return {"iou": iou, "dice": dice, "anonymization_recall": recall}
 
 
 def _check(output: torch.Tensor, target: torch.Tensor) -> None:

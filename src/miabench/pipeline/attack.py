@@ -29,7 +29,7 @@ from miabench.utils.hashing import stable_hash
 from miabench.utils.io import atomic_write_json, read_json, verified_exists
 from miabench.utils.locks import cache_lock_dir, locked
 from miabench.utils.provenance import StageClock, now_iso
-from miabench.victims.base import Victim
+from miabench.victims.base import QUERY, Signals, Victim
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,31 @@ def _attacker_view(cfg: DictConfig) -> Any:
     return DefenseSetting.of(cfg).attacker_view()
 
 
+def attacker_signals(signals: Signals, view: Any) -> Signals:
+    """What the attacker sees of one batch: ``view(signals)``, and the ``query`` black box
+    (label-only attacks' own queries) answering through the same view, so no attack sees
+    more of a defended victim's answers than the defense lets out."""
+    if view is None:
+        return signals
+    seen = view(signals)
+    query = signals.get(QUERY)
+    if query is not None:
+        seen[QUERY] = lambda images: view(query(images))
+    return seen
+
+
+def hidden_attacks(attacks: dict[str, Attack], view: Any) -> dict[str, str]:
+    """The attacks that read a signal the attacker view removes (``view.hides``: e.g. the
+    detector's loss, which a deployment returning boxes only never gives), with why."""
+    hides = set(getattr(view, "hides", ()) or ())
+    return {
+        name: f"reads {sorted(hides & set(attack.requires))}, which the defense's attacker "
+        "view does not show"
+        for name, attack in attacks.items()
+        if hides & set(attack.requires)
+    }
+
+
 def _fit_batches(
     model: Victim,
     victim: TrainedVictim,
@@ -166,8 +191,7 @@ def _fit_batches(
                 if signals is None:
                     del streams[role]
                     continue
-                if view is not None:
-                    signals = view(signals)
+                signals = attacker_signals(signals, view)
                 n = len(signals["sample_id"])
                 yield signals, torch.full((n,), float(ROLES[role]), device=device)
 
@@ -218,7 +242,7 @@ def _attack_scores(
         attack.fit(_fit_batches(model, victim, device, calibration, view))
 
     def score(signals: Any) -> Any:
-        return attack.score(view(signals) if view is not None else signals)
+        return attack.score(attacker_signals(signals, view))
 
     frame = _collect(model, victim, device, score, desc=name)
     write_csv(path, frame)
@@ -269,7 +293,7 @@ def _score_in_one_pass(
     _prepare_attacks(list(pending.values()), model, device)
 
     def score(signals: Any) -> dict[str, Any]:
-        seen = view(signals) if view is not None else signals
+        seen = attacker_signals(signals, view)
         columns: dict[str, Any] = {}
         for name, attack in pending.items():
             columns.update({f"{name}\t{k}": v for k, v in attack.score(seen).items()})
@@ -337,6 +361,10 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
     log.info("[3/5] attacks: %s", ", ".join(k for k, v in cfg.attack.items() if v))
     view = _attacker_view(cfg)
     attacks = _instantiate_attacks(cfg)
+    skipped = hidden_attacks(attacks, view)
+    for name, why in skipped.items():
+        log.warning("attack %s skipped: %s", name, why)
+        del attacks[name]
     with clock.stage("shared_pass"):
         _score_in_one_pass(attacks, model, victim, device, out, view)
     table, attacks_out, curves = _evaluate_attacks(
@@ -346,6 +374,8 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
     log.info("[4/5] run record: utility, generalization gap, provenance")
     record = provenance(victim, device, clock, started)
     results = _results(cfg, victim, model, utility, utility_dataset, attacks_out, record)
+    if skipped:
+        results["skipped_attacks"] = skipped
 
     log.info("[5/5] results → %s", results_path)
     write_csv(out / "scores.csv", table)

@@ -57,6 +57,13 @@ class Signals(TypedDict, total=False):
     victim_fingerprint: str
 
 
+#: Signal under which :meth:`Victim.iter_signals` passes the victim itself as a black box:
+#: a function ``images (B, C, H, W) -> answer signals`` (:meth:`Victim.query`), for attacks
+#: that send queries of their own (label-only attacks query augmented copies). The attack
+#: stage passes its answers through the defense's ``attacker_view``. Every victim answers
+#: queries, so it is not listed in ``provides``.
+QUERY = "query"
+
 #: What a victim config's ``optimizer`` (``_partial_: true``) instantiates to: a callable
 #: taking the parameters (and keyword overrides) and returning the optimizer.
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -113,6 +120,24 @@ class Victim(pl.LightningModule):
             "output": self(batch["input"]),
         }
 
+    def query(self, images: torch.Tensor) -> Signals:
+        """The victim's answer to arbitrary images, as a deployment returns it.
+
+        The answer signals of :meth:`signal_step` without the ground truth (there is none
+        for an attacker's own query): ``output`` by default; victims whose answer is not
+        ``forward(input)`` (a detector's ``detections``) override it. Called in eval mode
+        without gradients (through the ``query`` signal of :meth:`iter_signals`).
+
+        Args:
+            images: (B, C, H, W) images in [0, 1] on the victim's device.
+        """
+        return {"output": self(images)}
+
+    def _black_box(self, images: torch.Tensor) -> Signals:
+        # the attack calls this between two batches of iter_signals, outside its no_grad
+        with torch.no_grad():
+            return self.query(images.to(self.device))
+
     @torch.no_grad()
     def iter_signals(
         self,
@@ -120,7 +145,9 @@ class Victim(pl.LightningModule):
         device: torch.device | str | None = None,
         desc: str = "signals",
     ) -> Iterator[Signals]:
-        """Yield :meth:`signal_step` outputs for every batch of ``dataloader``.
+        """Yield :meth:`signal_step` outputs for every batch of ``dataloader``, each with
+        the ``query`` signal (:data:`QUERY`: the victim as a black box, valid while the
+        iteration runs).
 
         Args:
             dataloader: yields dict batches as produced by miabench datasets.
@@ -138,7 +165,9 @@ class Victim(pl.LightningModule):
                     k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                     for k, v in batch.items()
                 }
-                yield self.signal_step(batch)
+                signals = self.signal_step(batch)
+                signals[QUERY] = self._black_box
+                yield signals
         finally:
             self.train(was_training)
 

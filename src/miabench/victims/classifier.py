@@ -120,6 +120,10 @@ class ClassifierVictim(Victim):
             "output": probs[:, :, None, None],
         }
 
+    def query(self, images: torch.Tensor) -> Signals:
+        """The probabilities as 1 x 1 maps, as :meth:`signal_step` returns them."""
+        return {"output": self(images)[:, :, None, None]}
+
     def utility(self, signals: Signals) -> dict[str, torch.Tensor]:
         """Per-sample cross-entropy ``loss`` and ``accuracy`` (0 or 1; its mean is the accuracy)."""
         out, target = signals["output"], signals["target"]

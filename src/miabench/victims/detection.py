@@ -35,6 +35,7 @@ from torchvision.models.detection.ssdlite import (
 from torchvision.ops import misc as misc_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from miabench.metrics.anonymization import AnonymizationMetric, image_anonymization_recall
 from miabench.utils.extras import require_extra
 from miabench.utils.weights import build_with_weights, torchvision_name
 from miabench.victims.base import OptimizerFactory, Signals, Victim
@@ -292,14 +293,19 @@ class DetectionVictim(Victim):
     Args:
         detector: a torchvision detection model (e.g. from :func:`build_retinanet`).
         optimizer: partial optimiser, called with the trainable parameters.
+        deployment_threshold: the score from which a deployed anonymizer masks a box; the
+            utility at that threshold (precision, recall, anonymization recall) uses it.
     """
 
     provides = ("sample_id", "input", "boxes", "ignore", "loss", "loss_terms", "detections")
 
-    def __init__(self, detector: nn.Module, optimizer: OptimizerFactory) -> None:
+    def __init__(
+        self, detector: nn.Module, optimizer: OptimizerFactory, deployment_threshold: float = 0.5
+    ) -> None:
         super().__init__()
         self.detector = detector
         self._optimizer = optimizer
+        self.deployment_threshold = deployment_threshold
 
     def forward(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Detections for a batch of images in [0, 1] (eval mode: call ``.eval()`` first)."""
@@ -351,13 +357,7 @@ class DetectionVictim(Victim):
             "ignore": [i.to(device) for i in batch["ignore"]],
         }
         terms = self.per_image_losses(batch)
-        was_training = self.detector.training
-        self.detector.eval()
-        try:
-            with torch.no_grad():
-                detections = self.detector(list(batch["input"]))
-        finally:
-            self.detector.train(was_training)
+        detections = self.query(batch["input"])["detections"]
         return {
             "sample_id": list(batch["sample_id"]),
             "input": batch["input"],
@@ -365,18 +365,53 @@ class DetectionVictim(Victim):
             "ignore": batch["ignore"],
             "loss": sum(terms.values()),
             "loss_terms": terms,
-            "detections": [{"boxes": d["boxes"], "scores": d["scores"]} for d in detections],
+            "detections": detections,
         }
 
+    @torch.no_grad()
+    def query(self, images: torch.Tensor) -> Signals:
+        """``detections``: per image ``{"boxes": (n, 4), "scores": (n,)}`` after
+        post-processing (eval mode: in training mode a torchvision detector returns losses)."""
+        was_training = self.detector.training
+        self.detector.eval()
+        try:
+            detections = self.detector(list(images))
+        finally:
+            self.detector.train(was_training)
+        return {"detections": [{"boxes": d["boxes"], "scores": d["scores"]} for d in detections]}
+
     def utility(self, signals: Signals) -> dict[str, torch.Tensor]:
-        """Per-image training loss (also what early stopping watches as ``val/loss``)."""
-        return {"loss": signals["loss"]}
+        """Per-image training ``loss`` (also what early stopping watches as ``val/loss``) and
+        ``anonymization_recall``: the share of the image's true-box pixels that the boxes at
+        the deployment threshold cover (1 without faces)."""
+        height, width = signals["input"].shape[-2:]
+        recall = [
+            image_anonymization_recall(
+                det["boxes"][det["scores"] >= self.deployment_threshold],
+                boxes[~ignore],
+                height,
+                width,
+            )
+            for det, boxes, ignore in zip(
+                signals["detections"], signals["boxes"], signals["ignore"], strict=True
+            )
+        ]
+        return {
+            "loss": signals["loss"],
+            "anonymization_recall": torch.tensor(recall, dtype=torch.float64),
+        }
 
     def utility_metrics(self) -> dict[str, Metric]:
-        """COCO mAP@[.5:.95] (``map``) and mAP@0.5 (``map_50``) over a role's images."""
+        """COCO mAP@[.5:.95] (``map``) and mAP@0.5 (``map_50``) over a role's images, and at
+        the deployment threshold the ``precision`` and ``recall`` of the boxes (IoU ≥ 0.5)
+        and the ``dataset_anonymization_recall`` (covered / all true-box pixels)."""
+        at = partial(AnonymizationMetric, score_threshold=self.deployment_threshold)
         return {
             "map": MeanAveragePrecisionValue("map", box_format="xyxy", iou_type="bbox"),
             "map_50": MeanAveragePrecisionValue("map_50", box_format="xyxy", iou_type="bbox"),
+            "precision": at("precision"),
+            "recall": at("recall"),
+            "dataset_anonymization_recall": at("anonymization_recall"),
         }
 
     def update_utility_metrics(self, metrics: dict[str, Metric], signals: Signals) -> None:
@@ -399,8 +434,12 @@ class DetectionVictim(Victim):
                     "iscrowd": ignore.long(),
                 }
             )
+        size = tuple(signals["input"].shape[-2:])
         for metric in metrics.values():
-            metric.update(preds, target)
+            if isinstance(metric, AnonymizationMetric):
+                metric.update(preds, target, size)
+            else:
+                metric.update(preds, target)
 
     def describe(self) -> dict[str, Any]:
         info = dict(getattr(self.detector, "backbone_info", {}))

@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
-from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex, MulticlassJaccardIndex
+from torchmetrics.classification import (
+    BinaryF1Score,
+    BinaryJaccardIndex,
+    BinaryPrecision,
+    BinaryRecall,
+    MulticlassJaccardIndex,
+)
 
 from miabench.metrics.segmentation import (
     binary_overlap,
@@ -243,11 +249,15 @@ class SegmentationVictim(Victim):
         return metrics
 
     def utility_metrics(self) -> dict[str, Metric]:
-        """Dataset-level mIoU (multi-class) or pixel-level Dice (= F1) and IoU (binary)."""
+        """Dataset-level mIoU (multi-class) or pixel-level Dice (= F1) and IoU (binary); for
+        a binary (face-area) segmenter also the pixel precision and the anonymization recall
+        (share of all true foreground pixels predicted as foreground)."""
         if self.binary:
             return {
                 "dataset_dice": BinaryF1Score(ignore_index=self.ignore_index),
                 "dataset_iou": BinaryJaccardIndex(ignore_index=self.ignore_index),
+                "dataset_precision": BinaryPrecision(ignore_index=self.ignore_index),
+                "dataset_anonymization_recall": BinaryRecall(ignore_index=self.ignore_index),
             }
         # macro averaging skips classes absent from both prediction and truth (mmseg's nanmean)
         return {
