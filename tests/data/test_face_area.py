@@ -33,18 +33,19 @@ def _part(rows: slice, cols: slice, size: int = MASK) -> np.ndarray:
     return mask
 
 
-def write_celebamask(root: Path, k_offset: int = 0) -> Path:
-    """Four images with parts skin (top half), nose (a square over the skin), hair (bottom
-    rows) and, for image 1 only, l_eye; ``k_offset`` moves the indices (folder k // 2000)."""
+def write_celebamask(
+    root: Path, k_offset: int = 0, celeba: dict[int, tuple[str, int]] = CELEBA
+) -> Path:
+    """Images ``celeba`` (k -> CelebA file, partition) with parts skin (top half), nose (a
+    square over the skin), hair (bottom rows) and, for image 1 only, l_eye; ``k_offset``
+    moves the indices (folder k // 2000)."""
     rng = np.random.default_rng(0)
     lines = ["idx orig_idx orig_file"]
-    for k, (orig, _) in CELEBA.items():
+    for k, (orig, _) in celeba.items():
         k += k_offset
         lines.append(f"{k} {int(orig[:6]) - 1} {orig}")
-        _save(
-            root / "CelebA-HQ-img" / f"{k}.jpg",
-            rng.integers(0, 256, (2 * MASK,) * 2 + (3,), np.uint8),
-        )
+        image = rng.integers(0, 256, (2 * MASK, 2 * MASK, 3), np.uint8)
+        _save(root / "CelebA-HQ-img" / f"{k}.jpg", image)
         folder = root / "CelebAMask-HQ-mask-anno" / str(k // 2000)
         _save(folder / f"{k:05d}_skin.png", _part(slice(0, 4), slice(0, 8)))
         _save(folder / f"{k:05d}_nose.png", _part(slice(2, 4), slice(2, 4)))
@@ -52,7 +53,7 @@ def write_celebamask(root: Path, k_offset: int = 0) -> Path:
         if k - k_offset == 1:
             _save(folder / f"{k:05d}_l_eye.png", _part(slice(0, 1), slice(0, 1)))
     (root / "CelebA-HQ-to-CelebA-mapping.txt").write_text("\n".join(lines) + "\n")
-    partition = [f"{orig} {code}" for orig, code in CELEBA.values()] + ["000001.jpg 0"]
+    partition = [f"{orig} {code}" for orig, code in celeba.values()] + ["000001.jpg 0"]
     (root / "list_eval_partition.txt").write_text("\n".join(partition) + "\n")
     return root
 
@@ -173,13 +174,16 @@ def test_hostile_celebamask_names_the_file(tmp_path: Path, case: str) -> None:
     assert expected in str(err.value)
 
 
-def write_mask_folder(root: Path, n: int = 3, phase: str = "train") -> Path:
+def write_mask_folder(root: Path, n: int = 3, phase: str = "train", hair: bool = True) -> Path:
+    """``n`` 12x10 images with masks: a face square (1), one hair pixel (2, if ``hair``)
+    and one unlabelled pixel (255)."""
     rng = np.random.default_rng(1)
     for i in range(n):
-        _save(root / "images" / phase / f"img{i}.jpg", rng.integers(0, 256, (12, 10, 3), np.uint8))
+        image = rng.integers(0, 256, (12, 10, 3), np.uint8)
+        _save(root / "images" / phase / f"img{i}.jpg", image)
         mask = np.zeros((12, 10), np.uint8)
         mask[2:6, 3:7] = 1
-        mask[0, 0] = 2
+        mask[0, 0] = 2 if hair else 0
         mask[11, 9] = 255
         _save(root / "masks" / phase / f"img{i}.png", mask)
     return root

@@ -62,7 +62,7 @@ class SmpSegmenter(nn.Module):
         num_classes: output channels (1 for a binary, sigmoid segmenter).
         weights: ``imagenet`` (smp's ImageNet encoder weights), ``none``, or a local
             torchvision-style ResNet state_dict for the encoder (its ``fc.*`` keys are dropped).
-        decoder: keyword arguments of the architecture's decoder (e.g. Unet's
+        options: keyword arguments of the architecture (e.g. Unet's ``encoder_depth`` and
             ``decoder_channels: [256, 128, 64, 32, 16]``), passed to smp as they are.
     """
 
@@ -72,13 +72,13 @@ class SmpSegmenter(nn.Module):
         encoder: str = "resnet34",
         num_classes: int = 1,
         weights: str = "none",
-        decoder: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # OmegaConf containers -> plain lists (smp checks list lengths and types)
         options = {
             k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
-            for k, v in dict(decoder or {}).items()
+            for k, v in dict(options or {}).items()
         }
         self.model, record = build_with_weights(
             weights,
