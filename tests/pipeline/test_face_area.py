@@ -49,7 +49,7 @@ def _run(out: Path, epochs: int, *extra: str) -> dict[str, Any]:
 def test_overfit_face_area_unet_is_detected_and_untrained_is_not(tmp_path: Path) -> None:
     overfit = _run(tmp_path / "overfit", 40)
     assert overfit["run"]["victim"] == "unet"
-    assert overfit["run"]["victim_info"]["arch"] == "Unet"
+    assert overfit["run"]["victim_info"]["architecture"] == "Unet"
     assert overfit["generalization_gap"]["loss"] > 0
     attacks = overfit["attacks"]
     # twelve memorised composites vs twelve unseen (six of each tested): the loss's interval

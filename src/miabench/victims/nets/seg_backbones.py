@@ -56,7 +56,7 @@ class SmpSegmenter(nn.Module):
     """A segmentation-models-pytorch network with ``weights: imagenet | <path> | none``.
 
     Args:
-        arch: smp architecture (``Unet``, ``DeepLabV3Plus``, ``UPerNet``, ...:
+        architecture: smp architecture (``Unet``, ``DeepLabV3Plus``, ``UPerNet``, ...:
             ``smp.create_model``'s names).
         encoder: smp encoder name (``resnet34``, ``resnet50``, ...).
         num_classes: output channels (1 for a binary, sigmoid segmenter).
@@ -68,7 +68,7 @@ class SmpSegmenter(nn.Module):
 
     def __init__(
         self,
-        arch: str = "Unet",
+        architecture: str = "Unet",
         encoder: str = "resnet34",
         num_classes: int = 1,
         weights: str = "none",
@@ -83,7 +83,7 @@ class SmpSegmenter(nn.Module):
         self.model, record = build_with_weights(
             weights,
             lambda pretrained: smp.create_model(
-                arch,
+                architecture,
                 encoder_name=encoder,
                 encoder_weights="imagenet" if pretrained else None,
                 classes=num_classes,
@@ -97,7 +97,7 @@ class SmpSegmenter(nn.Module):
                 {k: v for k, v in state.items() if not k.startswith("fc.")},
             ),
         )
-        self.info = {"arch": arch, "backbone": encoder, **record.describe()}
+        self.info = {"architecture": architecture, "backbone": encoder, **record.describe()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, K, H, W) at the input size."""
@@ -130,4 +130,4 @@ class UPerNet(SmpSegmenter):
             "UPerNet", encoder, num_classes, weights, {"decoder_channels": decoder_channels}
         )
         # the recorded description keeps its earlier form (committed runs name no arch)
-        self.info.pop("arch")
+        self.info.pop("architecture")
