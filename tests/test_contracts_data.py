@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from miabench.data.embedded.fashion_mnist import ENV_DIR
 from miabench.pipeline.common import build_datamodule
 from tests.conftest import CONF_DIR, compose_cfg, write_aligned
+from tests.data.test_face_area import MASK, write_celebamask, write_mask_folder
 from tests.data.test_faces import write_identity_folders, write_insightface_rec
 from tests.data.test_segmentation import write_ade, write_binary, write_cityscapes
 from tests.data.test_wider_face import write_wider
@@ -100,6 +101,24 @@ def _break_wider(root: Path) -> str:
     path = root / "wider_face_split" / "wider_face_train_bbx_gt.txt"
     path.unlink()
     return path.name
+
+
+def _write_celebamask(root: Path) -> None:
+    write_celebamask(root, celeba={k: (f"{k + 1:06d}.jpg", 0) for k in range(4)})
+
+
+def _break_celebamask(root: Path) -> str:
+    for path in (root / "CelebAMask-HQ-mask-anno" / "0").glob("00000_*.png"):
+        path.unlink()
+    return "00000_<part>.png"
+
+
+def _write_mask_folder(root: Path) -> None:
+    write_mask_folder(root, n=4, hair=False)
+
+
+def _break_mask_folder(root: Path) -> str:
+    return _unlink_first(root / "masks" / "train")
 
 
 def _write_identity_folders(root: Path) -> None:
@@ -191,6 +210,9 @@ class Layout:
     overrides: tuple[str, ...] = ("data.image_size=16", "data.load_size=16")
 
 
+SMALL = Layout.overrides
+
+
 #: the tiny Cityscapes has two images per phase: the non-members come from val
 CITYSCAPES = ("data.image_size=16", "split.nonmembers_from=val")
 FACES = ("data.image_size=16", "data.n_member_identities=2", "data.n_nonmember_identities=1")
@@ -218,6 +240,13 @@ LAYOUTS = {
         _segmentation, _write_covid, _break_covid
     ),
     "miabench.data.segmentation.PolypDataset": Layout(_segmentation, _write_polyps, _break_polyps),
+    "miabench.data.face_area.CelebAMaskHQDataset": Layout(
+        _segmentation, _write_celebamask, _break_celebamask, (*SMALL, f"data.mask_size={MASK}")
+    ),
+    # mask_folder and the embedded face_area_on_scenes (32 px: its faces are 16-32 px)
+    "miabench.data.face_area.MaskFolderDataset": Layout(
+        _segmentation, _write_mask_folder, _break_mask_folder, ("data.image_size=32",)
+    ),
     "miabench.data.wider_face.WiderFaceDataset": Layout(
         _detection, write_wider, _break_wider, ("data.image_size=64",)
     ),

@@ -115,7 +115,8 @@ BACKBONES = (
     TimmWeights("hrnet_w48", "victim=hrnetv2_w48"),
     TimmWeights("res2net50_26w_4s", "victim=pranet, victim=infnet"),
     TimmWeights("resnet18", "victim=resnet18 (classifier)"),
-    SmpEncoderWeights("resnet50", "victim=upernet50"),
+    SmpEncoderWeights("resnet34", "victim=unet_smp"),
+    SmpEncoderWeights("resnet50", "victim=upernet50, victim=deeplabv3plus"),
     SmpEncoderWeights("resnet101", "victim=upernet101"),
 )
 

@@ -32,20 +32,35 @@ def top_probability(output: torch.Tensor) -> torch.Tensor:
     return top.flatten(1).mean(1)
 
 
-def true_class_probability(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean over pixels of the probability given to the true class; (B,) float64.
+def true_class_probability(
+    output: torch.Tensor, target: torch.Tensor, ignore_index: int = 255
+) -> torch.Tensor:
+    """Per-sample mean over labelled pixels of the probability given to the true class.
 
     Args:
-        output: (B, K, H, W) class probabilities (K > 1).
-        target: (B, H, W) int64 labels in 0..K-1.
+        output: (B, K, H, W) class probabilities, or (B, 1, H, W) foreground probability
+            (a binary segmenter: the true class of a background pixel gets 1 - p).
+        target: (B, H, W) int64 labels in 0..K-1 (0/1 if binary), ``ignore_index`` where
+            unlabelled (left out of the mean).
+        ignore_index: label of unlabelled pixels.
+
+    Returns:
+        (B,) float64; NaN for a sample without a labelled pixel.
     """
-    if output.ndim != 4 or output.shape[1] < 2 or target.shape != output[:, 0].shape:
+    if output.ndim != 4 or target.shape != output[:, 0].shape:
         raise ValueError(
-            f"expected (B, K>1, H, W) probabilities and (B, H, W) labels, got "
+            f"expected (B, K, H, W) probabilities and (B, H, W) labels, got "
             f"{tuple(output.shape)} and {tuple(target.shape)}"
         )
-    p = output.to(torch.float64).gather(1, target.long().unsqueeze(1)).squeeze(1)
-    return p.flatten(1).mean(1)
+    p = output.to(torch.float64)
+    if p.shape[1] == 1:
+        p = torch.cat([1.0 - p, p], dim=1)
+    valid = target != ignore_index
+    labels = torch.where(valid, target.long(), 0)
+    if int(labels.max()) >= p.shape[1] or int(labels.min()) < 0:
+        raise ValueError(f"labels outside 0..{p.shape[1] - 1} (and {ignore_index} unlabelled)")
+    true = p.gather(1, labels.unsqueeze(1)).squeeze(1) * valid
+    return true.flatten(1).sum(1) / valid.flatten(1).sum(1)
 
 
 class Confidence(Attack):
@@ -55,10 +70,14 @@ class Confidence(Attack):
         name: short name used in result files and tables.
         statistic: ``max`` (the top probability, needs no label: ML-Leaks) or
             ``true_class`` (the probability of the ground-truth class).
+        ignore_index: label of unlabelled pixels (``true_class``: left out).
     """
 
-    def __init__(self, name: str = "confidence", statistic: str = "max") -> None:
+    def __init__(
+        self, name: str = "confidence", statistic: str = "max", ignore_index: int = 255
+    ) -> None:
         super().__init__(name)
+        self.ignore_index = ignore_index
         if statistic not in STATISTICS:
             raise ValueError(
                 f"attack.{name}.statistic must be one of {STATISTICS}, got {statistic!r}"
@@ -71,7 +90,9 @@ class Confidence(Attack):
         if self.statistic == "max":
             confidence = top_probability(signals["output"])
         else:
-            confidence = true_class_probability(signals["output"], signals["target"])
+            confidence = true_class_probability(
+                signals["output"], signals["target"], self.ignore_index
+            )
         return {"score": confidence, "confidence": confidence}
 
     def describe(self) -> dict[str, Any]:

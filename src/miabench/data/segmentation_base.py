@@ -164,9 +164,17 @@ class SegmentationDataset(MembershipDataset):
 
     # -- decoding -------------------------------------------------------------------------
 
+    def _label_files(self, sample: SegSample) -> list[Path]:
+        """The files a sample's label map is decoded from (keys the content-hash cache)."""
+        return [sample.label]
+
+    def _read_labels(self, sample: SegSample) -> np.ndarray:
+        """The served label map of a sample (layouts with one label file per image)."""
+        return self._labels(read_label(sample.label), sample.label)
+
     def _decode(self, sample: SegSample) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         image = read_rgb(sample.image)
-        labels = self._labels(read_label(sample.label), sample.label)
+        labels = self._read_labels(sample)
         if labels.shape != image.shape[:2]:
             raise ValueError(
                 f"{sample.label}: label map {labels.shape} does not match its image "
@@ -220,7 +228,9 @@ class SegmentationDataset(MembershipDataset):
         if self._records is None:
             records, salt = [], settings_salt(self)
             for s in self._samples:
-                digest = cached_digest([s.image, s.label], lambda s=s: self._digest(s), salt)
+                digest = cached_digest(
+                    [s.image, *self._label_files(s)], lambda s=s: self._digest(s), salt
+                )
                 records.append(SampleRecord(s.sample_id, str(s.image), digest))
             self._records = records
         return list(self._records)

@@ -7,6 +7,7 @@ downloads (or reads the hub cache) and fails with advice when it cannot.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import segmentation_models_pytorch as smp
@@ -51,7 +52,63 @@ def timm_features(
     return model, {"backbone": arch, **record.describe()}
 
 
-class UPerNet(nn.Module):
+class SmpSegmenter(nn.Module):
+    """A segmentation-models-pytorch network with ``weights: imagenet | <path> | none``.
+
+    Args:
+        architecture: smp architecture (``Unet``, ``DeepLabV3Plus``, ``UPerNet``, ...:
+            ``smp.create_model``'s names).
+        encoder: smp encoder name (``resnet34``, ``resnet50``, ...).
+        num_classes: output channels (1 for a binary, sigmoid segmenter).
+        weights: ``imagenet`` (smp's ImageNet encoder weights), ``none``, or a local
+            torchvision-style ResNet state_dict for the encoder (its ``fc.*`` keys are dropped).
+        options: keyword arguments of the architecture (e.g. Unet's ``encoder_depth`` and
+            ``decoder_channels: [256, 128, 64, 32, 16]``), passed to smp as they are.
+    """
+
+    def __init__(
+        self,
+        architecture: str = "Unet",
+        encoder: str = "resnet34",
+        num_classes: int = 1,
+        weights: str = "none",
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # OmegaConf containers -> plain lists (smp checks list lengths and types)
+        options = {
+            k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+            for k, v in dict(options or {}).items()
+        }
+        self.model, record = build_with_weights(
+            weights,
+            lambda pretrained: smp.create_model(
+                architecture,
+                encoder_name=encoder,
+                encoder_weights="imagenet" if pretrained else None,
+                classes=num_classes,
+                **options,
+            ),
+            what=f"smp's {encoder} encoder",
+            imagenet=smp_name(encoder),
+            # a torchvision ResNet state_dict, for the encoder only and without its head
+            select=lambda model, state: (
+                model.encoder,
+                {k: v for k, v in state.items() if not k.startswith("fc.")},
+            ),
+        )
+        self.info = {"architecture": architecture, "backbone": encoder, **record.describe()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, H, W) at the input size."""
+        return self.model(x)
+
+    def describe(self) -> dict[str, Any]:
+        """Architecture, encoder and its weights."""
+        return dict(self.info)
+
+
+class UPerNet(SmpSegmenter):
     """segmentation-models-pytorch's UPerNet with ``weights: imagenet | <path> | none``.
 
     Args:
@@ -69,29 +126,8 @@ class UPerNet(nn.Module):
         weights: str = "none",
         decoder_channels: int = 512,
     ) -> None:
-        super().__init__()
-        self.model, record = build_with_weights(
-            weights,
-            lambda pretrained: smp.UPerNet(
-                encoder_name=encoder,
-                encoder_weights="imagenet" if pretrained else None,
-                classes=num_classes,
-                decoder_channels=decoder_channels,
-            ),
-            what=f"smp's {encoder} encoder",
-            imagenet=smp_name(encoder),
-            # a torchvision ResNet state_dict, for the encoder only and without its head
-            select=lambda model, state: (
-                model.encoder,
-                {k: v for k, v in state.items() if not k.startswith("fc.")},
-            ),
+        super().__init__(
+            "UPerNet", encoder, num_classes, weights, {"decoder_channels": decoder_channels}
         )
-        self.info = {"backbone": encoder, **record.describe()}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, K, H, W) at the input size."""
-        return self.model(x)
-
-    def describe(self) -> dict[str, Any]:
-        """Encoder and its weights."""
-        return dict(self.info)
+        # the recorded description keeps its earlier form (committed runs name no arch)
+        self.info.pop("architecture")
