@@ -273,7 +273,7 @@ def test_signal_cache_key_follows_the_signal_code(
     cfg = compose_cfg("run_attack", overrides(population_root, tmp_path / "run"))
     victim = SimpleNamespace(key={"key": "abc"})
     key = signal_key(cfg, victim)
-    assert "miabench.pipeline.signals" in key["code"]
+    assert "miabench.attacks.reference.signals" in key["code"]
     assert "miabench.attacks.reconstruction" in key["code"]  # what the signal code imports
     assert signal_key(cfg, victim)["key"] == key["key"]
 
@@ -281,7 +281,7 @@ def test_signal_cache_key_follows_the_signal_code(
 
     def edited(modules):
         sources = dict(real(modules))
-        sources["miabench.pipeline.signals"] += "\n# edited\n"
+        sources["miabench.attacks.reference.signals"] += "\n# edited\n"
         return sources
 
     monkeypatch.setattr(signals_module, "module_closure", edited)
