@@ -34,6 +34,7 @@ from miabench.pipeline.common import build_datamodule
 from tests.conftest import CONF_DIR, compose_cfg, write_aligned
 from tests.data.test_face_area import MASK, write_celebamask, write_mask_folder
 from tests.data.test_faces import write_identity_folders, write_insightface_rec
+from tests.data.test_plates import write_ccpd, write_yolo
 from tests.data.test_segmentation import write_ade, write_binary, write_cityscapes
 from tests.data.test_wider_face import write_wider
 
@@ -119,6 +120,17 @@ def _write_mask_folder(root: Path) -> None:
 
 def _break_mask_folder(root: Path) -> str:
     return _unlink_first(root / "masks" / "train")
+
+
+def _break_ccpd(root: Path) -> str:
+    path = root / "splits" / "train.txt"
+    name = path.read_text(encoding="utf-8").split()[0]
+    path.write_text(name.replace("-90_90-", "-90-") + "\n", encoding="utf-8")  # tilt malformed
+    return "train.txt:1"
+
+
+def _break_yolo(root: Path) -> str:
+    return _unlink_first(root / "labels" / "train") + ".txt"
 
 
 def _write_identity_folders(root: Path) -> None:
@@ -215,6 +227,8 @@ SMALL = Layout.overrides
 
 #: the tiny Cityscapes has two images per phase: the non-members come from val
 CITYSCAPES = ("data.image_size=16", "split.nonmembers_from=val")
+#: the tiny CCPD has 40x60 images, 3 CCPD-Base train images and 2 ccpd_tilt ones
+CCPD = ("data.image_size=64", "data.declared_size=[40,60]", "split.nonmembers_from=ccpd_tilt")
 FACES = ("data.image_size=16", "data.n_member_identities=2", "data.n_nonmember_identities=1")
 
 #: keyed by the ``_target_`` of ``data.datamodule.dataset``
@@ -249,6 +263,10 @@ LAYOUTS = {
     ),
     "miabench.data.wider_face.WiderFaceDataset": Layout(
         _detection, write_wider, _break_wider, ("data.image_size=64",)
+    ),
+    "miabench.data.ccpd.CCPDDataset": Layout(_detection, write_ccpd, _break_ccpd, CCPD),
+    "miabench.data.yolo_boxes.YoloBoxesDataset": Layout(
+        _detection, write_yolo, _break_yolo, ("data.image_size=64", "split.nonmembers_from=val")
     ),
     "miabench.data.faces.ImageFolderFaces": Layout(
         _classes, _write_identity_folders, _break_root, FACES

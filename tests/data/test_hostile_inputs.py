@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from miabench.data.aligned import AlignedDataset, read_rgb
+from miabench.data.ccpd import CCPDDataset
 from miabench.data.datamodule import MembershipDataModule
 from miabench.data.faces import ImageFolderFaces, RecordFaces
 from miabench.data.lfw_pairs import PairsDataset, read_pairs
@@ -31,6 +32,7 @@ from miabench.data.segmentation import (
     PolypDataset,
 )
 from miabench.data.wider_face import WiderFaceDataset, annotation_file, image_folder
+from miabench.data.yolo_boxes import YoloBoxesDataset
 
 SIDE = 16
 CONVERTS, REFUSED = "converts", "refused"
@@ -269,6 +271,37 @@ class WiderFace(Reader):
         return WiderFaceDataset(self.root, "train", image_size=SIDE)
 
 
+class CCPD(Reader):
+    """Annotations in the file names, listed in ``splits/train.txt``; SIDE x SIDE images
+    declared as such."""
+
+    def image(self, i: int) -> Path:
+        return (
+            self.root / "ccpd_base" / f"{i:03d}-90_90-2&2_8&6-8&6_2&6_2&2_8&2-0_0_1_2_3_4_5-9-9.jpg"
+        )
+
+    def finish(self) -> None:
+        names = "".join(self.image(i).relative_to(self.root).as_posix() + "\n" for i in range(3))
+        (self.root / "splits").mkdir(exist_ok=True)
+        (self.root / "splits" / "train.txt").write_text(names)
+
+    def dataset(self) -> Any:
+        return CCPDDataset(self.root, "train", image_size=SIDE, declared_size=(SIDE, SIDE))
+
+
+class YoloBoxes(Reader):
+    def image(self, i: int) -> Path:
+        return self.root / "images" / "train" / f"{i}.png"
+
+    def finish(self) -> None:
+        (self.root / "labels" / "train").mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            (self.root / "labels" / "train" / f"{i}.txt").write_text("0 0.5 0.5 0.5 0.25\n")
+
+    def dataset(self) -> Any:
+        return YoloBoxesDataset(self.root, "train", image_size=SIDE)
+
+
 class IdentityFolders(Reader):
     def image(self, i: int) -> Path:
         return self.root / f"id{i % 3}" / f"{i}.png"
@@ -323,12 +356,21 @@ READERS: dict[str, type[Reader]] = {
     "Kvasir/PraNet": Polyps,
     "COVID-SemiSeg": Covid,
     "WIDER FACE": WiderFace,
+    "CCPD": CCPD,
+    "YOLO boxes": YoloBoxes,
     "identity folders": IdentityFolders,
     "InsightFace .rec": InsightFaceRec,
     "LFW pairs": LFWPairs,
 }
 #: readers whose samples come from a folder listing (the others name files in an index)
-LISTED = ("aligned pairs", "ADE20K", "Kvasir/PraNet", "COVID-SemiSeg", "identity folders")
+LISTED = (
+    "aligned pairs",
+    "ADE20K",
+    "Kvasir/PraNet",
+    "COVID-SemiSeg",
+    "identity folders",
+    "YOLO boxes",
+)
 
 CASES = (
     [(r, "image", m) for r in READERS for m in IMAGES]

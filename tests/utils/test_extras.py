@@ -63,9 +63,8 @@ def test_dp_defense_from_config_without_opacus_names_the_extra(
 ) -> None:
     from omegaconf import OmegaConf
 
-    from miabench.defenses.base import build_defense
-
     import miabench.defenses
+    from miabench.defenses.base import build_defense
 
     _hide(monkeypatch, "opacus")
     monkeypatch.delitem(sys.modules, "miabench.defenses.dpsgd", raising=False)

@@ -1,4 +1,5 @@
-"""Face-detection victims: torchvision's RetinaNet, FCOS and SSDlite with one ``face`` class.
+"""Detection victims: torchvision's RetinaNet, FCOS and SSDlite with one class (``face`` for
+face detectors, ``plate`` for license-plate localization: ``class_name`` only names it).
 
 The detectors are torchvision's own (losses, box coding, post-processing included); this
 module only builds them from a small classification backbone whose weights are chosen
@@ -6,7 +7,7 @@ explicitly (``imagenet | <path to a state_dict> | none``, never an implicit down
 sized for the images (the detector's internal resize is set to the data's image size, so
 a 128-pixel image is not blown up to torchvision's default 800).
 
-Labels follow torchvision's convention: index 0 is background, the face class is 1, so
+Labels follow torchvision's convention: index 0 is background, the one class is 1, so
 ``num_classes = 2``.
 """
 
@@ -274,7 +275,8 @@ class MeanAveragePrecisionValue(MeanAveragePrecision):
 
 
 class DetectionVictim(Victim):
-    """A torchvision detector trained to find faces, with Lightning's automatic optimisation.
+    """A torchvision detector trained to find one class of objects (faces, plates), with
+    Lightning's automatic optimisation.
 
     Batches are :func:`miabench.data.wider_face.collate` dicts: ``input`` (B, 3, S, S) in
     [0, 1], ``boxes`` and ``ignore`` (lists of per-image tensors). Faces marked ``ignore``
@@ -295,17 +297,24 @@ class DetectionVictim(Victim):
         optimizer: partial optimiser, called with the trainable parameters.
         deployment_threshold: the score from which a deployed anonymizer masks a box; the
             utility at that threshold (precision, recall, anonymization recall) uses it.
+        class_name: what the one class is (``face``, ``plate``); recorded by
+            :meth:`describe`, it changes nothing else.
     """
 
     provides = ("sample_id", "input", "boxes", "ignore", "loss", "loss_terms", "detections")
 
     def __init__(
-        self, detector: nn.Module, optimizer: OptimizerFactory, deployment_threshold: float = 0.5
+        self,
+        detector: nn.Module,
+        optimizer: OptimizerFactory,
+        deployment_threshold: float = 0.5,
+        class_name: str = "face",
     ) -> None:
         super().__init__()
         self.detector = detector
         self._optimizer = optimizer
         self.deployment_threshold = deployment_threshold
+        self.class_name = class_name
 
     def forward(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Detections for a batch of images in [0, 1] (eval mode: call ``.eval()`` first)."""
@@ -444,5 +453,6 @@ class DetectionVictim(Victim):
     def describe(self) -> dict[str, Any]:
         info = dict(getattr(self.detector, "backbone_info", {}))
         info["detector_class"] = type(self.detector).__qualname__
+        info["class_name"] = self.class_name
         info["parameters"] = sum(p.numel() for p in self.detector.parameters())
         return info
