@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -97,9 +98,12 @@ async def read_audit_form(request: Request, max_images: int) -> tuple[str, list[
     """The multipart form's ``model`` and ``images`` (bytes in memory, names echoed only)."""
     try:
         form = await request.form(max_files=max_images, max_fields=16)
-    except MultiPartException as err:
-        status = 413 if "Too many files" in str(err) else 400
-        raise HTTPException(status, f"{err} (serve.max_images = {max_images})") from err
+    except (MultiPartException, StarletteHTTPException) as err:
+        # Starlette turns its parser's errors into a 400 inside an app; too many files is
+        # a limit, 413 like the body size
+        message = str(getattr(err, "detail", None) or err)
+        status = 413 if "Too many files" in message else getattr(err, "status_code", 400)
+        raise HTTPException(status, f"{message} (serve.max_images = {max_images})") from err
     model = form.get("model")
     if not isinstance(model, str) or not model:
         raise HTTPException(400, "form field 'model' (a model id) is missing")
@@ -135,6 +139,7 @@ def create_app(service: AuditService, settings: Any) -> FastAPI:
     app.state.templates = Jinja2Templates(
         directory=str(resources.files("miabench.serve") / "templates")
     )
+    app.state.service = service
     max_images = int(settings.max_images)
 
     @app.middleware("http")

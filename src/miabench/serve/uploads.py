@@ -93,7 +93,12 @@ def decode_image(upload: Upload, max_pixels: int) -> np.ndarray:
                 return to_rgb(image, name)
     except UploadError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise UploadError(
+            f"{name}: its pixels exceed the limit of {max_pixels} (serve.max_pixels; "
+            f"Pillow's decompression-bomb guard: {err})"
+        ) from err
+    except (OSError, SyntaxError, ValueError, Warning) as err:
         raise UploadError(f"{name}: unreadable or corrupt {kind} image ({err})") from err
 
 
