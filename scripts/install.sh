@@ -2,7 +2,7 @@
 # Install what miabench needs on a fresh Debian machine: the embedded Fashion-MNIST data
 # (Debian's dataset-fashion-mnist; torchvision downloads it instead where apt is unavailable
 # and there is internet) and the package with its Python dependencies.
-# Usage: scripts/install.sh [--dev]     (--dev adds the test tools)
+# Usage: scripts/install.sh [--dev]     (--dev adds the test tools; the serve extra always)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +21,10 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
-extra=""
-if [ "${1:-}" = "--dev" ]; then extra="[dev]"; fi
+# The audit web app (python -m miabench.serve) is part of the install: extra [serve];
+# --dev adds the test tools, Selenium included (the browser itself: see .ci/run).
+extra="[serve]"
+if [ "${1:-}" = "--dev" ]; then extra="[serve,dev]"; fi
 # torch/torchvision first, pinned as the project allows, so pip takes the local wheels here.
 "$PYTHON" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" \
   || "$PYTHON" -m pip install --quiet "torch<=2.14.1" "torchvision<=0.29.1"

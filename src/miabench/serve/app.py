@@ -154,7 +154,9 @@ def create_app(service: AuditService, settings: Any) -> FastAPI:
             response = JSONResponse({"error": err.detail}, status_code=err.status_code)
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on
+        # the upload form's POST, which the origin check above refuses
+        response.headers["Referrer-Policy"] = "same-origin"
         return response
 
     app.add_middleware(BodyLimit, limit=int(float(settings.max_upload_mb) * 2**20))
