@@ -46,6 +46,7 @@ def test_models_and_health(client: TestClient, served_run: ServedRun) -> None:
     assert {"413", "422"} <= set(schema["paths"]["/api/audit"]["post"]["responses"])
 
 
+@pytest.mark.slow
 def test_members_score_higher_and_match_the_recorded_scores(
     client: TestClient, served_run: ServedRun
 ) -> None:

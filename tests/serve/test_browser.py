@@ -40,6 +40,7 @@ def server(served_run: ServedRun) -> Iterator[str]:
     thread.join(timeout=10)
 
 
+@pytest.mark.slow
 def test_browser_uploads_and_reads_the_report(server: str, served_run: ServedRun) -> None:
     found = _chromium()
     if found is None:
