@@ -159,8 +159,11 @@ def screenshots(url: str, model_id: str, image: tuple[str, bytes], out: Path) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pix2pix", required=True, help="attack folder of a pix2pix run")
-    parser.add_argument("--mint", required=True, help="attack folder of a MINT run")
+    parser.add_argument("--pix2pix", help="attack folder of a pix2pix run")
+    parser.add_argument("--mint", help="attack folder of a MINT run")
+    parser.add_argument(
+        "--override", action="append", default=[], help="extra serve config override (repeatable)"
+    )
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--screenshots", type=Path, default=None)
@@ -171,14 +174,14 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(os.environ.get("MIABENCH_ROOT", "."))
     rows: list[dict[str, Any]] = []
-    for kind, folder in (("pix2pix membership error", args.pix2pix), ("MINT auditor", args.mint)):
-        folder = Path(folder)
+    runs = (("pix2pix membership error", args.pix2pix), ("MINT auditor", args.mint))
+    for kind, folder in ((k, Path(f)) for k, f in runs if f):
         result = read_json(folder / "results.json")
         attacks = result["attacks"]
         # the MINT model serves its strongest MINT auditor (not the nearest-identity diagnostic)
         mint = [n for n in attacks if n.startswith("mint_")]
         attack = max(mint, key=lambda n: attacks[n]["auc"]) if mint else None
-        overrides = [f"paths.root_dir={root}", f"serve.models=[{folder}]"]
+        overrides = [f"paths.root_dir={root}", f"serve.models=[{folder}]", *args.override]
         if attack and kind == "MINT auditor":
             overrides.append(f"serve.attack={attack}")
         if args.conf is not None:

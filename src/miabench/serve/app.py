@@ -128,6 +128,21 @@ def _public(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if not k.startswith("_")}
 
 
+def _report_views(auditor: Auditor, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reports with their figures: the processed sample and the two histograms."""
+    shown = []
+    for report in reports:
+        item = report["_item"]
+        images = {"input": tensor_image(item["input"])}
+        if item["target"].ndim == 3:  # paired tasks: the ground truth the output is held to
+            images["target"] = tensor_image(item["target"])
+        histogram = score_histograms(
+            auditor.calibration.members, auditor.calibration.nonmembers, report["score"]
+        )
+        shown.append({**_public(report), "images": images, "histogram": histogram})
+    return shown
+
+
 def create_app(service: AuditService, settings: Any) -> FastAPI:
     """The FastAPI application over ``service`` (limits from the ``serve`` config)."""
     configure_pillow(int(settings.max_pixels))
@@ -263,16 +278,9 @@ def create_app(service: AuditService, settings: Any) -> FastAPI:
         if form_model != model_id:
             raise HTTPException(400, "the form's model is not the page's model")
         auditor, reports = await audit(model_id, uploads)
-        shown = []
-        for report in reports:
-            item = report["_item"]
-            images = {"input": tensor_image(item["input"])}
-            if item["target"].ndim == 3:  # paired tasks: the ground truth the output is held to
-                images["target"] = tensor_image(item["target"])
-            histogram = score_histograms(
-                auditor.calibration.members, auditor.calibration.nonmembers, report["score"]
-            )
-            shown.append({**_public(report), "images": images, "histogram": histogram})
+        # the figures are drawn on the worker pool too: never on the event loop, and inside
+        # the same bound on concurrent work as the audits
+        shown = await service.run(_report_views, auditor, reports)
         return app.state.templates.TemplateResponse(
             request,
             "report.html",

@@ -39,7 +39,8 @@ def score_histograms(
         axis.set_xlabel("attack score (higher = more member-like)", fontsize=8)
         axis.tick_params(labelsize=7)
     panels[0].legend(fontsize=7, loc="upper left")
-    figure.tight_layout()
+    # fixed margins: tight_layout measures every text extent, the slowest step of the figure
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.2, top=0.88, wspace=0.25)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return _png_uri(buffer)
