@@ -2,7 +2,7 @@
 # Install what miabench needs on a fresh Debian machine: the embedded Fashion-MNIST data
 # (Debian's dataset-fashion-mnist; torchvision downloads it instead where apt is unavailable
 # and there is internet) and the package with its Python dependencies.
-# Usage: scripts/install.sh [--dev]     (--dev adds the test tools)
+# Usage: scripts/install.sh [--dev]     (--dev adds the test tools; the serve extra always)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,9 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
+# Every extra is part of the install ([all]: DP-SGD, detection mAP, SLURM, the audit web app
+# python -m miabench.serve); --dev adds the test tools, Selenium included (the browser
+# itself: see .ci/run).
 extra="[all]"
 if [ "${1:-}" = "--dev" ]; then extra="[dev]"; fi
 # torch/torchvision first, pinned as the project allows, so pip takes the local wheels here.

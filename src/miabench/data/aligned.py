@@ -261,18 +261,39 @@ class AlignedDataset(MembershipDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self._files[index]
-        pixels = self._read_pair(path)
+        return self.item_from_pixels(self._read_pair(path), self.sample_id(path), path)
+
+    def item_from_pixels(
+        self, pixels: np.ndarray, sample_id: str, where: Path | str = "<pixels>"
+    ) -> dict[str, Any]:
+        """The item the victim sees for one decoded A|B file (RGB uint8 ``[H, 2W, 3]``).
+
+        The one transform of this dataset, shared by :meth:`__getitem__` and callers that
+        hold pixels rather than a file of the dataset (the audit server's uploads).
+
+        Raises:
+            ValueError: naming ``where``, when the width is odd (no A|B halves).
+        """
+        if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.shape[1] % 2:
+            raise ValueError(
+                f"{where}: an aligned image holds A and B side by side (RGB, even width); "
+                f"got shape {tuple(pixels.shape)}"
+            )
         half = pixels.shape[1] // 2
         a, b = pixels[:, :half], pixels[:, half:]
         pair = torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2).contiguous()
-        pair = F.to_dtype(self._transform(pair, path), torch.float32, scale=True)
+        pair = F.to_dtype(self._transform(pair, Path(where)), torch.float32, scale=True)
         first, second = _HALVES[self.direction]
         # clone: an identity task's input and target must not share storage
         return {
-            "sample_id": self.sample_id(path),
+            "sample_id": sample_id,
             "input": pair[first],
             "target": pair[second].clone() if first == second else pair[second],
         }
+
+    def content_sha256(self, pixels: np.ndarray) -> str:
+        """The manifest's content hash of a decoded A|B file (see :meth:`records`)."""
+        return sha256_array(pixels)
 
     def records(self) -> list[SampleRecord]:
         """One record per file; ``sha256`` hashes the decoded RGB pixels of the whole file.

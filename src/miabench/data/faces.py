@@ -225,6 +225,11 @@ class IdentityDataset(MembershipDataset):
 
     def _pixels(self, key: Any) -> np.ndarray:
         image = read_rgb(key.path) if isinstance(key, ExternalKey) else self._read(key)
+        return self.channel_pixels(image)
+
+    def channel_pixels(self, image: np.ndarray) -> np.ndarray:
+        """Decoded uint8 pixels (``[H, W]``, ``[H, W, 1]`` or RGB) with this dataset's
+        ``channels``: what the content hash and the transform read."""
         if image.ndim == 2:
             image = image[:, :, None]
         if image.shape[2] == 3 and self.channels == 1:
@@ -235,7 +240,20 @@ class IdentityDataset(MembershipDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample_id, identity, key = self._entries[index]
-        image = torch.from_numpy(np.array(self._pixels(key))).permute(2, 0, 1)
+        item = self.item_from_pixels(self._pixels(key), sample_id)
+        item["target"] = torch.tensor(self.classes.get(identity, -1))
+        item["identity"] = torch.tensor(self.identity_index[identity])
+        return item
+
+    def content_sha256(self, pixels: np.ndarray) -> str:
+        """The manifest's content hash of decoded pixels (see :meth:`records`)."""
+        return sha256_array(self.channel_pixels(pixels))
+
+    def item_from_pixels(self, pixels: np.ndarray, sample_id: str) -> dict[str, Any]:
+        """The item the victim sees for decoded pixels of unknown identity (target and
+        identity -1): the one transform of :meth:`__getitem__`, for callers that hold
+        pixels rather than a sample of the dataset (the audit server's uploads)."""
+        image = torch.from_numpy(np.array(self.channel_pixels(pixels))).permute(2, 0, 1)
         if image.shape[-1] != self.image_size or image.shape[-2] != self.image_size:
             image = F.resize(
                 image,
@@ -248,8 +266,8 @@ class IdentityDataset(MembershipDataset):
         return {
             "sample_id": sample_id,
             "input": F.to_dtype(image, torch.float32, scale=True),
-            "target": torch.tensor(self.classes.get(identity, -1)),
-            "identity": torch.tensor(self.identity_index[identity]),
+            "target": torch.tensor(-1),
+            "identity": torch.tensor(-1),
         }
 
     def records(self) -> list[SampleRecord]:

@@ -1,1 +1,2 @@
-"""The local audit web app (issue 30): ``python -m miabench.serve``; reads attack folders, never trains."""
+"""The local audit web app (``python -m miabench.serve``): upload images, read how likely
+each was in a model's training data. See docs/serve.md."""

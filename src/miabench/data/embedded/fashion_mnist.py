@@ -156,6 +156,18 @@ def render_pair(item: np.ndarray, image_size: int) -> np.ndarray:
     return np.repeat(pair[:, :, None], 3, axis=2)
 
 
+def pair_from_photo(photo: np.ndarray, image_size: int) -> np.ndarray:
+    """The aligned A|B pair the builder writes for a photo (RGB uint8 ``[H, W, 3]``).
+
+    The inverse direction of the dataset: an item's photo (B, grey) alone gives the pair
+    :func:`render_pair` writes (its Canny edges as A), so the audit server can take the
+    photo where the dataset's input is derived from it. A photo at the dataset's size gives
+    back the dataset's file exactly (bicubic resize to the same size is the identity).
+    """
+    grey = np.asarray(Image.fromarray(np.ascontiguousarray(photo)).convert("L"))
+    return render_pair(grey, image_size)
+
+
 def _pick_unique(
     images: np.ndarray,
     n: int,

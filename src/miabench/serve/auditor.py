@@ -1,0 +1,263 @@
+"""One served model: its victim and attack prepared as the attack stage prepared them, and
+uploaded images turned into the samples the victim sees and scored.
+
+Loading an attack folder (:meth:`Auditor.load`), in named steps:
+
+1. the run's config, composed from the overrides its ``results.json`` recorded;
+2. the victim the run attacked (``run.victim_dir``), accepted only if its ``key.json`` is the
+   recorded victim key and the rebuilt config gives the same victim, data, defense, trainer
+   and seed parts (so the config really is the run's), and its weights pass their checksum;
+3. the data module with the run's split (manifest hash checked), and the attack built from
+   the config; a trainable attack (MINT) is fitted on the run's calibration half, the same
+   samples in the same order as the attack stage (:func:`~miabench.pipeline.halves.split_halves`);
+4. the calibration of scores (:mod:`miabench.serve.calibration`) from ``scores.csv``;
+5. a check that recorded samples, scored again through this path, give their recorded
+   scores (a model that does not reproduce its run is refused, not served with wrong numbers).
+
+The server never trains a victim: a missing or damaged victim is an error naming the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import default_collate
+
+from miabench.data.aligned import AlignedDataset
+from miabench.pipeline.attack import _attacker_view, _fit_batches, _prepare_attacks
+from miabench.pipeline.common import resolve_device
+from miabench.pipeline.halves import ROLES, split_halves
+from miabench.pipeline.keys import victim_key
+from miabench.pipeline.train import TrainedVictim, locate_victim
+from miabench.results.runs import recorded_overrides
+from miabench.serve.calibration import ScoreCalibration
+from miabench.serve.models import ModelEntry, ModelError
+from miabench.serve.uploads import Upload, UploadError, decode_image
+from miabench.utils.hashing import sha256_file
+from miabench.utils.io import check_torch_archive, read_json, read_verified
+
+log = logging.getLogger(__name__)
+
+#: parts of a victim's key.json that the rebuilt config must reproduce (the code version
+#: may have moved on since the run; the recorded key names the victim itself)
+KEY_PARTS = ("victim", "data", "defense", "trainer", "seed", "manifest_sha256")
+
+Composer = Callable[[Sequence[str]], DictConfig]
+
+
+def _relative_to_root(path: str, root: Path) -> Path:
+    """A path a results.json records, resolved against the outputs root when relative."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else root / candidate
+
+
+class Auditor:
+    """A loaded model: victim, attack and calibration of one attack folder.
+
+    Args:
+        entry: the attack folder (from :func:`~miabench.serve.models.find_models`).
+        root: ``paths.root_dir`` (relative paths of the run are read against it).
+        compose: overrides → the run's config (``run_attack``), with the serve's root.
+        settings: the ``serve`` config block (calibrator, fprs, bootstrap, device, ...).
+    """
+
+    def __init__(self, entry: ModelEntry, root: Path, compose: Composer, settings: Any) -> None:
+        self.entry = entry
+        self.root = Path(root)
+        self.compose = compose
+        self.settings = settings
+        self._lock = threading.Lock()  # one forward at a time: layer taps are per module
+        self.loaded = False
+        self.weights_sha256: str | None = None
+        self.score_check: dict[str, Any] | None = None
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self) -> Auditor:
+        """Prepare the model (idempotent; thread-safe). Raises :class:`ModelError`."""
+        with self._lock:
+            if not self.loaded:
+                self._load()
+                self.loaded = True
+        return self
+
+    def _load(self) -> None:
+        entry, run = self.entry, self.entry.run
+        log.info("[1/5] %s: the run's config from its recorded overrides", entry.id)
+        overrides = [
+            o for o in recorded_overrides(run) or [] if not o.startswith("paths.root_dir=")
+        ]
+        self.cfg = cfg = self.compose(overrides)
+        self.device = resolve_device(str(self.settings.device))
+
+        log.info("[2/5] %s: the attacked victim", entry.id)
+        directory = _relative_to_root(run["victim_dir"], self.root)
+        key_path = directory / "key.json"
+        if not key_path.is_file():
+            raise ModelError(f"{entry.folder}: its victim {directory} is not in the cache")
+        key = read_json(key_path)
+        if key.get("key") != run.get("victim_key"):
+            raise ModelError(
+                f"{key_path}: key {key.get('key')} is not the run's victim {run.get('victim_key')}"
+            )
+        located = locate_victim(cfg)
+        manifest = located.datamodule.manifest
+        rebuilt = victim_key(cfg, manifest.sha256())
+        differ = [p for p in KEY_PARTS if rebuilt.get(p) != key.get(p)]
+        if differ:
+            raise ModelError(
+                f"{entry.folder}: the config rebuilt from its recorded overrides {overrides} "
+                f"differs from the victim's {key_path} in {differ}"
+            )
+        self.victim = TrainedVictim(directory, key, located.datamodule)
+        check_torch_archive(self.victim.weights, fix=self.victim.retrain_hint)
+        self.weights_sha256 = sha256_file(self.victim.weights)
+        self.model = self.victim.load(cfg).to(self.device).eval()
+
+        log.info("[3/5] %s: attack %s", entry.id, entry.attack)
+        self.attack = instantiate(cfg.attack[entry.attack], name=entry.attack)
+        self.view = _attacker_view(cfg)
+        _prepare_attacks([self.attack], self.model, self.device)
+        scores = pd.read_csv(read_verified(entry.folder / "scores.csv"))
+        column = f"{entry.attack}.score"
+        if column not in scores:
+            raise ModelError(f"{entry.folder / 'scores.csv'}: no column {column!r}")
+        if self.attack.trainable:
+            self._fit(scores)
+
+        log.info("[4/5] %s: calibration of the scores", entry.id)
+        calibration = scores[scores["split"] == "calibration"]
+        if calibration.empty:  # a run without a calibration half: every row was a test row
+            calibration = scores
+        self.calibration = ScoreCalibration(
+            calibration[column].to_numpy(),
+            calibration["label"].to_numpy(),
+            instantiate(self.settings.calibrator),
+            fprs=tuple(self.settings.fprs),
+            n_bootstrap=int(self.settings.bootstrap),
+            level=float(self.settings.ci_level),
+            seed=int(cfg.seed),
+        )
+        dm = self.victim.datamodule
+        self.dataset = dm.dataset(phase=dm.members_from, augment=False)
+        self.collate = dm.collate_fn or default_collate
+        self.roles = {row.sha256: row.role for row in manifest.rows}
+        derive = (self.settings.get("derived_pairs") or {}).get(cfg.data.name)
+        self.derive = instantiate(derive) if derive is not None else None
+
+        log.info("[5/5] %s: recorded samples scored again", entry.id)
+        self._check_scores(scores, column)
+
+    def _fit(self, scores: pd.DataFrame) -> None:
+        """Fit a trainable attack on the run's calibration half, as the attack stage did."""
+        utility = pd.read_csv(read_verified(self.entry.folder / "utility.csv"))
+        halves = split_halves(self.cfg, utility)
+        recorded = scores.set_index("sample_id")["split"]
+        drawn = halves.table.set_index("sample_id")["split"]
+        if not drawn.reindex(recorded.index).equals(recorded):
+            raise ModelError(
+                f"{self.entry.folder / 'scores.csv'}: its calibration half is not the one the "
+                "run's config draws"
+            )
+        batches = _fit_batches(self.model, self.victim, self.device, halves.calibration, self.view)
+        self.attack.fit(batches)
+
+    def _check_scores(self, scores: pd.DataFrame, column: str) -> None:
+        """Score a few recorded samples again and refuse the model if they differ."""
+        n = int(self.settings.check_samples)
+        if n <= 0:
+            return
+        worst = 0.0
+        checked = 0
+        for role in ROLES:
+            rows = scores[scores["role"] == role].head(max(1, n // 2))
+            loader = self.victim.datamodule.role_dataloader(role, rows["sample_id"].tolist())
+            again = np.concatenate([self._score_batch(b) for b in loader])
+            worst = max(worst, float(np.max(np.abs(again - rows[column].to_numpy()))))
+            checked += len(rows)
+        self.score_check = {"samples": checked, "max_abs_difference": worst}
+        tolerance = float(self.settings.check_tolerance)
+        if not worst <= tolerance:
+            raise ModelError(
+                f"{self.entry.folder}: {checked} recorded samples scored again differ from "
+                f"scores.csv by up to {worst:.3g} (> serve.check_tolerance {tolerance:g})"
+            )
+
+    # -- scoring -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _score_batch(self, batch: dict[str, Any]) -> np.ndarray:
+        signals = next(iter(self.model.iter_signals([batch], device=self.device, desc="audit")))
+        if self.view is not None:
+            signals = self.view(signals)
+        return self.attack.score(signals)["score"].detach().double().cpu().numpy()
+
+    def sample(self, pixels: np.ndarray, name: str) -> tuple[dict[str, Any], str]:
+        """The sample the victim sees for decoded upload pixels, and its content hash.
+
+        Paired (aligned) datasets take the pair in the dataset's layout (A|B side by side,
+        width twice the height) or, where the input is derived from the photo
+        (``serve.derived_pairs``), the photo alone (square).
+
+        Raises:
+            UploadError: 422 when the image fits neither form, naming the file.
+        """
+        if isinstance(self.dataset, AlignedDataset):
+            height, width = pixels.shape[:2]
+            if width == 2 * height:
+                pair = pixels
+            elif width == height and self.derive is not None:
+                pair = self.derive(pixels, image_size=int(self.cfg.data.image_size))
+            else:
+                photo = " or the photo alone (square)" if self.derive is not None else ""
+                raise UploadError(
+                    f"{name}: {width}x{height} is not this dataset's layout: A|B side by side "
+                    f"(width = 2 x height){photo}"
+                )
+            pixels = pair
+        if not hasattr(self.dataset, "item_from_pixels"):
+            raise UploadError(
+                f"{type(self.dataset).__name__} samples cannot be built from an uploaded image"
+            )
+        return self.dataset.item_from_pixels(pixels, "upload"), self.dataset.content_sha256(pixels)
+
+    def audit(self, uploads: Sequence[Upload]) -> list[dict[str, Any]]:
+        """Score uploaded images; one report per image (see ``POST /api/audit``).
+
+        Raises:
+            UploadError: any image that cannot be decoded or is not in the dataset's layout
+                (the whole request is refused, naming the file).
+        """
+        self.load()
+        max_pixels = int(self.settings.max_pixels)
+        prepared = []
+        for upload in uploads:
+            pixels = decode_image(upload, max_pixels)
+            item, content = self.sample(pixels, upload.filename)
+            prepared.append((upload, item, content))
+        reports: list[dict[str, Any]] = []
+        size = max(1, int(self.settings.batch_size))
+        for start in range(0, len(prepared), size):
+            chunk = prepared[start : start + size]
+            with self._lock:
+                scores = self._score_batch(self.collate([item for _, item, _ in chunk]))
+            for (upload, item, content), score in zip(chunk, scores, strict=True):
+                report = {
+                    "filename": upload.filename,
+                    "sha256": hashlib.sha256(upload.data).hexdigest(),
+                    "score": float(score),
+                    **self.calibration.describe(float(score)),
+                }
+                if bool(self.settings.reveal_ground_truth):
+                    report["ground_truth"] = self.roles.get(content, "not in the audited split")
+                report["_item"] = item
+                reports.append(report)
+        return reports
