@@ -74,3 +74,13 @@ def test_dp_defense_from_config_without_opacus_names_the_extra(
     with pytest.raises(extras.MissingExtraError, match=r"defense.training: .*miabench\[dp\]"):
         build_defense(cfg)
     monkeypatch.delitem(sys.modules, "miabench.defenses.dpsgd", raising=False)
+
+
+def test_serve_without_fastapi_names_the_serve_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omegaconf import OmegaConf
+
+    from miabench.serve.__main__ import build
+
+    _hide(monkeypatch, "fastapi")
+    with pytest.raises(extras.MissingExtraError, match=r"miabench\[serve\]"):
+        build(OmegaConf.create({"serve": {}, "paths": {"root_dir": ".", "output_dir": "."}}))

@@ -37,6 +37,9 @@ def compose_run(overrides: Sequence[str], root: Path) -> DictConfig:
 def build(cfg: DictConfig, compose: Any = None) -> Any:
     """The FastAPI app for ``cfg`` (the ``serve`` config): its models found and, with
     ``serve.preload``, loaded."""
+    from miabench.utils.extras import require_extra
+
+    require_extra("serve")  # a missing FastAPI is named with its extra, not a bare import error
     from miabench.serve.app import AuditService, create_app
     from miabench.serve.auditor import Auditor
     from miabench.serve.models import find_models

@@ -1,7 +1,8 @@
 """Optional dependencies: what each extra brings, and the one message when it is missing.
 
 Only some users need DP-SGD (``opacus``, extra ``[dp]``), detection mAP (``pycocotools``,
-extra ``[detection]``) or SLURM (``hydra-submitit-launcher``, extra ``[slurm]``).
+extra ``[detection]``), SLURM (``hydra-submitit-launcher``, extra ``[slurm]``) or the audit
+web app (FastAPI and uvicorn, extra ``[serve]``).
 ``scripts/install.sh`` installs them all; a lighter ``pip install miabench`` does not, and
 then the feature that needs one fails at once with the extra's name instead of a bare
 ``ModuleNotFoundError`` deep in a stage (or, for a launcher, Hydra's "Could not find").
@@ -18,6 +19,7 @@ EXTRAS = {
     "dp": ("opacus", "DP-SGD training (defense=dpsgd*)"),
     "detection": ("pycocotools", "detection mAP (torchmetrics' MeanAveragePrecision)"),
     "slurm": ("hydra_plugins.hydra_submitit_launcher", "SLURM sweeps (hydra/launcher=slurm)"),
+    "serve": ("fastapi", "the local audit web app (python -m miabench.serve)"),
 }
 
 #: Hydra launcher configs (``hydra/launcher=<name>``) that need an extra
