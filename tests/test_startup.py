@@ -50,6 +50,7 @@ def _probe(module: str, *args: str, cwd: Path) -> dict:
         "miabench.run_attack",
         "miabench.benchmark",
         "miabench.report",
+        "miabench.serve",
     ],
 )
 def test_help_does_not_import_torch(app: str, tmp_path: Path) -> None:
