@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from miabench.data.declared import list_sha256
 from miabench.pipeline.code_hash import POST_HOC_DEFENSE_KEYS, code_version
 from miabench.utils.config import to_container
 from miabench.utils.hashing import stable_hash
@@ -58,6 +59,12 @@ def split_key(cfg: DictConfig) -> str:
     if not (split.get("population") or {}).get("n_models"):
         # no reference models: the ordinary split, keyed as before the population existed
         split.pop("population", None)
+    for key in ("members_list", "nonmembers_list"):
+        # declared membership: the lists' content shapes the split, not where they are
+        # (no list: the key of a drawn split, as before the lists existed)
+        path = split.pop(key, None)
+        if path is not None:
+            split[f"{key}_sha256"] = list_sha256(path)
     return stable_hash({"data": data, "split": split})
 
 
