@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 from miabench.attacks.base import Attack
 from miabench.metrics.utility import summarize
 from miabench.pipeline.code_hash import attack_code_version
-from miabench.pipeline.common import resolve_device
 from miabench.pipeline.halves import ROLES, Halves, split_halves
 from miabench.pipeline.logging_hooks import log_results
 from miabench.pipeline.record import describe_run, held_out_metrics, provenance, write_csv
@@ -23,6 +22,7 @@ from miabench.pipeline.run_id import RunId
 from miabench.pipeline.train import TrainedVictim, locate_victim
 from miabench.results.plots import plot_roc
 from miabench.utils.config import to_container
+from miabench.utils.device import select_device
 from miabench.utils.hashing import stable_hash
 from miabench.utils.io import atomic_write_json, read_json, verified_exists
 from miabench.utils.locks import cache_lock_dir, locked
@@ -321,7 +321,7 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
         return results_path
     out.mkdir(parents=True, exist_ok=True)
     clock, started = StageClock(), now_iso()
-    device = resolve_device(cfg.evaluation.device)
+    device = select_device(cfg)
     model = victim.load(cfg).to(device)
 
     log.info("[1/5] utility of the victim on members and non-members")

@@ -1,6 +1,6 @@
-"""What every stage needs to start: the device and the data module with its split.
+"""What every stage needs to start: the data module with its split.
 
-Cache keys live in :mod:`miabench.pipeline.keys`, code hashing in
+The device lives in :mod:`miabench.utils.device` (``select_device``), cache keys in :mod:`miabench.pipeline.keys`, code hashing in
 :mod:`miabench.pipeline.code_hash`, config-to-container conversion in
 :mod:`miabench.utils.config`.
 """
@@ -10,19 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from miabench.pipeline.keys import split_key
 from miabench.utils.config import to_container
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; anything else is passed to torch."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
 
 
 def build_datamodule(cfg: DictConfig) -> Any:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from miabench.data.declared import list_sha256
 from miabench.pipeline.code_hash import POST_HOC_DEFENSE_KEYS, code_version
 from miabench.utils.config import to_container
+from miabench.utils.device import training_replicas
 from miabench.utils.hashing import stable_hash
 
 #: Trainer keys that do not change what is learned (where and how it is shown).
@@ -73,6 +74,11 @@ def victim_key(cfg: DictConfig, manifest_sha256: str) -> dict[str, Any]:
     trainer = {
         k: v for k, v in to_container(cfg.trainer).items() if k not in _COSMETIC_TRAINER_KEYS
     }
+    if "devices" in trainer:
+        # Which devices is cosmetic, how many data-parallel replicas is not (DDP multiplies
+        # the effective batch): `devices: auto` keys as the count it means here, so one GPU,
+        # one CPU and a cache written under `devices: 1` share a victim, 4 DDP GPUs do not.
+        trainer["devices"] = training_replicas(cfg.trainer.get("accelerator"), trainer["devices"])
     parts = {
         "victim": to_container(cfg.victim),
         "data": to_container(cfg.data),

@@ -27,6 +27,18 @@ def safe_dirname(name: str) -> str:
 
 
 def register() -> None:
-    """Register ``${mia_dirname:...}`` (idempotent)."""
-    if not OmegaConf.has_resolver("mia_dirname"):
-        OmegaConf.register_new_resolver("mia_dirname", safe_dirname)
+    """Register ``${mia_dirname:...}``, and the machine's sizes (:mod:`miabench.utils.device`):
+    ``${mia_jobs:}`` (concurrent joblib jobs), ``${mia_gpus:accelerator,devices}`` (a SLURM
+    job's GPUs) and ``${mia_add:a,b}`` (a model's seed in a sweep). Idempotent."""
+    from miabench.utils import device
+
+    resolvers = {
+        "mia_dirname": safe_dirname,
+        "mia_jobs": lambda per_gpu=device.JOBS_PER_GPU: device.machine_jobs(int(per_gpu)),
+        "mia_gpus": device.slurm_gpus,
+        "mia_tasks": lambda accelerator, devices: max(1, device.slurm_gpus(accelerator, devices)),
+        "mia_add": lambda *values: sum(int(v) for v in values),
+    }
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
