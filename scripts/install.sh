@@ -33,6 +33,7 @@ if [ "${1:-}" = "--dev" ]; then extra="[dev]"; fi
 # editable install writes; an install from before conf/ moved to the top level lacks it, so
 # re-run this script after pulling that change. The check fails loudly where they are missing.
 "$PYTHON" -m pip install --quiet -e ".$extra"
-(cd / && "$PYTHON" -c 'from importlib import resources as r; c = r.files("miabench.conf")
+(cd / && "$PYTHON" -c 'import hydra_plugins.hydra_joblib_launcher  # hydra/launcher=parallel
+from importlib import resources as r; c = r.files("miabench.conf")
 assert (c / "train_victim.yaml").is_file(), c; print(f"[install] configs: {c}")')
 echo "[install] done"

@@ -12,7 +12,8 @@ import lightning.pytorch as pl
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from miabench.data.membership import Manifest, SampleRecord, make_split
+from miabench.data.declared import declared_split
+from miabench.data.membership import Manifest, SampleRecord, make_split, split_membership
 from miabench.data.population import Population
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,12 @@ class MembershipDataModule(pl.LightningDataModule):
             draw from each role; training still uses every member. ``None``: all. A victim
             trained on millions of images (MINT on Glint360k) is then audited on a capped
             set instead of having every image scored by every auditor.
+        members_list: text file declaring the members (``split.members_list``), one sample
+            a line, a path relative to ``root`` (:mod:`miabench.data.declared`); with
+            ``nonmembers_list`` it replaces the draw: every listed sample, the sizes
+            ``n_members``/``n_nonmembers`` are not used. ``None``: drawn.
+        nonmembers_list: text file declaring the non-members (``split.nonmembers_list``).
+        root: ``data.root``, against which list lines are read.
     """
 
     def __init__(
@@ -80,8 +87,25 @@ class MembershipDataModule(pl.LightningDataModule):
         benchmark: Any = None,
         population: dict[str, Any] | None = None,
         max_audited: int | None = None,
+        members_list: str | os.PathLike | None = None,
+        nonmembers_list: str | os.PathLike | None = None,
+        root: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
+        if (members_list is None) != (nonmembers_list is None):
+            given, missing = (
+                ("split.members_list", "split.nonmembers_list")
+                if nonmembers_list is None
+                else ("split.nonmembers_list", "split.members_list")
+            )
+            raise ValueError(f"{given} is set but {missing} is not: declare both lists")
+        if members_list is not None and n_validation:
+            raise ValueError(
+                "declared membership (split.members_list) has no validation samples: set "
+                f"split.n_validation=0 (got {n_validation})"
+            )
+        self.lists = (members_list, nonmembers_list) if members_list is not None else None
+        self.root = Path(root) if root is not None else Path(".")
         if max_audited is not None and max_audited < 1:
             raise ValueError(f"max_audited must be >= 1 or null, got {max_audited}")
         self.max_audited = max_audited
@@ -129,7 +153,17 @@ class MembershipDataModule(pl.LightningDataModule):
     def _draw_split(
         self, member_pool: list[SampleRecord], nonmember_pool: list[SampleRecord]
     ) -> Manifest:
-        """The ordinary split of this module's sizes and seed (also a population's pool)."""
+        """The ordinary split of this module's sizes and seed (also a population's pool),
+        or the one the lists declare."""
+        if self.lists is not None:
+            return declared_split(
+                member_pool,
+                nonmember_pool,
+                *self.lists,
+                root=self.root,
+                members_from=self.members_from,
+                nonmembers_from=self.nonmembers_from,
+            )
         return make_split(
             member_pool,
             nonmember_pool,
@@ -150,9 +184,21 @@ class MembershipDataModule(pl.LightningDataModule):
 
         if self.population_settings.get("n_models"):
             manifest = self._population_column(member_pool, nonmember_pool)
+        elif self.lists is not None:
+            # read from the lists every time (no draw to reuse; their hash keys the path)
+            manifest = self._draw_split(member_pool, nonmember_pool)
+            if self.manifest_path is not None and not self.manifest_path.exists():
+                manifest.to_csv(self.manifest_path)
         elif self.manifest_path is not None and self.manifest_path.exists():
             manifest = Manifest.from_csv(self.manifest_path)
             self._check_matches(manifest, member_pool, nonmember_pool)
+            # a manifest cached before manifests recorded it: what these settings make it
+            manifest.membership = split_membership(
+                self.n_members,
+                self.n_nonmembers,
+                self.members_from != self.nonmembers_from,
+                self.n_validation,
+            )
             log.info("reusing membership split %s", self.manifest_path)
         else:
             manifest = self._draw_split(member_pool, nonmember_pool)

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 #: Roles a sample can have in a manifest, in the order rows are written.
 ROLES: tuple[str, ...] = ("member", "nonmember", "validation")
 COLUMNS: tuple[str, ...] = ("sample_id", "path", "sha256", "role")
+#: how a split came about: drawn at random (:func:`make_split`) or declared by the user
+#: (published train/test split, or lists: :mod:`miabench.data.declared`); written as the
+#: manifest's optional last column, absent (``drawn``) in manifests written before it existed
+MEMBERSHIP: tuple[str, ...] = ("drawn", "declared")
 
 
 class DuplicateContentError(ValueError):
@@ -64,9 +68,16 @@ class ManifestRow:
 
 
 class Manifest:
-    """The membership split of one victim: one row per sample with its role."""
+    """The membership split of one victim: one row per sample with its role.
 
-    def __init__(self, rows: Iterable[ManifestRow]) -> None:
+    ``membership`` says whether the split was ``drawn`` or ``declared`` (:data:`MEMBERSHIP`);
+    it is recorded, not hashed: the same rows are the same split, and the same victim.
+    """
+
+    def __init__(self, rows: Iterable[ManifestRow], membership: str = "drawn") -> None:
+        if membership not in MEMBERSHIP:
+            raise ValueError(f"membership {membership!r} not in {MEMBERSHIP}")
+        self.membership = membership
         rows = list(rows)
         for row in rows:
             if row.role not in ROLES:
@@ -143,9 +154,9 @@ class Manifest:
         """Write the manifest as CSV (atomically) and return its path."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(COLUMNS)
+        writer.writerow([*COLUMNS, "membership"])
         for row in self.rows:
-            writer.writerow([row.sample_id, row.path, row.sha256, row.role])
+            writer.writerow([row.sample_id, row.path, row.sha256, row.role, self.membership])
         return atomic_write_text(path, buffer.getvalue(), checksum=True)
 
     @classmethod
@@ -165,8 +176,14 @@ class Manifest:
                     f"{path}: manifest lacks column(s) {missing}; "
                     f"expected {list(COLUMNS)}, found {reader.fieldnames}"
                 )
-            rows = []
+            rows, kinds = [], set()
             for line, raw in enumerate(reader, start=2):
+                kind = raw.get("membership") or "drawn"
+                if kind not in MEMBERSHIP:
+                    raise ValueError(
+                        f"{path}, line {line}: membership {kind!r} not in {list(MEMBERSHIP)}"
+                    )
+                kinds.add(kind)
                 if raw["role"] not in ROLES:
                     raise ValueError(
                         f"{path}, line {line}: role {raw['role']!r} not in {list(ROLES)}"
@@ -174,7 +191,9 @@ class Manifest:
                 if not raw["sample_id"] or not raw["sha256"]:
                     raise ValueError(f"{path}, line {line}: empty sample_id or sha256")
                 rows.append(ManifestRow(raw["sample_id"], raw["path"], raw["sha256"], raw["role"]))
-        return cls(rows)
+        if len(kinds) > 1:
+            raise ValueError(f"{path}: rows disagree on membership ({sorted(kinds)})")
+        return cls(rows, membership=kinds.pop() if kinds else "drawn")
 
 
 def _unique(pool: Sequence[SampleRecord], name: str) -> list[SampleRecord]:
@@ -245,6 +264,16 @@ def _fill(
 def _check_count(n: int | None, name: str) -> None:
     if n is not None and n < 0:
         raise ValueError(f"{name} must be >= 0 or None, got {n}")
+
+
+def split_membership(
+    n_members: int | None, n_nonmembers: int | None, separate_pools: bool, n_validation: int
+) -> str:
+    """``declared`` when a split takes every sample of two separate pools and holds none
+    out: no draw took place, the split is the dataset's own (its published train/test, as
+    ``split=paper`` takes it); else ``drawn``."""
+    every = n_members is None and n_nonmembers is None and not n_validation
+    return "declared" if every and separate_pools else "drawn"
 
 
 def make_split(
@@ -328,9 +357,12 @@ def make_split(
     drawn.update(_fill(_groups(candidates), [("nonmember", n_nonmembers)], rng))
 
     manifest = Manifest(
-        ManifestRow(r.sample_id, r.path, r.sha256, role)
-        for role, records in drawn.items()
-        for r in records
+        (
+            ManifestRow(r.sample_id, r.path, r.sha256, role)
+            for role, records in drawn.items()
+            for r in records
+        ),
+        membership=split_membership(n_members, n_nonmembers, not overlap, n_validation),
     )
     manifest.check_disjoint()
     return manifest

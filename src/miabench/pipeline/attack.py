@@ -16,7 +16,6 @@ from miabench.attacks.base import Attack
 from miabench.defenses.setting import DefenseSetting
 from miabench.metrics.utility import summarize
 from miabench.pipeline.code_hash import attack_code_version
-from miabench.pipeline.common import resolve_device
 from miabench.pipeline.halves import ROLES, Halves, split_halves
 from miabench.pipeline.imported import import_victim
 from miabench.pipeline.logging_hooks import log_results
@@ -25,6 +24,7 @@ from miabench.pipeline.run_id import RunId
 from miabench.pipeline.train import TrainedVictim, locate_victim
 from miabench.results.plots import plot_roc
 from miabench.utils.config import to_container
+from miabench.utils.device import select_device
 from miabench.utils.hashing import stable_hash
 from miabench.utils.io import atomic_write_json, read_json, verified_exists
 from miabench.utils.locks import cache_lock_dir, locked
@@ -348,7 +348,7 @@ def _run_attack_locked(cfg: DictConfig, victim: TrainedVictim, out: Path) -> Pat
         return results_path
     out.mkdir(parents=True, exist_ok=True)
     clock, started = StageClock(), now_iso()
-    device = resolve_device(cfg.evaluation.device)
+    device = select_device(cfg)
     model = victim.load(cfg).to(device)
 
     log.info("[1/5] utility of the victim on members and non-members")

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+from miabench.data.declared import list_sha256
 from miabench.defenses.setting import DefenseSetting
 from miabench.pipeline.code_hash import code_version, victim_config
 from miabench.utils.config import to_container
+from miabench.utils.device import training_replicas
 from miabench.utils.hashing import stable_hash
 
 if TYPE_CHECKING:
@@ -62,6 +64,12 @@ def split_key(cfg: DictConfig) -> str:
     if not (split.get("population") or {}).get("n_models"):
         # no reference models: the ordinary split, keyed as before the population existed
         split.pop("population", None)
+    for key in ("members_list", "nonmembers_list"):
+        # declared membership: the lists' content shapes the split, not where they are
+        # (no list: the key of a drawn split, as before the lists existed)
+        path = split.pop(key, None)
+        if path is not None:
+            split[f"{key}_sha256"] = list_sha256(path)
     return stable_hash({"data": data, "split": split})
 
 
@@ -91,6 +99,11 @@ def victim_key(
     trainer = {
         k: v for k, v in to_container(cfg.trainer).items() if k not in _COSMETIC_TRAINER_KEYS
     }
+    if "devices" in trainer:
+        # Which devices is cosmetic, how many data-parallel replicas is not (DDP multiplies
+        # the effective batch): `devices: auto` keys as the count it means here, so one GPU,
+        # one CPU and a cache written under `devices: 1` share a victim, 4 DDP GPUs do not.
+        trainer["devices"] = training_replicas(cfg.trainer.get("accelerator"), trainer["devices"])
     parts = {
         "victim": victim,
         "data": to_container(cfg.data),

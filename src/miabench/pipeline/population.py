@@ -97,11 +97,12 @@ def _override(key: str, value: Any) -> str:
 
 
 def train_command(cfg: DictConfig, models: list[int]) -> str:
-    """The command that trains ``models`` of this run's population.
+    """The command that trains ``models`` of this run's population, concurrently.
 
-    A Hydra multirun over ``split.population.model`` when every model shares the seed
-    (``reference.seeds: shared``); with distinct seeds a shell loop, since each model also
-    needs its own ``seed`` (a multirun would sweep the product of the two).
+    A Hydra multirun over ``split.population.model`` through the ``parallel`` launcher
+    (Hydra's joblib launcher, jobs and threads sized from the machine; ``hydra/launcher=slurm``
+    makes each model a SLURM job instead). With distinct seeds each model's ``seed`` follows
+    its index through ``${mia_add:seed,model}``, so the sweep is over the models alone.
     """
     distinct = cfg.reference.seeds == "distinct"
     pinned = ("split.population.model", "seed=", "split.seed=", "reference.seed=")
@@ -117,23 +118,19 @@ def train_command(cfg: DictConfig, models: list[int]) -> str:
         overrides = "<this run's overrides>"
     recipe = to_container(cfg.reference.recipe) or {}
     extra = "".join(f" {_override(k, v)}" for k, v in recipe.items())
-    command = f"python -m miabench.train_victim {overrides}"
+    command = f"python -m miabench.train_victim -m hydra/launcher=parallel {overrides}"
+    seeds = ""
+    if distinct:
+        seed = int(cfg.seed)
+        seeds = " " + shlex.quote(f"seed=${{mia_add:{seed},${{split.population.model}}}}")
+        seeds += f" split.seed={int(cfg.split.seed)} reference.seed={int(cfg.reference.seed)}"
     lines = []
     for group in ([m for m in models if m == 0], [m for m in models if m > 0]):
         if not group:
             continue
         options = extra if group[0] > 0 else ""
-        if distinct:
-            seeds = f"seed=$(({int(cfg.seed)} + k)) split.seed={int(cfg.split.seed)} " + (
-                f"reference.seed={int(cfg.reference.seed)}"
-            )
-            listed = " ".join(str(m) for m in group)
-            lines.append(
-                f"for k in {listed}; do {command}{options} split.population.model=$k {seeds}; done"
-            )
-        else:
-            listed = ",".join(str(m) for m in group)
-            lines.append(f"{command} -m{options} split.population.model={listed}")
+        listed = ",".join(str(m) for m in group)
+        lines.append(f"{command}{options} split.population.model={listed}{seeds}")
     return "\n  ".join(lines)
 
 

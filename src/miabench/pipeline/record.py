@@ -116,6 +116,9 @@ def describe_run(cfg: DictConfig, victim: TrainedVictim) -> dict[str, Any]:
         "manifest_sha256": victim.key["manifest_sha256"],
         "n_members": len(manifest.ids("member")),
         "n_nonmembers": len(manifest.ids("nonmember")),
+        # "declared" (the dataset's published split, or split.members_list/nonmembers_list)
+        # or "drawn" (a seeded draw of split.n_members/n_nonmembers)
+        "membership": manifest.membership,
         "package_version": miabench.__version__,
         # how the calibration/test halves were drawn (by sample, or whole groups/identities)
         "calibration_by_group": bool(cfg.evaluation.get("calibration_by_group", False)),

@@ -43,7 +43,6 @@ from miabench.metrics.calibration import calibration_split
 from miabench.metrics.clustered import clustered_roc_intervals
 from miabench.metrics.roc import evaluate_scores, tpr_key
 from miabench.pipeline.code_hash import attack_code_version
-from miabench.pipeline.common import resolve_device
 from miabench.pipeline.population import PopulationModels, cost, locate_models
 from miabench.pipeline.record import describe_run, held_out_metrics, provenance, write_csv
 from miabench.pipeline.run_id import RunId
@@ -53,6 +52,7 @@ from miabench.pipeline.train import TrainedVictim
 from miabench.results.plots import plot_roc
 from miabench.results.reference_table import plot_strength
 from miabench.utils.config import to_container
+from miabench.utils.device import select_device
 from miabench.utils.hashing import stable_hash
 from miabench.utils.io import atomic_write_json, verified_exists
 from miabench.utils.provenance import StageClock, now_iso
@@ -318,7 +318,7 @@ def run_reference_attack(cfg: DictConfig, victim: TrainedVictim | None = None) -
     clock, started = StageClock(), now_iso()
     log.info("[1/4] population: the target and %s reference models", cfg.reference.n_models)
     models = locate_models(cfg, victim)
-    device = resolve_device(cfg.evaluation.device)
+    device = select_device(cfg)
     log.info("[2/4] signals of every model (one pass each, cached)")
     with clock.stage("signals"):
         paths = [

@@ -310,7 +310,14 @@ def _train(cfg: DictConfig, victim: TrainedVictim) -> TrainedVictim:
                 "defense": defense.report(),
                 # when and where this process trained (a resumed run times its last part)
                 "timing": {**clock.stages["train"], "resumed": ckpt_path is not None},
-                "environment": environment(module.device),
+                # where it trained (Lightning moves the module back to the CPU at the end)
+                "environment": {
+                    **environment(trainer.strategy.root_device),
+                    "accelerator": type(trainer.accelerator).__name__,
+                    "num_devices": trainer.num_devices,
+                    "world_size": trainer.world_size,
+                    "precision": str(trainer.precision),
+                },
             },
             checksum=True,
         )

@@ -40,6 +40,7 @@ SETTING_KEYS = (
     "calibration_by_group",
     "n_members",
     "n_nonmembers",
+    "membership",
 )
 #: override keys (and their sub-keys) that do not change what a run measured: where files
 #: go, Hydra's own settings, which table a run feeds, logging and progress bars. Seeds are
@@ -130,6 +131,8 @@ def setting_key(result: Mapping[str, Any]) -> str:
     """
     run = result["run"]
     parts: dict[str, Any] = {k: run.get(k) for k in SETTING_KEYS}
+    # runs recorded before results said how membership came about were drawn or paper splits
+    parts["membership"] = run.get("membership") or "drawn"
     parts["attacks"] = {
         name: _without_seeds((info or {}).get("describe") or {})
         for name, info in (result.get("attacks") or {}).items()

@@ -129,9 +129,13 @@ def _weights(attacks: Mapping[str, Any]) -> str | None:
 
 
 def _data_label(run: Mapping[str, Any]) -> str:
+    """The data column: dataset name, where it was read, and declared membership (a split
+    the user or the paper stated rather than one drawn at random, ``run.membership``)."""
     name = run.get("data_name", run["dataset"])
-    root = run.get("data_root")
-    return f"{name} ({root})" if root else str(name)
+    details = [str(run["data_root"])] if run.get("data_root") else []
+    if run.get("membership") == "declared":
+        details.append("membership declared")
+    return f"{name} ({'; '.join(details)})" if details else str(name)
 
 
 def _utility(result: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -129,9 +129,13 @@ def environment(device: Any = None) -> dict[str, Any]:
         try:
             import torch
 
+            from miabench.utils.device import device_label
+
+            # "cpu", or "cuda:0 (NVIDIA H100 80GB HBM3)": which card, not just its kind
+            info["device"] = device_label(device)
             if str(device).startswith("cuda") and torch.cuda.is_available():
                 info["device_name"] = torch.cuda.get_device_name(torch.device(device))
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - provenance must never break a run
             pass
     return info
 

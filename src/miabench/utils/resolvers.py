@@ -67,7 +67,19 @@ RESOLVERS = {
 
 
 def register() -> None:
-    """Register every resolver of :data:`RESOLVERS` (idempotent)."""
-    for name, function in RESOLVERS.items():
+    """Register every resolver of :data:`RESOLVERS`, and the machine's sizes
+    (:mod:`miabench.utils.device`): ``${mia_jobs:}`` (concurrent joblib jobs),
+    ``${mia_gpus:accelerator,devices}`` (a SLURM job's GPUs) and ``${mia_add:a,b}`` (a
+    model's seed in a sweep). Idempotent."""
+    from miabench.utils import device  # noqa: PLC0415 - torch only inside its functions
+
+    resolvers = {
+        **RESOLVERS,
+        "mia_jobs": lambda per_gpu=device.JOBS_PER_GPU: device.machine_jobs(int(per_gpu)),
+        "mia_gpus": device.slurm_gpus,
+        "mia_tasks": lambda accelerator, devices: max(1, device.slurm_gpus(accelerator, devices)),
+        "mia_add": lambda *values: sum(int(v) for v in values),
+    }
+    for name, function in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
