@@ -26,7 +26,13 @@ import numpy as np
 
 from miabench.data.embedded.build import completed_build
 from miabench.data.embedded.composites import Renderer, _build
-from miabench.data.embedded.face_composites import BACKGROUNDS, _backgrounds, _faces, compose_image
+from miabench.data.embedded.face_composites import (
+    BACKGROUNDS,
+    _backgrounds,
+    _faces,
+    compose_image,
+    face_ranges,
+)
 
 #: Bumped when the rendering changes, so an old folder is not mistaken for a new build.
 RENDER_VERSION = 1
@@ -89,12 +95,7 @@ def build_face_area_on_scenes(
         FileExistsError: ``out_root`` holds something else.
     """
     out_root = Path(out_root)
-    n_faces, face_size = tuple(int(v) for v in n_faces), tuple(int(v) for v in face_size)
-    if not (0 <= n_faces[0] <= n_faces[1]) or not (1 <= face_size[0] <= face_size[1] <= image_size):
-        raise ValueError(
-            f"need 0 <= n_faces[0] <= n_faces[1] and 1 <= face_size[0] <= face_size[1] <= "
-            f"image_size, got n_faces={n_faces}, face_size={face_size}, image_size={image_size}"
-        )
+    n_faces, face_size = face_ranges(n_faces, face_size, image_size)
     params = {
         "n_train": n_train,
         "n_val": n_val,

@@ -133,6 +133,23 @@ def compose_image(
     return canvas, np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
 
 
+def face_ranges(
+    n_faces: Sequence[int], face_size: Sequence[int], image_size: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(n_faces, face_size)`` as int pairs, checked against each other and the image.
+
+    Raises:
+        ValueError: an empty or reversed range, or a face larger than the image.
+    """
+    n_faces, face_size = tuple(int(v) for v in n_faces), tuple(int(v) for v in face_size)
+    if not (0 <= n_faces[0] <= n_faces[1]) or not (1 <= face_size[0] <= face_size[1] <= image_size):
+        raise ValueError(
+            f"need 0 <= n_faces[0] <= n_faces[1] and 1 <= face_size[0] <= face_size[1] <= "
+            f"image_size, got n_faces={n_faces}, face_size={face_size}, image_size={image_size}"
+        )
+    return n_faces, face_size
+
+
 def build_faces_on_scenes(
     out_root: str | os.PathLike,
     n_train: int,
@@ -168,12 +185,7 @@ def build_faces_on_scenes(
         FileExistsError: ``out_root`` holds something else.
     """
     out_root = Path(out_root)
-    n_faces, face_size = tuple(int(v) for v in n_faces), tuple(int(v) for v in face_size)
-    if not (0 <= n_faces[0] <= n_faces[1]) or not (1 <= face_size[0] <= face_size[1] <= image_size):
-        raise ValueError(
-            f"need 0 <= n_faces[0] <= n_faces[1] and 1 <= face_size[0] <= face_size[1] <= "
-            f"image_size, got n_faces={n_faces}, face_size={face_size}, image_size={image_size}"
-        )
+    n_faces, face_size = face_ranges(n_faces, face_size, image_size)
     params = {
         "n_train": n_train,
         "n_val": n_val,
