@@ -97,6 +97,7 @@ def test_ccpd_name_fields_parse_exactly() -> None:
         (README_NAME.replace("0_0_22_27_27_33_16", "34_0_22_27_27_33_16"), "authors' tables"),
         (README_NAME.replace("0_0_22_27_27_33_16", "0_0_22_27_27_33_35"), "authors' tables"),
         (README_NAME.replace("-37-15", "-x-15"), "brightness"),
+        (README_NAME.replace("-37-15", "-\u00b2-15"), "brightness"),  # a Unicode digit
     ],
 )
 def test_malformed_ccpd_names_say_what_is_wrong(name: str, message: str) -> None:
@@ -214,6 +215,7 @@ def test_yolo_flat_layout(tmp_path: Path) -> None:
         ("0 0.5 0.5 0.2\n", ":1: expected 5 fields 'class cx cy w h', got 4"),
         ("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2 0.9\n", ":2: expected 5 fields"),
         ("0 0.5 0.5 0.2 x\n", ":1: expected numbers"),
+        ("0 nan 0.5 0.2 0.2\n", ":1: expected finite numbers"),
         ("-1 0.5 0.5 0.2 0.2\n", ":1: class must be an integer >= 0"),
         ("0.5 0.5 0.5 0.2 0.2\n", ":1: class must be an integer >= 0"),
         ("0 1.5 0.5 0.2 0.2\n", ":1: box outside the image: cx cy w h must be fractions"),

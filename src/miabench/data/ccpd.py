@@ -102,7 +102,7 @@ class CCPDAnnotation:
 
 def _numbers(text: str, sep: str, count: int, what: str) -> tuple[int, ...]:
     parts = text.split(sep)
-    if len(parts) != count or not all(p.isdigit() for p in parts):
+    if len(parts) != count or not all(p.isascii() and p.isdigit() for p in parts):
         raise ValueError(
             f"{what} must be {count} non-negative integers joined by {sep!r}, got {text!r}"
         )
@@ -145,7 +145,7 @@ def parse_ccpd_name(name: str) -> CCPDAnnotation:
     if x1 >= x2 or y1 >= y2:
         raise ValueError(f"bounding box {box!r} is empty (needs x1 < x2 and y1 < y2)")
     corners = _points(vertices, 4, "vertices")
-    indices = tuple(int(p) if p.isdigit() else -1 for p in plate.split("_"))
+    indices = tuple(int(p) if p.isascii() and p.isdigit() else -1 for p in plate.split("_"))
     if len(indices) not in PLATE_LENGTHS:
         raise ValueError(f"plate must have 7 or 8 character indices, got {plate!r}")
     tables = (PROVINCES, ALPHABETS) + (ADS,) * (len(indices) - 2)

@@ -120,7 +120,9 @@ def parse_label_file(
             values = [float(v) for v in fields]
         except ValueError:
             raise ValueError(f"{where}: expected numbers 'class cx cy w h', got {line!r}") from None
-        if not all(np.isfinite(values)) or values[0] < 0 or values[0] != int(values[0]):
+        if not all(np.isfinite(values)):
+            raise ValueError(f"{where}: expected finite numbers 'class cx cy w h', got {line!r}")
+        if values[0] < 0 or values[0] != int(values[0]):
             raise ValueError(f"{where}: class must be an integer >= 0, got {fields[0]!r}")
         box = np.asarray(values[1:])
         if (box < 0).any() or (box > 1).any():
