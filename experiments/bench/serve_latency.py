@@ -2,15 +2,17 @@
 
 For each model: the server (as ``python -m miabench.serve`` builds it, default settings:
 one worker thread, a queue of 16) runs in this process on a free local port; the model is
-loaded by a first request (not timed); then one client sends 20 requests one after another,
-and 8 clients send 20 each at the same time. Each request uploads one image and asks for the
+loaded before timing (not timed); then one client sends 20 requests one after another, and
+8 clients send 20 each at the same time. Each request uploads one image and asks for the
 HTML report page (score, calibrated probability with its bootstrap interval, percentiles,
 decisions, histograms, the processed input): the per-image report a person reads. The JSON
 API (``POST /api/audit``) is timed the same way. Any status other than 200 is a failure.
+The machine's load average (``os.getloadavg``, what ``uptime`` prints) is recorded before
+and after every measurement: on a shared machine it says how pessimistic the times are.
 
     MIABENCH_ROOT=/path/with/outputs python experiments/bench/serve_latency.py \
         --pix2pix outputs/defenses_pix2pix/attacks/<run> --mint outputs/attacks/<run> \
-        [--screenshots docs/images]
+        [--conf conf] [--screenshots docs/images]
 
 Writes results/serve_latency/serve_latency.{json,md} (or --out).
 """
@@ -34,6 +36,7 @@ import httpx
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from miabench.serve.__main__ import build
@@ -105,10 +108,12 @@ def timed_requests(
                 out.append((time.perf_counter() - start, response.status_code))
         return out
 
+    load_before = os.getloadavg()
     wall = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = [r for rs in pool.map(client, range(clients)) for r in rs]
     wall = time.perf_counter() - wall
+    load_after = os.getloadavg()
     latencies = sorted(t for t, _ in results)
     return {
         "endpoint": "api" if api else "report page",
@@ -119,7 +124,17 @@ def timed_requests(
         "p95_s": float(np.percentile(latencies, 95)),
         "max_s": latencies[-1],
         "throughput_per_s": len(results) / wall,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
     }
+
+
+def _context(conf: Path | None) -> Any:
+    """Hydra's config source: ``conf`` (a checkout's configs) or the installed package's."""
+    GlobalHydra.instance().clear()
+    if conf is not None:
+        return initialize_config_dir(str(conf.resolve()), version_base="1.3")
+    return initialize_config_module("miabench.conf", version_base="1.3")
 
 
 def screenshots(url: str, model_id: str, image: tuple[str, bytes], out: Path) -> list[str]:
@@ -184,14 +199,16 @@ def main() -> None:
         overrides = [f"paths.root_dir={root}", f"serve.models=[{folder}]", *args.override]
         if attack and kind == "MINT auditor":
             overrides.append(f"serve.attack={attack}")
-        if args.conf is not None:
-            context = initialize_config_dir(str(args.conf.resolve()), version_base="1.3")
-        else:
-            context = initialize_config_module("miabench.conf", version_base="1.3")
-        with context:
+        with _context(args.conf):
             cfg = compose("serve", overrides=overrides)
+
+        def compose_run(run_overrides: Any, conf: Path | None = args.conf) -> Any:
+            # the served run's config from the same configs as the server's own
+            with _context(conf):
+                return compose("run_attack", [*run_overrides, f"paths.root_dir={root}"])
+
         start = time.perf_counter()
-        app = build(cfg)
+        app = build(cfg, compose_run)
         model_id = folder.name
         images = images_of(app, model_id, 40)
         load_s = time.perf_counter() - start
@@ -199,11 +216,14 @@ def main() -> None:
             for api in (False, True):
                 for clients in (1, args.clients):
                     row = timed_requests(url, model_id, images, api, clients, args.requests)
+                    auditor = app.state.service.auditor(model_id)
                     row.update(
                         model=model_id,
                         kind=kind,
-                        attack=app.state.service.auditor(model_id).entry.attack,
+                        attack=auditor.entry.attack,
                         load_s=load_s,
+                        refit=auditor.refit,
+                        score_check=auditor.score_check,
                     )
                     rows.append(row)
                     print(json.dumps(row))
@@ -214,6 +234,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "serve_overrides": args.override,
+        "nice": os.nice(0),  # 19 under the shared machine's rules: other jobs come first
     }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "serve_latency.json", {"environment": env, "rows": rows})
@@ -221,16 +243,26 @@ def main() -> None:
         "# Audit server latency (experiments/bench/serve_latency.py)",
         "",
         f"{env['cpu_count']} CPU cores, torch {env['torch_threads']} threads, one worker thread "
-        "(serve.workers=1, serve.queue=16); one image per request; the model loaded before timing.",
+        "(serve.workers=1, serve.queue=16); one image per request; the model loaded before timing; "
+        f"the bench ran at niceness {env['nice']}.",
         "",
-        "| model | attack | endpoint | clients | requests | failed | p50 s | p95 s | max s | req/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | attack | endpoint | clients | requests | failed | p50 s | p95 s | max s "
+        "| req/s | load avg (1 min) before → after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['kind']} | {r['attack']} | {r['endpoint']} | {r['clients']} | {r['requests']} "
             f"| {r['failed']} | {r['p50_s']:.3f} | {r['p95_s']:.3f} | {r['max_s']:.3f} "
-            f"| {r['throughput_per_s']:.1f} |"
+            f"| {r['throughput_per_s']:.1f} | {r['load_average_before'][0]:.1f} → "
+            f"{r['load_average_after'][0]:.1f} |"
+        )
+    lines += ["", f"Serve overrides: {args.override or 'none (the defaults)'}."]
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        first = next(r for r in rows if r["kind"] == kind)
+        lines.append(
+            f"{kind}: model loaded in {first['load_s']:.1f} s; recorded samples scored again "
+            f"{first['score_check']}; refit {first['refit']}."
         )
     atomic_write_text(args.out / "serve_latency.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

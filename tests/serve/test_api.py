@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
@@ -89,3 +90,35 @@ def test_ground_truth_only_when_revealed(served_run: ServedRun) -> None:
         client, served_run.folder.name, [(name, buffer.getvalue()), (other, other_data)]
     )
     assert [r["ground_truth"] for r in reports["images"]] == ["member", "nonmember"]
+
+
+def test_report_page_marks_the_score_on_the_models_histograms(
+    client: TestClient, served_run: ServedRun
+) -> None:
+    model = served_run.folder.name
+    name, data = _files(served_run, "member")[0]
+    api = _audit(client, model, [(name, data)])
+    assert api["refit"] is None  # the reconstruction error learns nothing
+    assert api["calibration"]["scores"] == "recorded (scores.csv)"
+    page = client.post(
+        f"/models/{model}/audit",
+        data={"model": model},
+        files=[("images", ("a.png", data, "image/png"))],
+    )
+    assert page.status_code == 200, page.text
+    html = page.text
+    svg = ET.fromstring(html[html.index("<svg") : html.index("</svg>") + len("</svg>")])
+    markers = [
+        e for e in svg.iter("{http://www.w3.org/2000/svg}line") if e.get("class") == "marker"
+    ]
+    assert len(markers) == 2  # members' and non-members' panels
+    assert all(float(m.get("data-score")) == api["images"][0]["score"] for m in markers)
+    titles = [
+        e.text for e in svg.iter("{http://www.w3.org/2000/svg}text") if e.get("class") == "title"
+    ]
+    calibration = api["calibration"]
+    assert titles == [
+        f"calibration members (n={calibration['n_calibration_members']})",
+        f"calibration non-members (n={calibration['n_calibration_nonmembers']})",
+    ]
+    assert "refitted" not in html

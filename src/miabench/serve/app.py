@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -27,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from miabench.serve.auditor import Auditor
 from miabench.serve.models import ModelError
-from miabench.serve.plots import score_histograms, tensor_image
+from miabench.serve.plots import tensor_image
 from miabench.serve.uploads import Upload, UploadError, configure_pillow
 
 log = logging.getLogger(__name__)
@@ -129,18 +130,23 @@ def _public(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _report_views(auditor: Auditor, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Reports with their figures: the processed sample and the two histograms."""
+    """Reports with their figures: the processed sample and the score among the calibration
+    half's histograms (drawn when the model loaded; only the marker is added here)."""
     shown = []
     for report in reports:
         item = report["_item"]
         images = {"input": tensor_image(item["input"])}
         if item["target"].ndim == 3:  # paired tasks: the ground truth the output is held to
             images["target"] = tensor_image(item["target"])
-        histogram = score_histograms(
-            auditor.calibration.members, auditor.calibration.nonmembers, report["score"]
-        )
+        histogram = auditor.histograms.render(report["score"])
         shown.append({**_public(report), "images": images, "histogram": histogram})
     return shown
+
+
+def _audit_and_show(auditor: Auditor, uploads: list[Upload]) -> list[dict[str, Any]]:
+    """The report page's work, one trip to the worker pool: audit, then the figures (a
+    second trip would queue each request twice behind the others)."""
+    return _report_views(auditor, auditor.audit(uploads))
 
 
 def create_app(service: AuditService, settings: Any) -> FastAPI:
@@ -184,17 +190,20 @@ def create_app(service: AuditService, settings: Any) -> FastAPI:
     async def invalid(request: Request, err: RequestValidationError) -> Response:
         return _error_response(request, 422, f"invalid request: {err.errors()}")
 
-    async def audit(model_id: str, uploads: list[Upload]) -> tuple[Auditor, list[dict]]:
+    async def audit(
+        model_id: str, uploads: list[Upload], page: bool = False
+    ) -> tuple[Auditor, list[dict]]:
         auditor = service.auditor(model_id)
+        work = partial(_audit_and_show, auditor) if page else auditor.audit
         try:
-            return auditor, await service.run(auditor.audit, uploads)
+            return auditor, await service.run(work, uploads)
         except UploadError as err:
             raise HTTPException(err.status, str(err)) from err
         except ModelError as err:
             raise HTTPException(422, f"model {model_id} cannot be audited: {err}") from err
 
     def summaries() -> list[dict[str, Any]]:
-        return [a.entry.summary(a.weights_sha256) for a in service.auditors.values()]
+        return [a.summary() for a in service.auditors.values()]
 
     @app.get("/healthz", summary="Liveness: the server answers")
     async def healthz() -> dict[str, Any]:
@@ -243,7 +252,10 @@ def create_app(service: AuditService, settings: Any) -> FastAPI:
             "Per image: filename, sha256 (of the file), score (higher = more member-like), "
             "membership_probability (calibrated on the calibration half, prior 0.5), "
             "probability_interval (bootstrap), percentile_among_members, "
-            "percentile_among_nonmembers, decision_at_fpr ({fpr: member, threshold, note})."
+            "percentile_among_nonmembers, decision_at_fpr ({fpr: member, threshold, note}). "
+            "calibration.scores says whose scores the calibration half holds: the recorded "
+            "ones, or, where a trainable attack's refit does not reproduce them, its own "
+            "(refit: how far they are from the recorded ones)."
         ),
         openapi_extra=audit_body,
     )
@@ -253,7 +265,8 @@ def create_app(service: AuditService, settings: Any) -> FastAPI:
         return {
             "model": model_id,
             "attack": auditor.entry.attack,
-            "calibration": auditor.calibration.summary(),
+            "calibration": auditor.calibration_summary(),
+            "refit": auditor.refit,
             "images": [_public(r) for r in reports],
         }
 
@@ -269,7 +282,7 @@ def create_app(service: AuditService, settings: Any) -> FastAPI:
         return app.state.templates.TemplateResponse(
             request,
             "upload.html",
-            {"model": auditor.entry.summary(auditor.weights_sha256), "max_images": max_images},
+            {"model": auditor.summary(), "max_images": max_images},
         )
 
     @app.post("/models/{model_id}/audit", response_class=HTMLResponse, include_in_schema=False)
@@ -277,18 +290,18 @@ def create_app(service: AuditService, settings: Any) -> FastAPI:
         form_model, uploads = await read_audit_form(request, max_images)
         if form_model != model_id:
             raise HTTPException(400, "the form's model is not the page's model")
-        auditor, reports = await audit(model_id, uploads)
-        # the figures are drawn on the worker pool too: never on the event loop, and inside
-        # the same bound on concurrent work as the audits
-        shown = await service.run(_report_views, auditor, reports)
+        # the figures are drawn on the worker pool with the audit: never on the event loop,
+        # and inside the same bound on concurrent work
+        auditor, shown = await audit(model_id, uploads, page=True)
         return app.state.templates.TemplateResponse(
             request,
             "report.html",
             {
-                "model": auditor.entry.summary(auditor.weights_sha256),
-                "calibration": auditor.calibration.summary(),
+                "model": auditor.summary(),
+                "calibration": auditor.calibration_summary(),
                 "reports": shown,
                 "reveal": bool(settings.reveal_ground_truth),
+                "tolerance": f"{float(settings.check_tolerance):g}",
             },
         )
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
@@ -45,7 +46,11 @@ class Isotonic:
         return self
 
     def predict(self, scores: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(np.asarray(scores, dtype=np.float64)))
+        # the fitted step function read with np.interp, as IsotonicRegression.predict reads
+        # it (linear between its thresholds, clipped beyond them), without that call's
+        # input validation: ~0.3 ms a call, 60 ms of every report for 200 bootstrap refits
+        x = np.clip(np.asarray(scores, dtype=np.float64), self.model.X_min_, self.model.X_max_)
+        return np.interp(x, self.model.X_thresholds_, self.model.y_thresholds_)
 
 
 class Platt:
@@ -61,8 +66,10 @@ class Platt:
         return self
 
     def predict(self, scores: np.ndarray) -> np.ndarray:
+        # the logistic of the fitted line, as LogisticRegression.predict_proba computes it
+        # for two classes, without its input validation (see Isotonic.predict)
         x = (np.asarray(scores, dtype=np.float64) - self.mean) / self.scale
-        return self.model.predict_proba(x[:, None])[:, 1]
+        return expit(x * float(self.model.coef_[0, 0]) + float(self.model.intercept_[0]))
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
