@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from miabench.attacks.label_only import LabelOnly
 from miabench.attacks.reconstruction import reconstruction_error
 from miabench.attacks.segmentation import segmentation_error
 from miabench.victims.base import Signals
@@ -118,3 +119,25 @@ def detection_signals(signals: Signals) -> dict[str, torch.Tensor]:
         ]
     )
     return {"loss": signals["loss"].to(torch.float64), "confidence": confidence}
+
+
+def label_agreement_signals(signals: Signals, attack: LabelOnly) -> dict[str, torch.Tensor]:
+    """Hard-label signal of a detector or segmenter that returns boxes or a mask only.
+
+    What a deployed anonymizer returns (``defense=output_boxes`` / ``output_mask``) has no
+    loss nor score, so the reference attacks read instead the label-only attack's
+    per-sample agreement (Choquette-Choo et al., ICML 2021): the mean agreement of the hard
+    answers to the sample and its shifted / mirrored copies with the truth, one value per
+    sample and model, compared across models as LiRA and RMIA compare a loss.
+
+    Args:
+        signals: the victim's signal bundle with its ``query`` black box (answering through
+            the defense's attacker view).
+        attack: the label-only attack whose score is the signal
+            (:class:`~miabench.attacks.label_only.LabelOnlyDetection` or
+            :class:`~miabench.attacks.label_only.LabelOnlySegmentation`).
+
+    Returns:
+        ``agreement`` (B,) in [0, 1] (1 = every answer agrees with the truth exactly).
+    """
+    return {"agreement": attack.score(signals)["score"].to(torch.float64)}
