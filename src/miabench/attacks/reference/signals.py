@@ -11,7 +11,7 @@ knowledge: which per-sample statistic carries membership for this kind of model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -141,3 +141,25 @@ def label_agreement_signals(signals: Signals, attack: LabelOnly) -> dict[str, to
         ``agreement`` (B,) in [0, 1] (1 = every answer agrees with the truth exactly).
     """
     return {"agreement": attack.score(signals)["score"].to(torch.float64)}
+
+
+def with_label_agreement(
+    signals: Signals, family: SignalFn, attack: LabelOnly, needs: Sequence[str] = ()
+) -> dict[str, torch.Tensor]:
+    """An anonymizer's signals: its family's (loss, confidence) where the attacker sees what
+    they are computed from, and the hard-label ``agreement`` always.
+
+    One signal config then serves a victim with and without ``defense=output_boxes`` /
+    ``output_mask``: under those views the detector's loss is hidden, its family signals
+    are left out and the reference attacks that read them are skipped (listed in
+    results.json), while the attacks on ``agreement`` run in both cases.
+
+    Args:
+        signals: the victim's signal bundle (through the attacker view) with its ``query``.
+        family: the family's signal function (e.g. :func:`detection_signals`).
+        attack: the label-only attack whose score is ``agreement``
+            (:func:`label_agreement_signals`).
+        needs: signals ``family`` reads; when one is missing, ``family`` is not called.
+    """
+    out = dict(family(signals)) if all(k in signals for k in needs) else {}
+    return out | label_agreement_signals(signals, attack)
