@@ -374,11 +374,14 @@ def _check_reference_attacks(attack_file: str, cfg: DictConfig) -> None:
     """Reference attacks are pure ``(target, reference, membership) -> (N,)`` functions of
     the views ``reference.signals`` defines: run each on a synthetic samples x models array
     of the signals the views read (pipeline/signals.py: ``loss`` (N,), ``loss_map``
-    (N, grid * grid), the models on the last axis, the target first)."""
+    (N, grid * grid), the label-only ``agreement`` (N,) in [0, 1], the models on the last
+    axis, the target first)."""
     n, m, grid = 16, 4, 4
     rng = np.random.default_rng(0)
     signals = {"loss": rng.uniform(0.05, 0.5, (n, m + 1))}
     signals["loss_map"] = rng.uniform(0.05, 0.5, (n, grid * grid, m + 1))
+    # exact (dis)agreement included: hard labels give them often
+    signals["agreement"] = np.clip(rng.uniform(-0.2, 1.2, (n, m + 1)), 0.0, 1.0)
     views = {
         str(name): np.asarray(instantiate(spec.transform)(signals[spec.signal]))
         for name, spec in cfg.reference.signals.views.items()
@@ -422,7 +425,22 @@ def test_attack_scores_every_sample_once(
     if "_pipeline_" in raw.attack or any(
         isinstance(v, DictConfig) and "score" in v for v in raw.attack.values()
     ):
-        _check_reference_attacks(attack_file, raw)
+        # every signal config (conf/reference/signals/) that defines the views it reads
+        covering = []
+        for path in sorted((CONF_DIR / "reference" / "signals").glob("*.yaml")):
+            cfg = compose_cfg(
+                "run_attack",
+                [f"attack={attack_file}", f"reference/signals={path.stem}"],
+                root_dir=tmp_path,
+            )
+            views = {
+                v.view for v in cfg.attack.values() if isinstance(v, DictConfig) and "view" in v
+            }
+            if views <= set(cfg.reference.signals.views):
+                covering.append(cfg)
+        assert covering, f"conf/attack/{attack_file}.yaml: no reference/signals has its views"
+        for cfg in covering:
+            _check_reference_attacks(attack_file, cfg)
         return
     entries = {
         str(k): OmegaConf.to_container(v)

@@ -1,4 +1,5 @@
-"""Paired data augmentation: the same random geometric transform for input and target."""
+"""Paired data augmentation: the same random geometric transform for an input and its ground
+truth (target image, label map or boxes)."""
 
 from __future__ import annotations
 
@@ -8,32 +9,63 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
 
 from miabench.defenses.base import Defense, MappedDataset, WrappedDataModule, loader_like
 
 
 class PairedTransform:
-    """Apply a torchvision v2 transform to an item's ``input`` and ``target`` jointly.
+    """Apply a torchvision v2 transform to an item's input and its ground truth jointly.
 
-    The input is wrapped as :class:`tv_tensors.Image`; a floating-point target as an
-    ``Image`` too (image translation) and an integer target as a :class:`tv_tensors.Mask`
-    (segmentation: nearest-neighbour resampling, never blended labels). v2 transforms draw
-    their random parameters once per call, so both receive the same crop, flip and rotation.
-    Other keys (``sample_id``) pass through unchanged.
+    The input is wrapped as :class:`tv_tensors.Image`. The ground truth is, by layout:
+
+    - ``target`` floating point (image translation): an ``Image`` too;
+    - ``target`` integer (segmentation label map): a :class:`tv_tensors.Mask`, resampled
+      nearest-neighbour (labels are never blended);
+    - ``boxes`` (detection, xyxy pixels, with the per-box ``ignore`` flags): a
+      :class:`tv_tensors.BoundingBoxes` on the input's canvas, so a flip mirrors the boxes,
+      a crop shifts and rescales them and a rotation takes their enclosing box. Boxes pushed
+      out of the picture (under one pixel wide or high once clamped) are dropped with their
+      ``ignore`` flags, as ``v2.SanitizeBoundingBoxes`` would.
+
+    v2 transforms draw their random parameters once per call, so the input and its ground
+    truth receive the same crop, flip and rotation. Other keys (``sample_id``) pass through.
     """
 
     def __init__(self, transform: Callable[..., Any]) -> None:
         self.transform = transform
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        image = tv_tensors.Image(item["input"])
+        if "boxes" in item:
+            return {**item, **self._boxes(image, item)}
+        if "target" not in item:
+            raise KeyError(
+                "defense=augmentation: an item needs a `target` (image or label map) or "
+                f"`boxes` to transform with its input; it has {sorted(item)}"
+            )
         target = item["target"]
         wrap = tv_tensors.Image if torch.is_floating_point(target) else tv_tensors.Mask
-        image, target = self.transform(tv_tensors.Image(item["input"]), wrap(target))
+        image, target = self.transform(image, wrap(target))
         return {
             **item,
             "input": image.as_subclass(torch.Tensor),
             "target": target.as_subclass(torch.Tensor),
         }
+
+    def _boxes(self, image: tv_tensors.Image, item: dict[str, Any]) -> dict[str, Any]:
+        boxes = tv_tensors.BoundingBoxes(
+            item["boxes"].reshape(-1, 4),
+            format=tv_tensors.BoundingBoxFormat.XYXY,
+            canvas_size=tuple(image.shape[-2:]),
+        )
+        image, boxes = self.transform(image, boxes)
+        boxes = F.clamp_bounding_boxes(boxes).as_subclass(torch.Tensor)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+        out = {"input": image.as_subclass(torch.Tensor), "boxes": boxes[keep]}
+        if "ignore" in item:
+            out["ignore"] = item["ignore"][keep]
+        return out
 
 
 class Augmentation(Defense):

@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from miabench.defenses.base import Defense, DefenseNotApplicable, WrappedDataModule
+from miabench.defenses.out_of_place import make_residuals_out_of_place
 from miabench.utils.extras import missing_extra
 
 try:  # the [dp] extra: a clear message instead of Hydra's "Error locating target"
@@ -97,6 +98,11 @@ class EmptySafeCollate:
         if isinstance(value, (list, tuple)):
             if value and all(isinstance(v, str) for v in value):
                 return ["<empty>"]
+            if value and all(torch.is_tensor(v) for v in value):
+                # one entry per sample (a detector's per-image boxes and flags): the one
+                # random image gets none (an image without objects; random boxes could be
+                # degenerate, which detectors refuse)
+                return type(value)([value[0][:0]])
             return type(value)(self._random(v) for v in value)
         raise TypeError(f"dpsgd: cannot make a random batch of {type(value).__name__}")
 
@@ -342,8 +348,17 @@ class DPSGD(Defense):
             inplace = [m for m in network.modules() if getattr(m, "inplace", False) is True]
             for m in inplace:
                 m.inplace = False
-            self.module_fixes[name] = fixes + (
-                [f"{len(inplace)} in-place activation(s) set to inplace=False"] if inplace else []
+            # the same for the residual sums of torchvision's ResNet / MobileNetV3 blocks
+            # (detector backbones, smp encoders); pix2pix-style networks have none
+            residuals = make_residuals_out_of_place(network)
+            self.module_fixes[name] = (
+                fixes
+                + (
+                    [f"{len(inplace)} in-place activation(s) set to inplace=False"]
+                    if inplace
+                    else []
+                )
+                + ([f"{residuals} residual block(s) made out-of-place"] if residuals else [])
             )
 
     def prepare_datamodule(self, datamodule: Any) -> Any:

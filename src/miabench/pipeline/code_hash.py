@@ -27,10 +27,16 @@ POST_HOC_DEFENSE_KEYS = POST_HOC_KEYS
 #: trained victim's key and code hash leave them out.
 IMPORT_VICTIM_KEYS = {"checkpoint", "checkpoint_reader"}
 
+#: Victim keys that shape nothing by themselves: ``monitor`` names the validation metric
+#: the victim logs, read by defense=early_stopping, whose resolved ``monitor`` is in the
+#: defense part of the key (so adding it to a victim config left undefended keys as they
+#: were).
+LABEL_VICTIM_KEYS = {"monitor"}
+
 
 def victim_config(cfg: DictConfig) -> dict[str, Any]:
     """``cfg.victim`` as a container, without the import keys unless a checkpoint is set."""
-    victim = to_container(cfg.victim)
+    victim = {k: v for k, v in to_container(cfg.victim).items() if k not in LABEL_VICTIM_KEYS}
     if not victim.get("checkpoint"):
         victim = {k: v for k, v in victim.items() if k not in IMPORT_VICTIM_KEYS}
     return victim

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 
 from miabench.attacks.reference.signals import SignalFn
 from miabench.defenses.setting import DefenseSetting
+from miabench.pipeline.attack import attacker_signals
 from miabench.pipeline.code_hash import module_closure, target_modules
 from miabench.pipeline.train import TrainedVictim
 from miabench.utils.config import to_container
@@ -93,8 +94,8 @@ def compute_signals(cfg: DictConfig, victim: TrainedVictim, device: torch.device
         ("nonmember", dm.nonmember_dataloader()),
     ):
         for signals in model.iter_signals(loader, device=device, desc=f"signals [{role}]"):
-            if view is not None:
-                signals = view(signals)
+            # the query black box answers through the view too (label-agreement signals)
+            signals = attacker_signals(signals, view)
             ids += list(signals["sample_id"])
             for name, value in fn(signals).items():
                 # float32 halves the cache; LiRA's Gaussians need no more precision

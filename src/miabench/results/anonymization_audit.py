@@ -62,16 +62,20 @@ def _mean(values: Iterable[Any]) -> float | None:
     return float(np.mean(found)) if found else None
 
 
-def _role_means(runs: Sequence[Mapping[str, Any]], attack: str) -> dict[str, float | None]:
-    """Mean ``<attack>.score`` of members and non-members (all rows), averaged over seeds."""
+def _role_means(
+    runs: Sequence[Mapping[str, Any]], attacks: Sequence[str]
+) -> dict[str, float | None]:
+    """Mean ``<attack>.score`` of members and non-members (all rows), averaged over seeds,
+    for the first of ``attacks`` a run scored (a detector's and a segmenter's confidence
+    attacks have different names)."""
     per_role: dict[str, list[float]] = {"member": [], "nonmember": []}
     for run in runs:
         path = run_file(run, "scores.csv")
         if path is None:
             continue
         scores = read_run_csv(path)
-        column = f"{attack}.score"
-        if column not in scores:
+        column = next((f"{a}.score" for a in attacks if f"{a}.score" in scores), None)
+        if column is None:
             continue
         for role, values in per_role.items():
             values.append(float(scores.loc[scores["role"] == role, column].mean()))
@@ -105,7 +109,7 @@ def audit_frame(
     results: Sequence[Mapping[str, Any]],
     kinds: Mapping[str, Sequence[str]],
     utility: Sequence[str],
-    confidence: str | None = None,
+    confidence: str | Sequence[str] | None = None,
     reference_results: Sequence[Mapping[str, Any]] = (),
     multiple_testing: str = "holm",
 ) -> pd.DataFrame:
@@ -115,14 +119,17 @@ def audit_frame(
         results: results.json contents of the audit's attack runs.
         kinds: kind → the attacks of that kind (those a run lacks are passed over).
         utility: utility metrics of the non-members reported per row.
-        confidence: an attack whose score is a confidence (e.g. ``confidence_max``): its
-            mean on members and non-members; None leaves those columns out.
+        confidence: an attack whose score is a confidence (e.g. ``confidence_max``), or
+            several (the first a run has is used): its mean on members and non-members;
+            None leaves those columns out.
         reference_results: ``attack=reference`` runs of the same victims and defenses.
         multiple_testing: ``holm`` or ``bh``, applied to each victim's tests together.
 
     Raises:
         ValueError: naming the file, when a result has no ``run.defense``.
     """
+    if isinstance(confidence, str):
+        confidence = [confidence]
     frames = []
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for result in results:
@@ -194,7 +201,7 @@ def write_anonymization_audit(
     ``conf/table/anonymization_audit.yaml``.
 
     Table keys: ``name``, ``title``, ``out_dir``, ``command``, ``kinds`` (kind → attacks),
-    ``utility: {metrics, plot}``, optional ``confidence`` (an attack),
+    ``utility: {metrics, plot}``, optional ``confidence`` (an attack, or a list),
     ``reference.results`` (globs of reference-model runs) and ``multiple_testing``.
 
     Raises:
@@ -220,9 +227,15 @@ def write_anonymization_audit(
         multiple_testing=method,
     )
     out_dir, name = Path(table["out_dir"]), table["name"]
-    plot_column = f"nonmember_{spec.get('plot', metrics[0])}"
+    # the plotted utility: the first of `plot` (a metric or a list) the victim reports
+    # (mAP@0.5 for detectors, Dice for segmenters)
+    wanted = spec.get("plot", metrics[0])
+    candidates = [f"nonmember_{m}" for m in ([wanted] if isinstance(wanted, str) else wanted)]
     plots = []
     for victim, rows in frame.groupby("victim", sort=False):
+        plot_column = next(
+            (c for c in candidates if c in rows and rows[c].notna().any()), candidates[0]
+        )
         stem = f"{name}_{victim.replace('/', '_')}"
         # every attack once: the strongest_* columns repeat one of them
         own = rows[[c for c in rows.columns if not c.startswith("strongest_")]]

@@ -11,11 +11,12 @@ knowledge: which per-sample statistic carries membership for this kind of model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from miabench.attacks.label_only import LabelOnly
 from miabench.attacks.reconstruction import reconstruction_error
 from miabench.attacks.segmentation import segmentation_error
 from miabench.victims.base import Signals
@@ -118,3 +119,47 @@ def detection_signals(signals: Signals) -> dict[str, torch.Tensor]:
         ]
     )
     return {"loss": signals["loss"].to(torch.float64), "confidence": confidence}
+
+
+def label_agreement_signals(signals: Signals, attack: LabelOnly) -> dict[str, torch.Tensor]:
+    """Hard-label signal of a detector or segmenter that returns boxes or a mask only.
+
+    What a deployed anonymizer returns (``defense=output_boxes`` / ``output_mask``) has no
+    loss nor score, so the reference attacks read instead the label-only attack's
+    per-sample agreement (Choquette-Choo et al., ICML 2021): the mean agreement of the hard
+    answers to the sample and its shifted / mirrored copies with the truth, one value per
+    sample and model, compared across models as LiRA and RMIA compare a loss.
+
+    Args:
+        signals: the victim's signal bundle with its ``query`` black box (answering through
+            the defense's attacker view).
+        attack: the label-only attack whose score is the signal
+            (:class:`~miabench.attacks.label_only.LabelOnlyDetection` or
+            :class:`~miabench.attacks.label_only.LabelOnlySegmentation`).
+
+    Returns:
+        ``agreement`` (B,) in [0, 1] (1 = every answer agrees with the truth exactly).
+    """
+    return {"agreement": attack.score(signals)["score"].to(torch.float64)}
+
+
+def with_label_agreement(
+    signals: Signals, family: SignalFn, attack: LabelOnly, needs: Sequence[str] = ()
+) -> dict[str, torch.Tensor]:
+    """An anonymizer's signals: its family's (loss, confidence) where the attacker sees what
+    they are computed from, and the hard-label ``agreement`` always.
+
+    One signal config then serves a victim with and without ``defense=output_boxes`` /
+    ``output_mask``: under those views the detector's loss is hidden, its family signals
+    are left out and the reference attacks that read them are skipped (listed in
+    results.json), while the attacks on ``agreement`` run in both cases.
+
+    Args:
+        signals: the victim's signal bundle (through the attacker view) with its ``query``.
+        family: the family's signal function (e.g. :func:`detection_signals`).
+        attack: the label-only attack whose score is ``agreement``
+            (:func:`label_agreement_signals`).
+        needs: signals ``family`` reads; when one is missing, ``family`` is not called.
+    """
+    out = dict(family(signals)) if all(k in signals for k in needs) else {}
+    return out | label_agreement_signals(signals, attack)

@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["logit_from_loss", "log_error", "likelihood_from_loss"]
+__all__ = [
+    "logit_from_loss",
+    "log_error",
+    "likelihood_from_loss",
+    "logit_from_share",
+    "likelihood_from_share",
+]
 
 
 def logit_from_loss(loss: ArrayLike) -> np.ndarray:
@@ -82,3 +88,19 @@ def likelihood_from_loss(loss: ArrayLike, temperature: float = 1.0) -> np.ndarra
             "raise the temperature"
         )
     return out
+
+
+def logit_from_share(share: ArrayLike, eps: float = 1e-4) -> np.ndarray:
+    """LiRA's statistic of a share in [0, 1] (the label-only agreement): ``log(p / (1 − p))``.
+
+    ``p`` is clipped to ``[eps, 1 − eps]`` first: an answer that agrees exactly (p = 1) or
+    not at all (p = 0) is common for hard labels, and must stay finite for the Gaussians.
+    """
+    p = np.clip(np.asarray(share, dtype=np.float64), eps, 1.0 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
+def likelihood_from_share(share: ArrayLike, eps: float = 1e-4) -> np.ndarray:
+    """RMIA's Pr(x|θ) read from a share in [0, 1] (the label-only agreement), floored at
+    ``eps`` so the likelihood ratios stay finite."""
+    return np.clip(np.asarray(share, dtype=np.float64), eps, 1.0)
