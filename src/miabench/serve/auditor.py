@@ -49,7 +49,6 @@ from torch.utils.data import default_collate
 
 from miabench.data.aligned import AlignedDataset
 from miabench.pipeline.attack import _attacker_view, _fit_batches, _prepare_attacks
-from miabench.pipeline.common import resolve_device
 from miabench.pipeline.halves import ROLES, split_halves
 from miabench.pipeline.keys import victim_key
 from miabench.pipeline.train import TrainedVictim, locate_victim
@@ -58,6 +57,7 @@ from miabench.serve.calibration import ScoreCalibration
 from miabench.serve.models import ModelEntry, ModelError
 from miabench.serve.plots import ScoreHistograms
 from miabench.serve.uploads import Upload, UploadError, decode_image
+from miabench.utils.device import resolve_device
 from miabench.utils.hashing import sha256_file
 from miabench.utils.io import check_torch_archive, read_json, read_verified
 
