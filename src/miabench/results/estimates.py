@@ -77,6 +77,10 @@ def bootstrap_settings(runs: Sequence[Mapping[str, Any]]) -> tuple[int, float]:
     return n_boot, level
 
 
+#: recorded attack metrics that are proportions (their seed intervals are clipped to [0, 1])
+PROPORTIONS = frozenset({"auc", "accuracy", "accuracy_at_decision", "precision", "recall"})
+
+
 def fpr_of(metric: str) -> float | None:
     match = re.fullmatch(r"tpr_at_(.+)pct_fpr", metric)
     return float(match.group(1)) / 100 if match else None
@@ -120,8 +124,8 @@ def seed_estimate(runs: Sequence[Mapping[str, Any]], attack: str, metric: str) -
         return SeedEstimate(
             one.value, one.low, one.high, None, 1, one.note, per_seed=tuple(values), test=ONE_SEED
         )
-    # AUCs and TPRs are proportions; other recorded metrics are left unbounded
-    bounded = metric == "auc" or fpr_of(metric) is not None
+    # AUCs, TPRs and the threshold metrics are proportions; other metrics are left unbounded
+    bounded = metric in PROPORTIONS or fpr_of(metric) is not None
     return over_seeds(values, level, bounds=(0.0, 1.0) if bounded else None)
 
 
