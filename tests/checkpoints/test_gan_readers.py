@@ -130,7 +130,7 @@ def test_pix2pixhd_global_generator_loads_and_matches_the_project_net(tmp_path: 
 
 
 def test_pix2pixhd_local_enhancer_keys(tmp_path: Path) -> None:
-    kwargs = dict(ngf=2, n_downsampling_global=2, n_blocks_global=1, n_blocks_local=1)
+    kwargs = dict(ngf=2, n_downsampling=2, n_blocks=1, n_blocks_local=1)
     authors = pix2pixhd_authors.LocalEnhancer(5, 3, **kwargs)
     state = randomize(authors)
     assert {"model1_1.1.weight", "model1_2.0.conv_block.1.weight", "model1_2.5.weight"} <= set(

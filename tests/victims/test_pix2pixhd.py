@@ -57,7 +57,7 @@ def tiny_victim(encoder: bool = False, local: bool = False) -> Pix2PixHDVictim:
     feat = 3 if encoder else 0
     if local:
         gen = LocalEnhancer(
-            K + feat, ngf=4, n_downsampling_global=2, n_blocks_global=1, n_blocks_local=1
+            K + feat, ngf=4, n_downsampling=2, n_blocks=1, n_blocks_local=1
         )
     else:
         gen = GlobalGenerator(K + feat, ngf=8, n_downsampling=2, n_blocks=2)
@@ -83,7 +83,7 @@ def test_global_generator_keeps_size_and_rejects_odd_sizes() -> None:
 
 
 def test_local_enhancer_runs_the_global_generator_at_half_resolution() -> None:
-    g = LocalEnhancer(3, ngf=4, n_downsampling_global=2, n_blocks_global=1, n_blocks_local=1)
+    g = LocalEnhancer(3, ngf=4, n_downsampling=2, n_blocks=1, n_blocks_local=1)
     seen = []
     g.global_generator.features.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
     out = g(torch.rand(1, 3, 32, 32))

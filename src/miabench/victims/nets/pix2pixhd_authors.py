@@ -103,21 +103,21 @@ class LocalEnhancer(nn.Module):
         in_channels: int,
         out_channels: int = 3,
         ngf: int = 32,
-        n_downsampling_global: int = 4,
-        n_blocks_global: int = 9,
+        n_downsampling: int = 4,
+        n_blocks: int = 9,
         n_enhancers: int = 1,
         n_blocks_local: int = 3,
         norm: str = "instance",
     ) -> None:
         super().__init__()
         self.n_enhancers = n_enhancers
-        self.n_downsampling_global = n_downsampling_global
+        self.n_downsampling = n_downsampling
         g1 = _global_layers(
             in_channels,
             out_channels,
             ngf * 2**n_enhancers,
-            n_downsampling_global,
-            n_blocks_global,
+            n_downsampling,
+            n_blocks,
             norm,
         )
         self.model = nn.Sequential(*g1[:-3])  # G2 reads G1's last feature map
@@ -136,7 +136,7 @@ class LocalEnhancer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map a conditioning map to an image in [-1, 1] at the input's resolution."""
-        _check_size(x, 2 ** (self.n_downsampling_global + self.n_enhancers))
+        _check_size(x, 2 ** (self.n_downsampling + self.n_enhancers))
         pyramid = [x]
         for _ in range(self.n_enhancers):
             # the authors' AvgPool2d(3, stride=2, padding=1, count_include_pad=False)

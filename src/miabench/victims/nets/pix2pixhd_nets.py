@@ -128,8 +128,8 @@ class LocalEnhancer(nn.Module):
         out_channels: output channels.
         ngf: filters of the outermost enhancer (32 as published for 1024p); the global
             generator gets ``ngf * 2**n_enhancers``.
-        n_downsampling_global: stride-2 levels of G1 (4).
-        n_blocks_global: residual blocks of G1 (9).
+        n_downsampling: stride-2 levels of G1 (4).
+        n_blocks: residual blocks of G1 (9).
         n_enhancers: number of local enhancers (1 for 2x, as published).
         n_blocks_local: residual blocks per enhancer (3).
         norm: ``instance``.
@@ -140,8 +140,8 @@ class LocalEnhancer(nn.Module):
         in_channels: int,
         out_channels: int = 3,
         ngf: int = 32,
-        n_downsampling_global: int = 4,
-        n_blocks_global: int = 9,
+        n_downsampling: int = 4,
+        n_blocks: int = 9,
         n_enhancers: int = 1,
         n_blocks_local: int = 3,
         norm: str = "instance",
@@ -152,8 +152,8 @@ class LocalEnhancer(nn.Module):
             in_channels,
             out_channels,
             ngf * 2**n_enhancers,
-            n_downsampling_global,
-            n_blocks_global,
+            n_downsampling,
+            n_blocks,
             norm,
         )
         # G1's output layer is not used: G2 takes G1's last feature map instead.
