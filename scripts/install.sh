@@ -20,6 +20,21 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
   fi
 fi
 
+# --dev: a real browser for the audit web app's browser test (tests/serve/test_browser.py:
+# Selenium drives Debian's headless Chromium); without one that test says it skipped.
+if [ "${1:-}" = "--dev" ] && { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; }; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    echo "[install] browser test: apt-get install chromium chromium-driver"
+    $SUDO apt-get update -qq || echo "[install] apt-get update failed; trying the install anyway"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+      || echo "[install] could not install chromium; the browser test will say it skipped"
+  else
+    echo "[install] no apt-get: the browser test will say it skipped unless chromium is present"
+  fi
+fi
+
 PYTHON=${PYTHON:-python3}
 # Every extra is part of the install ([all]: DP-SGD, detection mAP, SLURM, the audit web app
 # python -m miabench.serve); --dev adds the test tools, Selenium included (the browser
