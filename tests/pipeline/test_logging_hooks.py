@@ -93,7 +93,12 @@ def test_wandb_offline_run_holds_aucs_and_config(
     assert b"3" in blob[at : at + 40]
 
 
-def test_tips_are_dropped_and_warnings_kept(caplog: pytest.LogCaptureFixture) -> None:
+def test_tips_are_dropped_and_warnings_kept(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lightning stops propagating its logger to the root when it is first imported where the
+    # root has no handler (which depends on what ran before); caplog listens at the root
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)
     silence_lightning_tips()
     silence_lightning_tips()  # idempotent
     from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn

@@ -228,17 +228,21 @@ def test_missing_models_are_refused_with_the_command(population_root: Path, tmp_
         run_attack(cfg)
     message = str(err.value)
     assert "model(s) [0, 1, 2, 3, 4]" in message and "reference.train=true" in message
-    # distinct seeds: one command per model, with its seed and the run's population seeds
-    assert "for k in 1 2 3 4; do python -m miabench.train_victim" in message
-    assert "split.population.model=$k seed=$((0 + k)) split.seed=0 reference.seed=0" in message
+    # one concurrent multirun over the models (the parallel launcher); with distinct seeds
+    # each model's seed follows its index, the population seeds stay the run's
+    assert "python -m miabench.train_victim -m hydra/launcher=parallel" in message
+    assert "split.population.model=1,2,3,4 'seed=${mia_add:0,${split.population.model}}'" in message
+    assert "split.seed=0 reference.seed=0" in message
     shared = compose_cfg(
         "run_attack",
         overrides(
             population_root, tmp_path / "run", "reference.train=false", "reference.seeds=shared"
         ),
     )
-    with pytest.raises(FileNotFoundError, match="-m split.population.model=1,2,3,4"):
+    with pytest.raises(FileNotFoundError) as err:
         run_reference_attack(shared)
+    # shared seeds: every model trains with the run's seed, so none is set per model
+    assert "split.population.model=1,2,3,4\n" in str(err.value) and "mia_add" not in str(err.value)
 
 
 def test_knowledge_must_match_the_recipe(population_root: Path, tmp_path: Path) -> None:
