@@ -56,9 +56,7 @@ def _adam(params):
 def tiny_victim(encoder: bool = False, local: bool = False) -> Pix2PixHDVictim:
     feat = 3 if encoder else 0
     if local:
-        gen = LocalEnhancer(
-            K + feat, ngf=4, n_downsampling=2, n_blocks=1, n_blocks_local=1
-        )
+        gen = LocalEnhancer(K + feat, ngf=4, n_downsampling=2, n_blocks=1, n_blocks_local=1)
     else:
         gen = GlobalGenerator(K + feat, ngf=8, n_downsampling=2, n_blocks=2)
     return Pix2PixHDVictim(
