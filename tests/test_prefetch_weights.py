@@ -15,13 +15,8 @@ import torch
 import torchvision
 import yaml
 
-from miabench.prefetch_weights import (
-    BACKBONES,
-    SmpEncoderWeights,
-    TimmWeights,
-    TorchvisionWeights,
-    main,
-)
+from miabench.prefetch_weights import _package_configs, _targets, backbones, backbones_in, main
+from miabench.utils.pretrained import ATTRIBUTE, SmpEncoderWeights, TorchvisionWeights
 from tests.conftest import CONF_DIR
 
 
@@ -41,11 +36,14 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, ThreadingHTTPServer]]:
     httpd.server_close()
 
 
+BACKBONE_KEYS = ("arch", "backbone", "encoder")
+
+
 def _named_backbones(node: object) -> Iterator[str]:
-    """Every arch/backbone/encoder a config names (MINT auditor archs are not backbones)."""
+    """Every arch/backbone/encoder a config file names (MINT auditor archs are not backbones)."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in ("arch", "backbone", "encoder") and isinstance(value, str):
+            if key in BACKBONE_KEYS and isinstance(value, str):
                 # an interpolation (`${attack.membership_error.arch}`) names the backbone of
                 # another entry, which is checked where it is written
                 if value not in ("mlp", "cnn") and not value.startswith("${"):
@@ -56,20 +54,64 @@ def _named_backbones(node: object) -> Iterator[str]:
             yield from _named_backbones(value)
 
 
-def test_every_backbone_the_configs_name_is_prefetched() -> None:
+def test_the_list_is_derived_from_the_configs() -> None:
+    by_name = {b.name: b for b in backbones()}
+    # the loaders of each library, as conf/ uses them
+    assert "victim=ssdlite" in by_name["torchvision:mobilenet_v3_large.DEFAULT"].used_by
+    assert "attack=membership_error" in by_name["torchvision:wide_resnet50_2.IMAGENET1K_V1"].used_by
+    assert "victim=hrnetv2_w48" in by_name["timm:hrnet_w48"].used_by
+    assert "victim=upernet101" in by_name["smp:resnet101.imagenet"].used_by
+    assert {"victim=pix2pixhd", "victim=spade"} <= set(
+        by_name["torchvision:vgg19.IMAGENET1K_V1"].used_by
+    )
+    # an experiment's own choice (the face-area DeepLabV3+ on a ResNet-18 encoder) is listed
+    assert "experiment=embedded/face_area_deeplabv3plus" in by_name["smp:resnet18.imagenet"].used_by
+    # every backbone a config file names is there, under some library
     named = set()
     for group in ("victim", "attack", "experiment"):
         for path in (CONF_DIR / group).rglob("*.yaml"):
             named.update(_named_backbones(yaml.safe_load(path.read_text())))
-    covered = {
-        getattr(b, "arch", None) or getattr(b, "encoder", None)
-        for b in BACKBONES
-        if isinstance(b, (TorchvisionWeights, TimmWeights, SmpEncoderWeights))
-    }
-    # test-only tiny networks are built without weights
     named -= {n for n in named if n.endswith("_test") or n.startswith("test_")}
-    assert {"wide_resnet50_2", "hrnet_w18", "resnet101", "mobilenet_v3_large"} <= named
+    covered = {
+        getattr(b.weights, "arch", None) or getattr(b.weights, "encoder", None) for b in backbones()
+    }
     assert named - covered == set()
+
+
+def test_every_target_taking_weights_and_a_backbone_declares_them() -> None:
+    """A config target with ``weights`` and a backbone name is a loader: it must say which
+    ImageNet weights it loads, or the prefetch list would silently miss them."""
+    for label, cfg in _package_configs():
+        for target, node in _targets(cfg):
+            names = [node._get_node(k)._value() for k in BACKBONE_KEYS if k in node]
+            if "weights" in node and any(isinstance(n, str) for n in names):
+                assert hasattr(target, ATTRIBUTE), f"{label}: {node._target_} declares no weights"
+
+
+def test_a_new_config_is_the_only_thing_to_add() -> None:
+    """A config using a declared loader adds its weights; defaults and interpolations as the
+    loader's signature and the composed config give them."""
+    new = {
+        "module": {
+            "detector": {
+                "_target_": "miabench.victims.detection.build_fcos",
+                "backbone": "resnet50",
+            },
+            "net": {"_target_": "miabench.victims.nets.seg_backbones.SmpSegmenter"},  # default
+            "features": {
+                "_target_": "miabench.attacks.predictability.backbone.FeatureBackbone",
+                "arch": "${elsewhere.arch}",  # unresolvable alone: left to where it is written
+            },
+        }
+    }
+    found = {b.weights: b.used_by for b in backbones_in([("victim=new", new)])}
+    assert found == {
+        TorchvisionWeights("resnet50", "DEFAULT"): ("victim=new",),
+        SmpEncoderWeights("resnet34"): ("victim=new",),
+    }
+    resolved = {**new, "elsewhere": {"arch": "resnet101"}}
+    found = {b.weights for b in backbones_in([("experiment=x", resolved)])}
+    assert TorchvisionWeights("resnet101", "IMAGENET1K_V1") in found
 
 
 def test_prefetch_then_offline_load(

@@ -5,7 +5,9 @@
 
 Afterwards ``weights=imagenet`` loads from the caches on compute nodes without internet. The
 names are the ones the weights loader (:mod:`miabench.utils.weights`) gives in its offline
-message, so ``--only <name>`` fetches exactly what a failed run asked for.
+message, so ``--only <name>`` fetches exactly what a failed run asked for. The list is
+derived from the configs: every network a config's ``_target_`` names declares which
+weights it loads (:mod:`miabench.utils.pretrained`).
 The caches are the libraries' own: torchvision's ``$TORCH_HOME/hub/checkpoints`` (default
 ``~/.cache/torch``) and, for timm and segmentation-models-pytorch, the Hugging Face hub cache
 (``$HF_HOME/hub``, default ``~/.cache/huggingface``). Point both variables at a shared
@@ -16,109 +18,107 @@ the hub does not try the network first.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from miabench.utils.weights import smp_name, timm_name, torchvision_name
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from miabench.utils.config import composed_experiments, conf_dir, group_options
+from miabench.utils.pretrained import Pretrained, Unresolved, declared_weights
 
 
 @dataclass(frozen=True)
-class TorchvisionWeights:
-    """torchvision classification weights, as ``torchvision.models.get_model`` loads them.
+class Backbone:
+    """ImageNet weights some config can ask for, and which configs.
 
-    Args:
-        arch: torchvision model name.
-        tag: the weights enum member (``IMAGENET1K_V1``, ``DEFAULT``) the loader asks for.
-        used_by: where the configs use it (shown by ``--list``).
+    Attributes:
+        weights: the library's entry (its prefetch name and how to fetch it).
+        used_by: the configs whose targets load them (``victim=ssdlite``,
+            ``experiment=embedded/face_area_deeplabv3plus``), sorted.
     """
 
-    arch: str
-    tag: str
-    used_by: str
+    weights: Pretrained
+    used_by: tuple[str, ...]
 
     @property
     def name(self) -> str:
-        return torchvision_name(self.arch, self.tag)
-
-    def enum(self):  # noqa: ANN201 - a torchvision Weights enum member
-        import torchvision  # noqa: PLC0415
-
-        return getattr(torchvision.models.get_model_weights(self.arch), self.tag)
+        return self.weights.name
 
     def fetch(self) -> Path:
-        """Download into torch hub's checkpoint folder (kept if present); return the file."""
-        import torch  # noqa: PLC0415
+        return self.weights.fetch()
 
-        url = self.enum().url
-        # check_hash: torchvision's file names carry the SHA-256 prefix, verified here
-        torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True)
-        return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-
-
-@dataclass(frozen=True)
-class TimmWeights:
-    """timm's default pretrained weights of ``arch`` (from the Hugging Face hub)."""
-
-    arch: str
-    used_by: str
-
-    @property
-    def name(self) -> str:
-        return timm_name(self.arch)
-
-    def fetch(self) -> Path:
-        """Build the model with ``pretrained=True`` (timm downloads into the hub cache)."""
-        import timm  # noqa: PLC0415
-        from huggingface_hub import constants  # noqa: PLC0415
-
-        timm.create_model(self.arch, pretrained=True)
-        hub_id = timm.models.get_pretrained_cfg(self.arch).hf_hub_id
-        return Path(constants.HF_HUB_CACHE) / f"models--{hub_id.replace('/', '--')}"
+    def where(self) -> str:
+        """The config groups naming it; experiments only where nothing else does."""
+        own = [u for u in self.used_by if not u.startswith("experiment=")]
+        shown = own or list(self.used_by)
+        return ", ".join(shown[:4]) + (f" (+{len(shown) - 4})" if len(shown) > 4 else "")
 
 
-@dataclass(frozen=True)
-class SmpEncoderWeights:
-    """segmentation-models-pytorch's ``imagenet`` encoder weights of ``encoder``."""
-
-    encoder: str
-    used_by: str
-
-    @property
-    def name(self) -> str:
-        return smp_name(self.encoder)
-
-    def fetch(self) -> Path:
-        """Build the encoder with ImageNet weights (smp downloads them into its cache)."""
-        import segmentation_models_pytorch as smp  # noqa: PLC0415
-        import torch  # noqa: PLC0415
-        from huggingface_hub import constants  # noqa: PLC0415
-
-        smp.encoders.get_encoder(self.encoder, weights="imagenet")
-        settings = smp.encoders.encoders[self.encoder]["pretrained_settings"]["imagenet"]
-        if "repo_id" in settings:  # smp >= 0.5: the Hugging Face hub
-            return (
-                Path(constants.HF_HUB_CACHE) / f"models--{settings['repo_id'].replace('/', '--')}"
-            )
-        return Path(torch.hub.get_dir()) / "checkpoints" / Path(settings["url"]).name
+def _targets(node: Any) -> Iterator[tuple[Any, DictConfig]]:
+    """Every ``(target, node)`` of a config tree whose ``_target_`` imports."""
+    if not isinstance(node, (DictConfig, ListConfig)) or node._is_none():
+        return
+    if node._is_missing() or node._is_interpolation():
+        return  # `???`, or a node copied from elsewhere (read where it is written)
+    if isinstance(node, DictConfig):
+        target = node._get_node("_target_") if "_target_" in node else None
+        name = None if target is None else target._value()
+        if isinstance(name, str) and "${" not in name:
+            try:
+                yield get_object(name), node
+            except Exception:  # noqa: S110 - a target of another package (torch.optim...) or
+                pass  # one the configs' own tests check; only declared loaders matter here
+        for key in node:
+            yield from _targets(node._get_node(key))
+    else:
+        for i in range(len(node)):
+            yield from _targets(node._get_node(i))
 
 
-#: Every backbone a config can ask ``weights: imagenet`` for (tests/test_prefetch_weights.py
-#: checks that each arch/backbone/encoder named in miabench/conf/ is here).
-BACKBONES = (
-    TorchvisionWeights("wide_resnet50_2", "IMAGENET1K_V1", "attack.*.weights (predictability)"),
-    TorchvisionWeights("resnet18", "IMAGENET1K_V1", "attack arch=resnet18 (defenses experiment)"),
-    TorchvisionWeights("resnet18", "DEFAULT", "victim=retinanet, victim=fcos"),
-    TorchvisionWeights("mobilenet_v3_large", "DEFAULT", "victim=ssdlite"),
-    TorchvisionWeights("vgg19", "IMAGENET1K_V1", "victim=pix2pixhd, victim=spade (VGG loss)"),
-    TimmWeights("hrnet_w18", "victim=hrnetv2_w18"),
-    TimmWeights("hrnet_w48", "victim=hrnetv2_w48"),
-    TimmWeights("res2net50_26w_4s", "victim=pranet, victim=infnet"),
-    TimmWeights("resnet18", "victim=resnet18 (classifier)"),
-    SmpEncoderWeights("resnet34", "victim=unet_smp"),
-    SmpEncoderWeights("resnet50", "victim=upernet50, victim=deeplabv3plus"),
-    SmpEncoderWeights("resnet101", "victim=upernet101"),
-)
+def backbones_in(configs: Iterable[tuple[str, Any]]) -> tuple[Backbone, ...]:
+    """The ImageNet weights the config targets declare (``loads_imagenet`` in
+    :mod:`miabench.utils.pretrained`), with the configs using each, sorted by name.
+
+    Args:
+        configs: ``(label, config)`` pairs: a config file read alone or a composed config.
+            A declared key left to an interpolation that does not resolve there (a file read
+            alone) is skipped: the config it points to is read too.
+    """
+    found: dict[Pretrained, set[str]] = {}
+    for label, cfg in configs:
+        for target, node in _targets(
+            OmegaConf.create(cfg) if not OmegaConf.is_config(cfg) else cfg
+        ):
+            try:
+                entries = declared_weights(target, node)
+            except Unresolved:
+                continue
+            for entry in entries:
+                found.setdefault(entry, set()).add(label)
+    return tuple(
+        sorted((Backbone(w, tuple(sorted(u))) for w, u in found.items()), key=lambda b: b.name)
+    )
+
+
+def _package_configs() -> Iterator[tuple[str, Any]]:
+    """Every victim and attack config as written, and every experiment composed."""
+    for group in ("victim", "attack"):
+        for option in group_options(group):
+            yield f"{group}={option}", OmegaConf.load(conf_dir() / group / f"{option}.yaml")
+    for name, cfg in composed_experiments().items():
+        yield f"experiment={name}", cfg
+
+
+@functools.cache
+def backbones() -> tuple[Backbone, ...]:
+    """Every backbone a config can ask ``weights: imagenet`` for, derived from conf/: a new
+    config using a declared loader is listed without touching this file."""
+    return backbones_in(_package_configs())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", metavar="NAME", help="names from --list (default: all)"
     )
     args = parser.parse_args(argv)
-    chosen = [b for b in BACKBONES if not args.only or b.name in args.only]
+    chosen = [b for b in backbones() if not args.only or b.name in args.only]
     if args.only and len(chosen) != len(set(args.only)):
-        unknown = sorted(set(args.only) - {b.name for b in BACKBONES})
+        unknown = sorted(set(args.only) - {b.name for b in backbones()})
         parser.error(f"unknown backbone(s) {unknown}; see --list")
     if args.list:
-        for b in BACKBONES:
-            print(f"{b.name:42s} {b.used_by}")
+        for b in backbones():
+            print(f"{b.name:42s} {b.where()}")
         return 0
     failed = 0
     for b in chosen:

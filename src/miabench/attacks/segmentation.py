@@ -44,7 +44,11 @@ import torch
 import torch.nn.functional as F
 
 from miabench.attacks.base import Attack
-from miabench.attacks.predictability.backbone import FeatureBackbone, strict_float32
+from miabench.attacks.predictability.backbone import (
+    FeatureBackbone,
+    feature_weights,
+    strict_float32,
+)
 from miabench.attacks.predictability.error import (
     fit_mask,
     pixel_split,
@@ -53,6 +57,7 @@ from miabench.attacks.predictability.error import (
 )
 from miabench.attacks.predictability.membership_error import membership_error_columns
 from miabench.metrics.segmentation import EPS, pixel_accuracy, pixel_loss
+from miabench.utils.pretrained import loads_imagenet
 from miabench.victims.base import Signals
 
 ERRORS = ("loss", "pixel_error", "brier")
@@ -277,6 +282,7 @@ class SegmentationReconstructionError(Attack):
         return {**super().describe(), "error": self.error, "ignore_index": self.ignore_index}
 
 
+@loads_imagenet(lambda arch: feature_weights(arch))
 class SegmentationMembershipError(SegmentationReconstructionError):
     """Membership error for segmentation: reconstruction minus predictability error.
 

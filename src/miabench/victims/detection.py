@@ -38,7 +38,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from miabench.metrics.anonymization import AnonymizationMetric, image_anonymization_recall
 from miabench.utils.extras import require_extra
-from miabench.utils.weights import build_with_weights, torchvision_name
+from miabench.utils.pretrained import TorchvisionWeights, loads_imagenet
+from miabench.utils.weights import build_with_weights
 from miabench.victims.base import OptimizerFactory, Signals, Victim
 
 FACE_LABEL = 1
@@ -56,6 +57,11 @@ _STATEFUL = (
     nn.Dropout3d,
     nn.AlphaDropout,
 )
+
+
+def backbone_weights(arch: str) -> TorchvisionWeights:
+    """The ImageNet weights :func:`classifier_backbone` loads for ``arch`` (its default)."""
+    return TorchvisionWeights(arch, "DEFAULT")
 
 
 def classifier_backbone(arch: str, weights: str, **kwargs: Any) -> tuple[nn.Module, dict[str, str]]:
@@ -85,7 +91,7 @@ def classifier_backbone(arch: str, weights: str, **kwargs: Any) -> tuple[nn.Modu
             arch, weights=enum if pretrained else None, **kwargs
         ),
         what=f"torchvision's {arch}",
-        imagenet=torchvision_name(arch, "DEFAULT"),
+        imagenet=backbone_weights(arch).name,
     )
     info = record.describe()
     if record.path is not None:
@@ -115,6 +121,7 @@ def _info(model: nn.Module, **info: Any) -> nn.Module:
     return model
 
 
+@loads_imagenet(lambda backbone: backbone_weights(backbone))
 def build_retinanet(
     image_size: int,
     backbone: str = "resnet18",
@@ -153,6 +160,7 @@ def build_retinanet(
     return _info(model, detector="retinanet", backbone=backbone, **weights_info)
 
 
+@loads_imagenet(lambda backbone: backbone_weights(backbone))
 def build_fcos(
     image_size: int,
     backbone: str = "resnet18",
@@ -183,6 +191,7 @@ def build_fcos(
     return _info(model, detector="fcos", backbone=backbone, **weights_info)
 
 
+@loads_imagenet(lambda backbone: backbone_weights(backbone))
 def build_ssdlite(
     image_size: int,
     backbone: str = "mobilenet_v3_large",

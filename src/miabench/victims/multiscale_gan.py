@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from miabench.metrics.utility import image_utility
+from miabench.utils.pretrained import loads_imagenet
 from miabench.victims.base import OptimizerFactory, Signals
 from miabench.victims.gan import GANVictim, to_unit
 from miabench.victims.nets.multiscale import (
@@ -36,9 +37,11 @@ from miabench.victims.nets.multiscale import (
     feature_matching_loss,
     multiscale_gan_loss,
 )
-from miabench.victims.nets.vgg_loss import VGGLoss
+from miabench.victims.nets.vgg_loss import VGG_WEIGHTS, VGGLoss
 
 
+# the VGG loss's weights, whatever the config (vgg_weights: imagenet is the published loss)
+@loads_imagenet(lambda: VGG_WEIGHTS)
 class MultiscaleGANVictim(GANVictim):
     """Conditional GAN with multi-scale discriminators, feature matching and a VGG loss.
 

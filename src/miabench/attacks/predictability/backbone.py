@@ -14,7 +14,8 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms.v2 import functional as TF
 
-from miabench.utils.weights import build_with_weights, torchvision_name
+from miabench.utils.pretrained import TorchvisionWeights, loads_imagenet
+from miabench.utils.weights import build_with_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,6 +44,12 @@ def strict_float32() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = cudnn
 
 
+def feature_weights(arch: str) -> TorchvisionWeights:
+    """The ImageNet weights :class:`FeatureBackbone` loads for ``arch``."""
+    return TorchvisionWeights(arch, "IMAGENET1K_V1")
+
+
+@loads_imagenet(lambda arch: feature_weights(arch))
 class FeatureBackbone(nn.Module):
     """Frozen torchvision ResNet returning the layer1..layer4 maps of preprocessed images.
 
@@ -69,7 +76,7 @@ class FeatureBackbone(nn.Module):
                 arch, weights=enum if pretrained else None
             ),
             what=f"torchvision's {arch}",
-            imagenet=torchvision_name(arch, "IMAGENET1K_V1"),
+            imagenet=feature_weights(arch).name,
             # A fixed seed keeps "random" features identical from run to run, whatever ran
             # before (unlike a victim's `none`, which follows the run's seed).
             seed_none=0,

@@ -7,9 +7,10 @@ from typing import Any
 import torch
 
 from miabench.attacks.base import Attack
-from miabench.attacks.predictability.backbone import FeatureBackbone
+from miabench.attacks.predictability.backbone import FeatureBackbone, feature_weights
 from miabench.attacks.predictability.error import PredictabilityError
 from miabench.attacks.reconstruction import reconstruction_error
+from miabench.utils.pretrained import loads_imagenet
 from miabench.victims.base import Signals
 
 
@@ -29,6 +30,7 @@ def membership_error_columns(
     }
 
 
+@loads_imagenet(lambda arch: feature_weights(arch))
 class MembershipError(Attack):
     """Membership error attack: ``score = -(reconstruction error - predictability error)``.
 

@@ -14,9 +14,11 @@ import timm
 import torch
 from torch import nn
 
-from miabench.utils.weights import build_with_weights, timm_name
+from miabench.utils.pretrained import TimmWeights, loads_imagenet
+from miabench.utils.weights import build_with_weights
 
 
+@loads_imagenet(lambda arch: TimmWeights(arch))
 class TimmClassifier(nn.Module):
     """A timm classification network returning logits (B, num_classes).
 
@@ -42,7 +44,7 @@ class TimmClassifier(nn.Module):
             weights,
             build,
             what=f"classifier {arch}",
-            imagenet=timm_name(arch),
+            imagenet=TimmWeights(arch).name,
             # timm reads the file itself and drops a head of another class count
             from_file=lambda path: build(True, pretrained_cfg_overlay={"file": str(path)}),
         )

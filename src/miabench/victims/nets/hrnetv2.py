@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from miabench.utils.pretrained import TimmWeights, loads_imagenet
 from miabench.victims.nets.seg_backbones import timm_features
 
 
+@loads_imagenet(lambda arch: TimmWeights(arch))
 class HRNetV2(nn.Module):
     """HRNet backbone (timm, ``features_only``) + the HRNetV2 head.
 

@@ -20,10 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from miabench.utils.pretrained import TimmWeights, loads_imagenet
 from miabench.victims.nets.pranet import RFB, PartialDecoder, ReverseAttention, conv_bn_relu
 from miabench.victims.nets.seg_backbones import timm_features
 
 
+@loads_imagenet(lambda arch: TimmWeights(arch))
 class InfNet(nn.Module):
     """Inf-Net on a timm Res2Net-50.
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from miabench.utils.pretrained import TimmWeights, loads_imagenet
 from miabench.victims.nets.seg_backbones import timm_features
 
 
@@ -112,6 +113,7 @@ class ReverseAttention(nn.Module):
         return self.out(self.convs(x)) + prior
 
 
+@loads_imagenet(lambda arch: TimmWeights(arch))
 class PraNet(nn.Module):
     """PraNet on a timm Res2Net-50.
 

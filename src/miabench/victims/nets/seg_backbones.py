@@ -15,7 +15,8 @@ import timm
 import torch
 from torch import nn
 
-from miabench.utils.weights import build_with_weights, smp_name, timm_name
+from miabench.utils.pretrained import SmpEncoderWeights, TimmWeights, loads_imagenet
+from miabench.utils.weights import build_with_weights
 
 
 def timm_features(
@@ -45,13 +46,14 @@ def timm_features(
         weights,
         build,
         what=f"timm's {arch}",
-        imagenet=timm_name(arch),
+        imagenet=TimmWeights(arch).name,
         # timm reads the file itself, keeping the keys of the feature model
         from_file=lambda path: build(True, pretrained_cfg_overlay={"file": str(path)}),
     )
     return model, {"backbone": arch, **record.describe()}
 
 
+@loads_imagenet(lambda encoder: SmpEncoderWeights(encoder))
 class SmpSegmenter(nn.Module):
     """A segmentation-models-pytorch network with ``weights: imagenet | <path> | none``.
 
@@ -90,7 +92,7 @@ class SmpSegmenter(nn.Module):
                 **options,
             ),
             what=f"smp's {encoder} encoder",
-            imagenet=smp_name(encoder),
+            imagenet=SmpEncoderWeights(encoder).name,
             # a torchvision ResNet state_dict, for the encoder only and without its head
             select=lambda model, state: (
                 model.encoder,
@@ -108,6 +110,7 @@ class SmpSegmenter(nn.Module):
         return dict(self.info)
 
 
+@loads_imagenet(lambda encoder: SmpEncoderWeights(encoder))
 class UPerNet(SmpSegmenter):
     """segmentation-models-pytorch's UPerNet with ``weights: imagenet | <path> | none``.
 

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from miabench.utils.pretrained import TorchvisionWeights
 from miabench.utils.weights import (
     REPLACED,
     WeightsRecord,
     build_with_weights,
-    torchvision_name,
     weights_replaced,
 )
 
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 #: End index (exclusive) in ``vgg19().features`` of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
 SLICE_ENDS = (2, 7, 12, 21, 30)
 LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
+#: the ImageNet weights of the VGG loss (victims with a ``vgg_weights`` key declare them)
+VGG_WEIGHTS = TorchvisionWeights("vgg19", "IMAGENET1K_V1")
 
 
 class VGGLoss(nn.Module):
@@ -70,7 +72,7 @@ class VGGLoss(nn.Module):
                 weights=torchvision.models.VGG19_Weights.IMAGENET1K_V1 if pretrained else None
             ),
             what="torchvision's VGG-19",
-            imagenet=torchvision_name("vgg19", "IMAGENET1K_V1"),
+            imagenet=VGG_WEIGHTS.name,
             key="vgg_weights",
             # a state_dict of the whole vgg19 or of its `features` alone
             select=lambda model, state: (
