@@ -12,13 +12,19 @@ moment its YAML exists:
   per sample; the reference-model attacks (``view`` + ``score`` entries) are pure functions
   of a samples x models array and are called on a synthetic one.
 
-Which tiny data a victim gets is decided by its LightningModule class (``FAMILIES``) and
-which victim an attack reads by the attack's module (``ATTACK_VICTIMS``): a new class that
-neither table knows fails with a message naming what to add, never silently skips.
+Which data a victim is composed with, and which victim an attack reads, are what the
+experiments (``conf/experiment``) already pair: a victim takes its own experiment (an
+embedded one first) or, for a config no experiment names, that of a victim of its module
+class; an attack takes the victim of the first experiment running its class (or its
+module). The tiny items are synthetic, in the batch format the data contract
+(``tests/test_contracts_data.py``) checks for that data's dataset class, and are checked by
+it. A new YAML is the only thing to add; a victim or attack no experiment pairs fails with
+a message naming what to add, never silently skips.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +39,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from miabench.attacks.base import Attack
+from miabench.data.segmentation_base import instance_edges, one_hot_labels
+from miabench.utils.config import composed_experiments
 from miabench.victims.base import Signals, Victim
 from tests.conftest import CONF_DIR, compose_cfg
+from tests.test_contracts_data import _classes, _detection, _image_pair, _layout, _segmentation
 
 VICTIMS = sorted(p.stem for p in (CONF_DIR / "victim").glob("*.yaml") if p.stem[0] != "_")
 ATTACKS = sorted(p.stem for p in (CONF_DIR / "attack").glob("*.yaml") if p.stem[0] != "_")
@@ -65,6 +74,7 @@ SHRINK = {
     "victim.module.discriminator.n_layers": 2,
     "victim.module.vgg_weights": "none",
     "victim.embedding_size": 16,
+    "data.n_member_identities": 2,
 }
 
 
@@ -79,15 +89,23 @@ def _aligned_item(cfg: DictConfig, i: int, g: torch.Generator) -> dict[str, Any]
 
 
 def _segmentation_item(cfg: DictConfig, i: int, g: torch.Generator) -> dict[str, Any]:
-    """An item of data/segmentation.py (task: segmentation): an image and a label map."""
+    """An item of data/segmentation_base.py: for ``task: segmentation`` an image and a label
+    map; for ``task: label2photo`` the one-hot label map (+ the instance-edge channel with
+    ``boundary``) and the photo."""
     side = int(cfg.data.image_size)
-    labels = torch.randint(0, int(cfg.data.num_classes), (side, side), generator=g)
+    k = int(cfg.data.num_classes)
+    labels = torch.randint(0, k, (side, side), generator=g)
     labels[0, :2] = int(cfg.data.ignore_index)  # unlabelled pixels occur in every layout
-    return {"sample_id": f"training/{i}.png", "input": _image(cfg, g), "target": labels}
+    if cfg.data.get("task") != "label2photo":
+        return {"sample_id": f"training/{i}.png", "input": _image(cfg, g), "target": labels}
+    onehot = one_hot_labels(labels, k)
+    if cfg.data.get("boundary", False):
+        onehot = torch.cat([onehot, instance_edges(labels)[None]])
+    return {"sample_id": f"training/{i}.png", "input": onehot, "target": _image(cfg, g)}
 
 
 def _detection_item(cfg: DictConfig, i: int, g: torch.Generator) -> dict[str, Any]:
-    """An item of data/wider_face.py: an image, its face boxes (x1, y1, x2, y2) and flags."""
+    """An item of data/wider_face.py: an image, its boxes (x1, y1, x2, y2) and flags."""
     side = float(cfg.data.image_size)
     n = 1 + i % 2
     corner = torch.rand(n, 2, generator=g) * side / 2
@@ -100,79 +118,71 @@ def _detection_item(cfg: DictConfig, i: int, g: torch.Generator) -> dict[str, An
     }
 
 
-def _face_item(cfg: DictConfig, i: int, g: torch.Generator) -> dict[str, Any]:
-    """An item of data/faces.py: a face, its member class (-1 for others) and identity."""
-    identity = i % int(cfg.data.n_member_identities)
-    return {
-        "sample_id": f"id{identity:03d}/{i}.png",
-        "input": _image(cfg, g),
-        "target": torch.tensor(identity),
-        "identity": torch.tensor(identity),
-    }
-
-
 def _class_item(cfg: DictConfig, i: int, g: torch.Generator) -> dict[str, Any]:
-    """An item of data/fashion_classes.py: an image and its class index."""
+    """An item of the class-labelled layouts: data/fashion_classes.py (a class index) and
+    data/faces.py (a member identity as the class, and the identity)."""
+    data = cfg.data
+    k = int(data.n_member_identities if "n_member_identities" in data else data.num_classes)
+    label = torch.tensor(i % k)
     return {
-        "sample_id": f"train/{i}.png",
+        "sample_id": f"id{i % k:03d}/{i}.png",
         "input": _image(cfg, g),
-        "target": torch.tensor(i % int(cfg.data.num_classes)),
+        "target": label,
+        "identity": label,
     }
-
-
-def _segmentation_data(victim: dict[str, Any]) -> str:
-    # a one-channel net (PraNet, Inf-Net: structure loss) segments binary masks
-    return "fashion_polyps" if victim["module"].get("num_classes") == 1 else "fashion_scenes"
 
 
 @dataclass(frozen=True)
-class Family:
-    """How to feed victims of one LightningModule class.
+class Items:
+    """Synthetic items of one batch format, at sizes a CPU test affords.
 
     Attributes:
-        data: the ``conf/data`` group whose layout the tiny items follow, or a function of
-            the victim's YAML (unresolved) choosing one.
-        item: ``(cfg, index, generator) -> item`` in that dataset's item format.
-        data_overrides: tiny sizes for the data config.
+        item: ``(cfg, index, generator) -> item`` in that format.
+        overrides: tiny sizes for the data config.
     """
 
-    data: str | Callable[[dict[str, Any]], str]
     item: Callable[[DictConfig, int, torch.Generator], dict[str, Any]]
-    data_overrides: tuple[str, ...] = ("data.image_size=32",)
+    overrides: tuple[str, ...] = ("data.image_size=32",)
 
 
-#: keyed by the ``_target_`` of ``victim.module``
-FAMILIES = {
-    "miabench.victims.pix2pix.Pix2PixVictim": Family("edges2fashion", _aligned_item),
-    "miabench.victims.pix2pixhd.Pix2PixHDVictim": Family("edges2fashion", _aligned_item),
-    "miabench.victims.spade.SPADEVictim": Family("edges2fashion", _aligned_item),
-    "miabench.victims.segmentation.SegmentationVictim": Family(
-        _segmentation_data, _segmentation_item
-    ),
-    "miabench.victims.detection.DetectionVictim": Family(
-        "faces_on_scenes", _detection_item, ("data.image_size=64",)
-    ),
-    "miabench.victims.face_recognition.FaceRecognitionVictim": Family(
-        "fashion_identities",
-        _face_item,
-        ("data.image_size=16", "data.n_member_identities=2"),
-    ),
-    "miabench.victims.classifier.ClassifierVictim": Family("fashion_classes", _class_item),
+#: keyed by the batch check of the data contract's ``Layout`` for the data's dataset class
+#: (tests/test_contracts_data.py: ``LAYOUTS``), which every tiny batch here must pass, and
+#: the data's ``task``; label→photo at 64 px: SPADE's five up-samplings start from 2 x 2
+ITEMS = {
+    (_image_pair, None): Items(_aligned_item),
+    (_segmentation, "segmentation"): Items(_segmentation_item),
+    (_segmentation, "label2photo"): Items(_segmentation_item, ("data.image_size=64",)),
+    (_detection, None): Items(_detection_item, ("data.image_size=64",)),
+    (_classes, None): Items(_class_item, ("data.image_size=16",)),
 }
 
-#: attack module → the victim config whose signals its attacks read
-ATTACK_VICTIMS = {
-    "miabench.attacks.reconstruction": "pix2pix",
-    "miabench.attacks.predictability.membership_error": "pix2pix",
-    "miabench.attacks.segmentation": "upernet50",
-    "miabench.attacks.confidence": "resnet18",
-    "miabench.attacks.detection": "ssdlite",
-    "miabench.attacks.mint": "iresnet_test",
-    "miabench.attacks.identity_proximity": "iresnet_test",
-    # one module, two victim families: keyed by class
-    "miabench.attacks.label_only.LabelOnlyDetection": "ssdlite",
-    "miabench.attacks.label_only.LabelOnlySegmentation": "pranet",
-}
+
+@dataclass(frozen=True)
+class Pairing:
+    """What one experiment pairs: its victim, data and the attack classes it runs."""
+
+    experiment: str
+    victim: str
+    data: str
+    attacks: frozenset[str]
+
+
+@functools.cache
+def _pairings() -> tuple[Pairing, ...]:
+    """Every experiment's pairing, the embedded ones (tiny, CPU) first."""
+    out = []
+    for name, cfg in composed_experiments().items():
+        choices = cfg.hydra.runtime.choices
+        attacks = frozenset(
+            str(v._target_)
+            for v in cfg.attack.values()
+            if isinstance(v, DictConfig) and "_target_" in v
+        )
+        out.append(Pairing(name, str(choices.victim), str(choices.data), attacks))
+    return tuple(
+        sorted(out, key=lambda p: (not p.experiment.startswith("embedded/"), p.experiment))
+    )
+
 
 #: settings of attack entries that shrink them, applied where an entry has the key: the
 #: feature backbone of the membership error (any torchvision ResNet) and the auditors'
@@ -193,15 +203,35 @@ def _raw(group: str, name: str) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"))
 
 
-def _family(victim: str) -> Family:
+def _victim_pairing(victim: str) -> tuple[Pairing, tuple[str, ...]]:
+    """The experiment a victim config is composed with, and the overrides doing so: its own
+    experiment, or that of a victim of its module class with ``victim=<victim>``."""
+    own = [p for p in _pairings() if p.victim == victim]
+    if own:
+        return own[0], (f"experiment={own[0].experiment}",)
     target = _raw("victim", victim).get("module", {}).get("_target_")
-    if target not in FAMILIES:
+    kin = [p for p in _pairings() if _raw("victim", p.victim)["module"]["_target_"] == target]
+    if kin:
+        return kin[0], (f"experiment={kin[0].experiment}", f"victim={victim}")
+    pytest.fail(
+        f"conf/victim/{victim}.yaml: no experiment pairs it, or a victim of its module class "
+        f"{target!r}, with data; add one (conf/experiment/embedded/<victim>_<data>.yaml) "
+        "naming the data it trains on"
+    )
+
+
+@functools.cache
+def _items(victim: str) -> Items:
+    """The synthetic items in the batch format of the victim's data."""
+    data = _victim_pairing(victim)[0].data
+    key = (_layout(data).check, compose_cfg("train_victim", [f"data={data}"]).data.get("task"))
+    if key not in ITEMS:
         pytest.fail(
-            f"conf/victim/{victim}.yaml: module class {target!r} has no tiny data; add a "
-            "Family for it to FAMILIES in tests/test_contracts.py (the conf/data group whose "
-            "items it trains on and an item builder in that layout)"
+            f"conf/victim/{victim}.yaml: its data {data!r} serves batches checked by "
+            f"{key[0].__name__} (tests/test_contracts_data.py) for task {key[1]!r}; add Items "
+            "building them to ITEMS in tests/test_contracts.py"
         )
-    return FAMILIES[target]
+    return ITEMS[key]
 
 
 @dataclass
@@ -218,12 +248,9 @@ class TinyVictim:
 
 
 def _compose_victim(victim: str, root: Path, *extra: str) -> DictConfig:
-    family = _family(victim)
-    data = family.data(_raw("victim", victim)) if callable(family.data) else family.data
+    _, overrides = _victim_pairing(victim)
     cfg = compose_cfg(
-        "train_victim",
-        [f"victim={victim}", f"data={data}", *family.data_overrides, *extra],
-        root_dir=root,
+        "train_victim", [*overrides, *_items(victim).overrides, *extra], root_dir=root
     )
     for key, value in SHRINK.items():
         if OmegaConf.select(cfg, key, default="<absent>") != "<absent>":
@@ -260,13 +287,15 @@ class TinyVictims:
     def get(self, victim: str) -> TinyVictim:
         if victim not in self.cache:
             cfg = _compose_victim(victim, self.root / victim)
-            family = _family(victim)
             g = torch.Generator().manual_seed(0)
-            items = [family.item(cfg, i, g) for i in range(2 * BATCH)]
+            make = _items(victim).item
+            items = [make(cfg, i, g) for i in range(2 * BATCH)]
             spec = cfg.data.datamodule.get("collate_fn")
             loader = DataLoader(
                 items, batch_size=BATCH, collate_fn=instantiate(spec) if spec else None
             )
+            # the batches are what the data's reader serves (the data contract's check)
+            _layout(_victim_pairing(victim)[0].data).check(cfg, next(iter(loader)))
             torch.manual_seed(0)
             model = instantiate(cfg.victim.module)
             changed = _train_one_step(model, loader, self.root / victim)
@@ -341,17 +370,19 @@ def test_victim_trains_one_step_and_yields_declared_signals(
         _check_batch_first(name, signals[name], BATCH)
 
 
-def _attack_module(attack_file: str, entry: str, spec: dict[str, Any]) -> str:
-    module = spec["_target_"]
-    if module not in ATTACK_VICTIMS:
-        module = module.rsplit(".", 1)[0]
-    if module not in ATTACK_VICTIMS:
-        pytest.fail(
-            f"conf/attack/{attack_file}.yaml: attack.{entry} ({spec['_target_']}) reads no "
-            "known victim; add its module to ATTACK_VICTIMS in tests/test_contracts.py with "
-            "a victim config whose signals it reads"
-        )
-    return module
+def _attack_victim(attack_file: str, entry: str, target: str) -> str:
+    """The victim of the first experiment running the attack class ``target`` (else one
+    running a class of its module)."""
+    module = target.rsplit(".", 1)[0]
+    for same in (lambda t: t == target, lambda t: t.rsplit(".", 1)[0] == module):
+        for pairing in _pairings():
+            if any(same(t) for t in pairing.attacks):
+                return pairing.victim
+    pytest.fail(
+        f"conf/attack/{attack_file}.yaml: attack.{entry} ({target}) is run by no experiment, "
+        "so no victim is known to give its signals; add an experiment running it "
+        "(conf/experiment/embedded/) with the victim whose signals it reads"
+    )
 
 
 def _calibration(tiny: TinyVictim) -> Callable[[], Iterator[tuple[Signals, torch.Tensor]]]:
@@ -448,15 +479,43 @@ def test_attack_scores_every_sample_once(
         if isinstance(v, DictConfig) and "_target_" in v
     }
     assert entries, f"conf/attack/{attack_file}.yaml selects no attack"
+    composed: dict[str, DictConfig] = {}  # one composition per victim for all its entries
     for entry, spec in entries.items():
-        module = _attack_module(attack_file, entry, spec)
         assert issubclass(get_class(spec["_target_"]), Attack), spec["_target_"]
-        tiny = tiny_victims.get(ATTACK_VICTIMS[module])
+        victim = _attack_victim(attack_file, entry, spec["_target_"])
+        tiny = tiny_victims.get(victim)
         # the attack as configured with this victim's data (interpolations resolve there)
-        cfg = _compose_victim(ATTACK_VICTIMS[module], tmp_path, f"attack={attack_file}")
-        node = cfg.attack[entry]
+        if victim not in composed:
+            composed[victim] = _compose_victim(victim, tmp_path, f"attack={attack_file}")
+        node = composed[victim].attack[entry]
+        module = spec["_target_"].rsplit(".", 1)[0]
         for key, value in ATTACK_SHRINK.get(module, {}).items():
             if key in node:
                 node[key] = value
         attack = instantiate(node, name=entry)
         _check_attack(attack_file, entry, attack, tiny)
+
+
+def test_unpaired_victim_and_attack_name_what_to_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A victim whose module class no experiment pairs with data, and an attack class no
+    experiment runs, fail naming the experiment to add (never a silent skip)."""
+    paired = Pairing("embedded/x", "pix2pix", "edges2fashion", frozenset({"pkg.mod.Known"}))
+    monkeypatch.setattr(f"{__name__}._pairings", lambda: (paired,))
+    with pytest.raises(pytest.fail.Exception, match="no experiment pairs it"):
+        _victim_pairing("ssdlite")
+    # the same class as a paired victim: its experiment, with this victim chosen
+    assert _victim_pairing("pix2pix") == (paired, ("experiment=embedded/x",))
+    assert _attack_victim("f", "e", "pkg.mod.Other") == "pix2pix"  # same module
+    with pytest.raises(pytest.fail.Exception, match="is run by no experiment"):
+        _attack_victim("f", "e", "pkg.other.Novel")
+
+
+def test_victims_without_an_experiment_take_their_class_kin() -> None:
+    """IResNet-18 has no experiment of its own: it is composed with that of a victim of its
+    class, with itself chosen, and the data that experiment names."""
+    pairing, overrides = _victim_pairing("iresnet18")
+    assert overrides[-1] == "victim=iresnet18" and pairing.victim != "iresnet18"
+    assert (
+        _raw("victim", pairing.victim)["module"]["_target_"]
+        == _raw("victim", "iresnet18")["module"]["_target_"]
+    )

@@ -156,7 +156,7 @@ def _image_pair(cfg: DictConfig, batch: dict[str, Any]) -> None:
     """pix2pix-family victims: an input and a target image, 3 x S x S in [0, 1]."""
     side = int(cfg.data.image_size)
     for key in ("input", "target"):
-        _unit_images(batch[key], key, 3, (side, side))
+        _unit_images(batch, key, 3, (side, side))
 
 
 def _segmentation(cfg: DictConfig, batch: dict[str, Any]) -> None:
@@ -164,15 +164,16 @@ def _segmentation(cfg: DictConfig, batch: dict[str, Any]) -> None:
     classes below ``num_classes`` or ``ignore_index``; label→photo victims (task:
     label2photo): a one-hot label map (``num_classes`` channels, + 1 with ``boundary``) and
     the photo."""
-    image = batch["target"] if cfg.data.task == "label2photo" else batch["input"]
-    _unit_images(image, "image", 3, None)
-    size = tuple(image.shape[-2:])
+    image = "target" if cfg.data.task == "label2photo" else "input"
+    _unit_images(batch, image, 3, None)
+    size = tuple(batch[image].shape[-2:])
     if cfg.data.task == "label2photo":
         channels = int(cfg.data.num_classes) + int(bool(cfg.data.get("boundary", False)))
-        _unit_images(batch["input"], "input", channels, size)
+        _unit_images(batch, "input", channels, size)
         return
     labels = batch["target"]
-    assert labels.dtype == torch.int64 and tuple(labels.shape) == (N, *size), labels.shape
+    n = len(batch["sample_id"])
+    assert labels.dtype == torch.int64 and tuple(labels.shape) == (n, *size), labels.shape
     valid = (labels < int(cfg.data.num_classes)) | (labels == int(cfg.data.ignore_index))
     assert ((labels >= 0) & valid).all(), "labels outside the classes"
 
@@ -180,8 +181,8 @@ def _segmentation(cfg: DictConfig, batch: dict[str, Any]) -> None:
 def _detection(cfg: DictConfig, batch: dict[str, Any]) -> None:
     """Detection victims: letterboxed S x S images and per-image (n, 4) boxes and flags."""
     side = int(cfg.data.image_size)
-    _unit_images(batch["input"], "input", 3, (side, side))
-    assert len(batch["boxes"]) == len(batch["ignore"]) == N
+    _unit_images(batch, "input", 3, (side, side))
+    assert len(batch["boxes"]) == len(batch["ignore"]) == len(batch["sample_id"])
     for boxes, ignore in zip(batch["boxes"], batch["ignore"], strict=True):
         assert boxes.dtype == torch.float32 and boxes.ndim == 2 and boxes.shape[1] == 4
         assert ignore.dtype == torch.bool and ignore.shape == boxes.shape[:1]
@@ -190,14 +191,19 @@ def _detection(cfg: DictConfig, batch: dict[str, Any]) -> None:
 def _classes(cfg: DictConfig, batch: dict[str, Any]) -> None:
     """Classifiers and face recognition: an image and an int64 class (or identity)."""
     side = int(cfg.data.image_size)
-    _unit_images(batch["input"], "input", int(cfg.data.get("channels", 3)), (side, side))
+    _unit_images(batch, "input", int(cfg.data.get("channels", 3)), (side, side))
     target = batch["target"]
-    assert target.dtype == torch.int64 and tuple(target.shape) == (N,), target.shape
+    n = len(batch["sample_id"])
+    assert target.dtype == torch.int64 and tuple(target.shape) == (n,), target.shape
 
 
-def _unit_images(x: torch.Tensor, key: str, channels: int, size: tuple[int, ...] | None) -> None:
+def _unit_images(
+    batch: dict[str, Any], key: str, channels: int, size: tuple[int, ...] | None
+) -> None:
+    """``batch[key]``: one float image per sample, ``channels`` x ``size``, in [0, 1]."""
+    x, n = batch[key], len(batch["sample_id"])
     assert x.dtype == torch.float32, f"{key}: {x.dtype}"
-    assert x.ndim == 4 and x.shape[:2] == (N, channels), f"{key}: shape {tuple(x.shape)}"
+    assert x.ndim == 4 and x.shape[:2] == (n, channels), f"{key}: shape {tuple(x.shape)}"
     assert size is None or tuple(x.shape[-2:]) == size, f"{key}: shape {tuple(x.shape)}"
     assert torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1, f"{key}: not in [0, 1]"
 
