@@ -78,6 +78,11 @@ def test_wheel_installs_and_runs_the_benchmark_from_an_empty_folder(tmp_path: Pa
 
     # help without the source tree's conf/
     assert "powered by Hydra" in _run([str(bin_dir / "miabench-table"), "--help"], empty, env)
+    # the prefetch list is derived from the configs the wheel ships
+    listed = _run(
+        [str(bin_dir / "python"), "-m", "miabench.prefetch_weights", "--list"], empty, env
+    )
+    assert "torchvision:wide_resnet50_2.IMAGENET1K_V1" in listed and "victim=ssdlite" in listed
     log = _run(
         [str(bin_dir / "miabench-benchmark"), "debug=fast"],
         empty,
