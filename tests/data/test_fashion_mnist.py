@@ -14,8 +14,8 @@ from PIL import Image
 
 import miabench.data.embedded.fashion_mnist as fm
 from miabench.data.aligned import AlignedDataset
+from miabench.data.embedded.build import COMPLETE_MARKER
 from miabench.data.embedded.fashion_mnist import (
-    COMPLETE_MARKER,
     ENV_DIR,
     build_edges2fashion,
     load_fashion_mnist,

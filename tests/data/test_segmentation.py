@@ -13,6 +13,7 @@ from PIL import Image
 
 import miabench.data.embedded.composites as composites
 from miabench.data.datamodule import MembershipDataModule
+from miabench.data.embedded.build import COMPLETE_MARKER
 from miabench.data.embedded.composites import build_fashion_polyps, build_fashion_scenes
 from miabench.data.embedded.fashion_mnist import ENV_DIR
 from miabench.data.segmentation import (
@@ -233,7 +234,7 @@ def fashion_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_fashion_scenes_build(tmp_path: Path, fashion_source: None, monkeypatch) -> None:
     out = build_fashion_scenes(tmp_path / "fs", n_train=6, n_val=3, image_size=32, seed=0)
-    marker = json.loads((out / composites.COMPLETE_MARKER).read_text())
+    marker = json.loads((out / COMPLETE_MARKER).read_text())
     assert marker["counts"] == {"training": 6, "validation": 3}
     ds = ADE20KDataset(out, "training", num_classes=11, reduce_zero_label=False)
     assert (

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from miabench.data.embedded.face_composites import COMPLETE_MARKER, build_faces_on_scenes
+from miabench.data.embedded.build import COMPLETE_MARKER
+from miabench.data.embedded.face_composites import build_faces_on_scenes
 from miabench.data.wider_face import (
     WiderFaceDataset,
     annotation_file,

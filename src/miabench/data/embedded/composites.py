@@ -21,10 +21,7 @@ Training images come from Fashion-MNIST's train split, the held-out ones from it
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,13 +29,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from miabench.data.embedded.build import COMPLETE_MARKER, completed_build
+from miabench.data.embedded.build import build_once, completed_build
 from miabench.data.embedded.fashion_mnist import load_fashion_mnist
 from miabench.data.segmentation import ADE20KDataset
 from miabench.utils.hashing import sha256_array
-from miabench.utils.io import atomic_write_json
-
-log = logging.getLogger(__name__)
 
 #: Bumped when the rendering changes, so an old folder is not mistaken for a new build.
 RENDER_VERSION = 1
@@ -113,15 +107,11 @@ def _build(
     relative to ``out_root``. Images are PNG (lossless, so the hashes of the membership split
     are those of what was rendered).
     """
-    if completed_build(out_root, params, what):
-        log.info("%s already built in %s", what, out_root)
-        return out_root
-    rng = np.random.default_rng(seed)
-    out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.", suffix=".tmp", dir=out_root.parent))
-    seen: set[str] = set()
-    counts: dict[str, int] = {}
-    try:
+
+    def write(tmp: Path) -> dict[str, Any]:
+        rng = np.random.default_rng(seed)
+        seen: set[str] = set()
+        counts: dict[str, int] = {}
         for name, n, render, image_dir, label_dir, prefix in splits:
             (tmp / image_dir).mkdir(parents=True)
             (tmp / label_dir).mkdir(parents=True)
@@ -137,17 +127,9 @@ def _build(
                 Image.fromarray(image).save(tmp / image_dir / f"{stem}.png")
                 Image.fromarray(label).save(tmp / label_dir / f"{stem}.png")
             counts[name] = written
-        atomic_write_json(tmp / COMPLETE_MARKER, {"params": params, "counts": counts})
-        try:
-            os.replace(tmp, out_root)
-        except OSError:
-            # Another process may have finished the same build meanwhile; that is fine.
-            if not completed_build(out_root, params, what):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("%s written to %s", what, out_root)
-    return out_root
+        return {"counts": counts}
+
+    return build_once(out_root, params, what, write)
 
 
 def build_fashion_scenes(

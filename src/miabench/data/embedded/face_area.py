@@ -28,11 +28,11 @@ from miabench.data.embedded.build import completed_build
 from miabench.data.embedded.composites import Renderer, _build
 from miabench.data.embedded.face_composites import (
     BACKGROUNDS,
-    _backgrounds,
     _faces,
     compose_image,
     face_ranges,
 )
+from miabench.data.embedded.scenes import sample_photos
 
 #: Bumped when the rendering changes, so an old folder is not mistaken for a new build.
 RENDER_VERSION = 1
@@ -109,7 +109,7 @@ def build_face_area_on_scenes(
     }
     if completed_build(out_root, params, WHAT):
         return out_root
-    photos, faces = _backgrounds(backgrounds), _faces()
+    photos, faces = sample_photos(backgrounds), _faces()
 
     def renderer() -> Renderer:
         # image i of a phase uses background i mod len(backgrounds), as faces_on_scenes does

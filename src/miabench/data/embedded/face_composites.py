@@ -10,23 +10,20 @@ scales onto random crops of photos without people in them and writes the result 
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from skimage import data as skdata
 from skimage.color import gray2rgb
 
-from miabench.data.embedded.build import COMPLETE_MARKER, completed_build
+from miabench.data.embedded.build import build_once
+from miabench.data.embedded.scenes import sample_photos, xywh_iou
 from miabench.data.wider_face import annotation_file, image_folder
-from miabench.utils.io import atomic_write_json, atomic_write_text
-
-log = logging.getLogger(__name__)
+from miabench.utils.io import atomic_write_text
 
 #: Marker written last into a finished build.
 #: Bumped when the rendering changes, so an old folder is not mistaken for a new build.
@@ -51,42 +48,10 @@ BACKGROUNDS: tuple[str, ...] = (
 )
 
 
-def _backgrounds(names: Sequence[str]) -> list[np.ndarray]:
-    """RGB uint8 arrays of the named scikit-image sample photos (shipped with the package)."""
-    images = []
-    for name in names:
-        loader = getattr(skdata, name, None)
-        if loader is None:
-            raise ValueError(f"skimage.data has no sample image {name!r} (backgrounds)")
-        try:
-            image = np.asarray(loader())
-        except Exception as err:  # pooch raises various errors when a file must be fetched
-            raise RuntimeError(
-                f"skimage.data.{name}() is not available offline ({type(err).__name__}: {err}); "
-                "choose backgrounds shipped with scikit-image"
-            ) from err
-        if image.ndim == 2:
-            image = gray2rgb(image)
-        images.append(np.ascontiguousarray(image[..., :3]).astype(np.uint8))
-    return images
-
-
 def _faces() -> np.ndarray:
     """The 100 LFW faces of ``lfw_subset`` as uint8 RGB (100, 25, 25, 3)."""
     faces = skdata.lfw_subset()[:N_LFW_FACES]
     return (gray2rgb(faces) * 255).round().astype(np.uint8)
-
-
-def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of one xywh box with (N, 4) xywh boxes."""
-    if len(others) == 0:
-        return np.zeros(0)
-    x1 = np.maximum(box[0], others[:, 0])
-    y1 = np.maximum(box[1], others[:, 1])
-    x2 = np.minimum(box[0] + box[2], others[:, 0] + others[:, 2])
-    y2 = np.minimum(box[1] + box[3], others[:, 1] + others[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    return inter / (box[2] * box[3] + others[:, 2] * others[:, 3] - inter)
 
 
 def compose_image(
@@ -122,7 +87,7 @@ def compose_image(
             size = int(rng.integers(face_size[0], face_size[1] + 1))
             x, y = (int(v) for v in rng.integers(0, image_size - size + 1, size=2))
             box = np.array([x, y, size, size])
-            if (_iou(box, np.asarray(boxes).reshape(-1, 4)) <= 0.1).all():
+            if (xywh_iou(box, np.asarray(boxes).reshape(-1, 4)) <= 0.1).all():
                 break
         else:
             continue  # no free spot: fewer faces in this image
@@ -196,16 +161,11 @@ def build_faces_on_scenes(
         "seed": seed,
         "render_version": RENDER_VERSION,
     }
-    if completed_build(out_root, params, "faces-on-scenes"):
-        log.info("faces-on-scenes already built in %s", out_root)
-        return out_root
 
-    photos, faces = _backgrounds(backgrounds), _faces()
-    rng = np.random.default_rng(seed)
-    out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.", suffix=".tmp", dir=out_root.parent))
-    counts: dict[str, int] = {}
-    try:
+    def write(tmp: Path) -> dict[str, Any]:
+        photos, faces = sample_photos(backgrounds), _faces()
+        rng = np.random.default_rng(seed)
+        counts: dict[str, int] = {}
         for phase, n in (("train", n_train), ("val", n_val)):
             lines: list[str] = []
             n_boxes = 0
@@ -225,14 +185,6 @@ def build_faces_on_scenes(
             atomic_write_text(annotation_file(tmp, phase), "\n".join(lines) + "\n")
             counts[phase] = n
             counts[f"{phase}_faces"] = n_boxes
-        atomic_write_json(tmp / COMPLETE_MARKER, {"params": params, "counts": counts})
-        try:
-            os.replace(tmp, out_root)
-        except OSError:
-            # Another process may have finished the same build meanwhile; that is fine.
-            if not completed_build(out_root, params, "faces-on-scenes"):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("faces-on-scenes written to %s (%s)", out_root, counts)
-    return out_root
+        return {"counts": counts}
+
+    return build_once(out_root, params, "faces-on-scenes", write)

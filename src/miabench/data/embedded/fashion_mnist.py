@@ -13,19 +13,19 @@ import gzip
 import logging
 import os
 import shutil
-import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from skimage import feature
 from torchvision.datasets import FashionMNIST
 
-from miabench.data.embedded.build import COMPLETE_MARKER, completed_build
+from miabench.data.embedded.build import build_once
 from miabench.utils.hashing import sha256_array
-from miabench.utils.io import atomic_write, atomic_write_json
+from miabench.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -242,42 +242,22 @@ def build_edges2fashion(
         "seed": seed,
         "render_version": RENDER_VERSION,
     }
-    if completed_build(out_root, params, "edges2fashion"):
-        log.info("edges2fashion already built in %s", out_root)
-        return out_root
-
     source = Path(source_root) if source_root is not None else out_root.parent
-    rng = np.random.default_rng(seed)
-    seen: set[str] = set()
-    splits: dict[str, tuple[list[tuple[int, np.ndarray]], int]] = {}
-    for split, train, n in (("train", True, n_train), ("test", False, n_test)):
-        images, _ = load_fashion_mnist(source, train=train, search_dirs=search_dirs)
-        splits[split] = _pick_unique(images, n, rng, image_size, seen, split)
-    skipped = {split: s for split, (_, s) in splits.items()}
-    log.info("edges2fashion: skipped duplicate items %s", skipped)
 
-    out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.", suffix=".tmp", dir=out_root.parent))
-    try:
+    def write(tmp: Path) -> dict[str, Any]:
+        rng = np.random.default_rng(seed)
+        seen: set[str] = set()
+        splits: dict[str, tuple[list[tuple[int, np.ndarray]], int]] = {}
+        for split, train, n in (("train", True, n_train), ("test", False, n_test)):
+            images, _ = load_fashion_mnist(source, train=train, search_dirs=search_dirs)
+            splits[split] = _pick_unique(images, n, rng, image_size, seen, split)
+        skipped = {split: s for split, (_, s) in splits.items()}
+        log.info("edges2fashion: skipped duplicate items %s", skipped)
         for split, (picked, _) in splits.items():
             (tmp / split).mkdir()
             for index, pair in picked:
                 Image.fromarray(pair).save(tmp / split / f"{index:06d}.png")
-        atomic_write_json(
-            tmp / COMPLETE_MARKER,
-            {
-                "params": params,
-                "counts": {split: len(picked) for split, (picked, _) in splits.items()},
-                "skipped_duplicates": skipped,
-            },
-        )
-        try:
-            os.replace(tmp, out_root)
-        except OSError:
-            # Another process may have finished the same build meanwhile; that is fine.
-            if not completed_build(out_root, params, "edges2fashion"):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("edges2fashion written to %s", out_root)
-    return out_root
+        counts = {split: len(picked) for split, (picked, _) in splits.items()}
+        return {"counts": counts, "skipped_duplicates": skipped}
+
+    return build_once(out_root, params, "edges2fashion", write)

@@ -19,12 +19,10 @@ bounding box, so it is tight around the corners.
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,11 +30,9 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms import InterpolationMode
 
-from miabench.data.embedded.build import COMPLETE_MARKER, completed_build
-from miabench.data.embedded.face_composites import _backgrounds, _iou
-from miabench.utils.io import atomic_write_json, atomic_write_text
-
-log = logging.getLogger(__name__)
+from miabench.data.embedded.build import build_once
+from miabench.data.embedded.scenes import sample_photos, xywh_iou
+from miabench.utils.io import atomic_write_text
 
 #: Bumped when the rendering changes, so an old folder is not mistaken for a new build.
 RENDER_VERSION = 1
@@ -132,7 +128,7 @@ def compose_image(
             box = np.concatenate([np.floor(quad.min(0)), np.ceil(quad.max(0))])
             xywh = np.concatenate([box[:2], box[2:] - box[:2]])
             others = np.asarray([[*b[:2], *(b[2:] - b[:2])] for b in boxes]).reshape(-1, 4)
-            if (_iou(xywh, others) <= 0).all():
+            if (xywh_iou(xywh, others) <= 0).all():
                 break
         else:
             continue  # no free spot: fewer plates in this image
@@ -240,16 +236,11 @@ def build_plates_on_scenes(
         "seed": seed,
         "render_version": RENDER_VERSION,
     }
-    if completed_build(out_root, params, "plates-on-scenes"):
-        log.info("plates-on-scenes already built in %s", out_root)
-        return out_root
 
-    photos = _backgrounds(backgrounds)
-    rng = np.random.default_rng(seed)
-    out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.", suffix=".tmp", dir=out_root.parent))
-    counts: dict[str, int] = {}
-    try:
+    def write(tmp: Path) -> dict[str, Any]:
+        photos = sample_photos(backgrounds)
+        rng = np.random.default_rng(seed)
+        counts: dict[str, int] = {}
         for phase, n in (("train", n_train), ("val", n_val)):
             for folder in ("images", "labels", "corners"):
                 (tmp / folder / phase).mkdir(parents=True)
@@ -270,14 +261,6 @@ def build_plates_on_scenes(
         atomic_write_text(
             tmp / "data.yaml", "path: .\ntrain: images/train\nval: images/val\nnames:\n  0: plate\n"
         )
-        atomic_write_json(tmp / COMPLETE_MARKER, {"params": params, "counts": counts})
-        try:
-            os.replace(tmp, out_root)
-        except OSError:
-            # Another process may have finished the same build meanwhile; that is fine.
-            if not completed_build(out_root, params, "plates-on-scenes"):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("plates-on-scenes written to %s (%s)", out_root, counts)
-    return out_root
+        return {"counts": counts}
+
+    return build_once(out_root, params, "plates-on-scenes", write)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,10 @@ import numpy as np
 from PIL import Image
 from sklearn.cluster import MiniBatchKMeans
 
-from miabench.data.embedded.build import COMPLETE_MARKER, completed_build
+from miabench.data.embedded.build import build_once
 from miabench.data.embedded.fashion_mnist import load_fashion_mnist
 from miabench.data.faces import IdentityDataset
-from miabench.utils.io import atomic_write, atomic_write_json
+from miabench.utils.io import atomic_write
 
 #: bump when the identity construction changes (the cache file name carries it).
 PROXY_VERSION = 1
@@ -188,34 +186,24 @@ def build_shifted_nonmembers(
         "downscale": downscale,
         "jpeg_quality": jpeg_quality,
     }
-    if completed_build(out, params, "shifted proxy non-members"):
-        return out
-    source = FashionIdentities(
-        root=root,
-        images_per_identity=images_per_identity,
-        cluster_seed=cluster_seed,
-        phase="nonmembers",
-        n_member_identities=n_member_identities,
-        n_nonmember_identities=n_nonmember_identities,
-        identity_seed=identity_seed,
-        stratum_pattern=stratum_pattern,
-    )
-    images = source._data()[0]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> dict[str, Any]:
+        source = FashionIdentities(
+            root=root,
+            images_per_identity=images_per_identity,
+            cluster_seed=cluster_seed,
+            phase="nonmembers",
+            n_member_identities=n_member_identities,
+            n_nonmember_identities=n_nonmember_identities,
+            identity_seed=identity_seed,
+            stratum_pattern=stratum_pattern,
+        )
+        images = source._data()[0]
         for sample_id, identity, key in source._entries:
             folder = tmp / identity
             folder.mkdir(exist_ok=True)
             shifted = np.pad(shift_image(images[key], downscale, jpeg_quality), 2)
             Image.fromarray(shifted).save(folder / f"{sample_id.split('/')[1]}.png")
-        atomic_write_json(tmp / COMPLETE_MARKER, {"params": params, "n": len(source)})
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            # another job may have finished the same build meanwhile
-            if not completed_build(out, params, "shifted proxy non-members"):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        return {"n": len(source)}
+
+    return build_once(out, params, "shifted proxy non-members", write)
