@@ -53,6 +53,7 @@ def test_score_matches_a_nearest_centroid_reference() -> None:
     np.testing.assert_allclose(_score(auditor, embedding, ids), reference, atol=1e-5)
     described = auditor.describe()
     assert described["n_train_members"] == described["n_train_nonmembers"] == 20
+    assert auditor.fitted_on == {ids[i] for i in used}  # what the serve leaves out
     assert described["member_identities"] == described["nonmember_identities"] == 5
     with pytest.raises(RuntimeError, match="before fit"):
         IdentityProximityAuditor("x").score({"sample_id": ids, "embedding": torch.zeros(60, 8)})

@@ -147,6 +147,9 @@ def test_fit_takes_the_first_n_balanced_and_stops(tmp_path: Path) -> None:
     )
     assert max(consumed) <= 1  # 8 + 8 + 2 + 2: the stream stops in the second batch pair
     assert ActivationStore.open(attack.report["activation_store"])["n"] == 20
+    # which samples it learned from: the first 10 of each class (batch 0, then 2 of batch 1)
+    first = {f"s{i}" for i in range(16)} | {f"s{16 + i}" for i in (0, 1)} | {"s24", "s25"}
+    assert attack.fitted_on == first
     # a calibration half smaller than N: all of it, recorded
     small = MintAuditor("s", ["embedding"], n_train=1000, epochs=1, cache_dir=tmp_path)
     small.fit(_batches(2, shift=0.0))

@@ -1,6 +1,9 @@
 """A trainable attack (a tiny MINT auditor) served: refitted on the run's calibration half,
 it reproduces the recorded scores; where the recorded scores are another auditor's, the
-server calibrates on its own auditor's scores and says how far they are from the record."""
+server calibrates on its own auditor's scores and says how far they are from the record.
+Scores of the samples the auditor learned from never calibrate: the rest of the calibration
+half does, or the test half where too little of it is left (the tiny run's auditor learns
+from all of it)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from fastapi.testclient import TestClient
 from miabench.pipeline.attack import run_attack
 from miabench.pipeline.record import write_csv
 from miabench.pipeline.train import train_victim
-from miabench.serve.auditor import REFIT_THREADS
+from miabench.serve.auditor import MIN_CALIBRATION_PER_CLASS, REFIT_THREADS, Auditor
 from tests.conftest import compose_cfg
 from tests.pipeline.test_mint_pipeline import faces_overrides, write_faces
 from tests.serve.conftest import ServedRun, make_app
@@ -86,7 +89,10 @@ def test_refit_reproduces_the_recorded_scores(mint_run: ServedRun) -> None:
     assert answer["calibration"]["scores"] == "recorded (scores.csv)"
     auditor = app.state.service.auditor(mint_run.folder.name)
     scores = pd.read_csv(mint_run.folder / "scores.csv")
-    recorded = scores[(scores.split == "calibration") & (scores.label == 1)][COLUMN]
+    # n_train covers the whole calibration half: the test half calibrates, as it says
+    assert auditor.attack.fitted_on == set(scores.loc[scores.split == "calibration", "sample_id"])
+    assert answer["calibration"]["calibrated_on"].startswith("the run's test half")
+    recorded = scores[(scores.split == "test") & (scores.label == 1)][COLUMN]
     assert np.array_equal(auditor.calibration.members, np.sort(recorded.to_numpy()))
 
 
@@ -119,7 +125,8 @@ def test_another_auditors_record_is_recalibrated_on_the_served_auditor(
     assert refit["calibration_mean_abs_difference"] == pytest.approx(0.01, abs=1e-5)
     assert answer["calibration"]["scores"] == "rescored by the refitted auditor"
     auditor = app.state.service.auditor(folder.name)
-    original = scores[calibration & (scores.label == 1)][COLUMN].to_numpy()
+    # the test half that calibrates is rescored too: the run's own auditor's scores again
+    original = scores[(scores.split == "test") & (scores.label == 1)][COLUMN].to_numpy()
     np.testing.assert_allclose(auditor.calibration.members, np.sort(original), atol=1e-6)
     # percentiles and decisions are read against those scores
     score = answer["images"][0]["score"]
@@ -143,3 +150,36 @@ def test_attacks_that_learn_nothing_keep_the_strict_check(
     )
     assert response.status_code == 422
     assert "differ from scores.csv by up to 0.01" in response.json()["error"]
+
+
+def _rows(fitted: set[str]) -> tuple[pd.DataFrame, str]:
+    """The calibration rows an auditor whose attack learned from ``fitted`` chooses, over a
+    run of 60 calibration (30 per class) and 40 test samples."""
+    n_cal, n_test = 60, 40
+    scores = pd.DataFrame(
+        {
+            "sample_id": [f"s{i:03d}" for i in range(n_cal + n_test)],
+            "split": ["calibration"] * n_cal + ["test"] * n_test,
+            "label": [i % 2 for i in range(n_cal + n_test)],
+            "role": ["member" if i % 2 else "nonmember" for i in range(n_cal + n_test)],
+            COLUMN: np.linspace(0, 1, n_cal + n_test),
+        }
+    )
+    fake = type("A", (), {"fitted_on": frozenset(fitted)})()
+    owner = type("Owner", (), {"attack": fake, "refit": None})()
+    return Auditor._calibration_rows(owner, scores, COLUMN)
+
+
+def test_samples_the_auditor_learned_from_never_calibrate() -> None:
+    rows, said = _rows(set())  # an attack that learns nothing: the whole calibration half
+    assert len(rows) == 60 and set(rows.split) == {"calibration"}
+    assert said == "the run's calibration half"
+    learned = {f"s{i:03d}" for i in range(16)}  # 8 per class: 22 per class left
+    rows, said = _rows(learned)
+    assert set(rows.split) == {"calibration"} and not set(rows.sample_id) & learned
+    assert len(rows) == 60 - 16 and "less the 16 samples the auditor learned from" in said
+    # fewer than the minimum of a class left: the test half, which no attack learns from
+    learned = {f"s{i:03d}" for i in range(2 * (30 - MIN_CALIBRATION_PER_CLASS) + 2)}
+    rows, said = _rows(learned)
+    assert set(rows.split) == {"test"} and len(rows) == 40
+    assert said.startswith("the run's test half")

@@ -30,6 +30,10 @@ class Attack(ABC):
     #: attacks that learn (reference models, MINT auditors) set this; the pipeline then
     #: calls :meth:`fit` with the calibration half before scoring.
     trainable: bool = False
+    #: the sample ids a trainable attack learned from in its last :meth:`fit` (empty before
+    #: and for attacks that learn nothing): its scores of these are in-sample, so whoever
+    #: reads scores of the calibration half (the web app's calibration) leaves them out
+    fitted_on: frozenset[str] = frozenset()
     #: the score at or above which the attack itself decides "member" (MINT's 0.5 on its
     #: sigmoid), or None for attacks that only rank; with one, the attack stage also
     #: reports ``accuracy_at_decision`` on the test half, as those attacks' papers do.

@@ -64,6 +64,7 @@ class IdentityProximityAuditor(Attack):
         """Sum the normalised embeddings of each identity among the first N balanced samples."""
         draw = BalancedDraw(self.n_train)
         sums: dict[int, dict[str, torch.Tensor]] = {0: {}, 1: {}}
+        fitted: list[str] = []
         for signals, labels in batches():
             embedding = F.normalize(signals[self.signal].float(), dim=1).to(self.device)
             keep = draw.keep(labels).tolist()
@@ -72,12 +73,14 @@ class IdentityProximityAuditor(Attack):
             ):
                 if not keep[row]:
                     continue
+                fitted.append(sample_id)
                 group = group_of(sample_id)
                 total = sums[label].get(group)
                 sums[label][group] = embedding[row] if total is None else total + embedding[row]
             if draw.full:
                 break
         draw.check(self.name)
+        self.fitted_on = frozenset(fitted)
         self.centroids = {
             label: F.normalize(torch.stack(list(groups.values())), dim=1)
             for label, groups in sums.items()

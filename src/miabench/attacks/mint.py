@@ -263,6 +263,7 @@ class MintAuditor(Attack):
         draw = BalancedDraw(self.n_train)
         store = ActivationStore(self.cache_dir, chunk_rows=self.chunk_rows)
         fingerprint = None
+        fitted: list[str] = []
         try:
             for signals, labels in batches():
                 fingerprint = signals["victim_fingerprint"]
@@ -271,6 +272,7 @@ class MintAuditor(Attack):
                     x = self.features(signals)[keep.to(signals[signal_name(self.layers[0])].device)]
                     ids = [s for s, k in zip(signals["sample_id"], keep.tolist(), strict=True) if k]
                     store.append(x, labels.cpu()[keep].float(), ids)
+                    fitted += ids
                 if draw.full:
                     break  # stops the victim's signal stream early
             draw.check(self.name)
@@ -286,6 +288,7 @@ class MintAuditor(Attack):
                 draw.taken[0],
             )
         self.report = draw.report()
+        self.fitted_on = frozenset(fitted)
         return store.finish(str(fingerprint), self._spec())
 
     # -- training -----------------------------------------------------------------------

@@ -250,7 +250,7 @@ def create_app(service: AuditService, settings: Any) -> FastAPI:
         summary="Audit uploaded images against one model",
         description=(
             "Per image: filename, sha256 (of the file), score (higher = more member-like), "
-            "membership_probability (calibrated on the calibration half, prior 0.5), "
+            "membership_probability (calibrated on calibration.calibrated_on, prior 0.5), "
             "probability_interval (bootstrap), percentile_among_members, "
             "percentile_among_nonmembers, decision_at_fpr ({fpr: member, threshold, note}). "
             "calibration.scores says whose scores the calibration half holds: the recorded "

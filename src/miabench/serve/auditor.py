@@ -74,6 +74,10 @@ Composer = Callable[[Sequence[str]], DictConfig]
 #: the process's own count (None: a run made with the defaults on this machine)
 REFIT_THREADS: tuple[int | None, ...] = (1, None)
 
+#: fewest held-out calibration samples per class (member, non-member) a learning attack's
+#: calibration uses; with fewer, the test half calibrates (see Auditor._calibration_rows)
+MIN_CALIBRATION_PER_CLASS = 20
+
 #: torch's thread count is one per process: fits that change it take turns
 _THREADS_LOCK = threading.Lock()
 
@@ -176,9 +180,7 @@ class Auditor:
             scores = self._refit(scores, column)
 
         log.info("[4/5] %s: calibration of the scores", entry.id)
-        calibration = scores[scores["split"] == "calibration"]
-        if calibration.empty:  # a run without a calibration half: every row was a test row
-            calibration = scores
+        calibration, self.calibrated_on = self._calibration_rows(scores, column)
         self.calibration = ScoreCalibration(
             calibration[column].to_numpy(),
             calibration["label"].to_numpy(),
@@ -249,18 +251,8 @@ class Auditor:
             tries,
             best["torch_threads"],
         )
-        again = self._score_ids(halves.calibration)
         calibration = (scores["split"] == "calibration").to_numpy()
-        ids = scores.loc[calibration, "sample_id"]
-        if set(again) != set(ids):
-            raise ModelError(
-                f"{self.entry.folder}: the calibration half scored again holds other samples "
-                "than scores.csv's"
-            )
-        fresh = ids.map(again).to_numpy(dtype=np.float64)
-        difference = np.abs(fresh - scores.loc[calibration, column].to_numpy(dtype=np.float64))
-        scores = scores.copy()
-        scores.loc[calibration, column] = fresh
+        scores, difference = self._rescore(scores, column, calibration)
         self.refit = {
             "reproduced": False,
             "torch_threads": best["torch_threads"],
@@ -270,6 +262,54 @@ class Auditor:
             "calibration_mean_abs_difference": float(np.nanmean(difference)),
         }
         return scores
+
+    def _rescore(
+        self, scores: pd.DataFrame, column: str, rows: np.ndarray
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """``scores`` with the ``rows`` (a mask) scored again by the attack served here, and
+        how far each moved from the recorded score."""
+        ids = scores.loc[rows, "sample_id"]
+        roles = scores.loc[rows, "role"]
+        again = self._score_ids({r: ids[roles == r].tolist() for r in ROLES})
+        if set(again) != set(ids):
+            raise ModelError(f"{self.entry.folder}: the samples scored again are not scores.csv's")
+        fresh = ids.map(again).to_numpy(dtype=np.float64)
+        difference = np.abs(fresh - scores.loc[rows, column].to_numpy(dtype=np.float64))
+        scores = scores.copy()
+        scores.loc[rows, column] = fresh
+        return scores, difference
+
+    def _calibration_rows(self, scores: pd.DataFrame, column: str) -> tuple[pd.DataFrame, str]:
+        """The rows that calibrate the probabilities, and what they are (said on every page).
+
+        The run's calibration half; for an attack that learned from part of it (MINT's
+        auditor, trained on ``n_train`` of its samples), the rest only: a score of a sample
+        the auditor trained on is in-sample, higher for members than a query's would be, and
+        calibrating on it would make every probability, percentile and threshold
+        overconfident. Where fewer than :data:`MIN_CALIBRATION_PER_CLASS` of a class remain,
+        the test half (which no attack learns from), rescored by a refit that does not
+        reproduce the run.
+        """
+        calibration = scores["split"] == "calibration"
+        if not calibration.any():
+            return scores, "every scored sample (the run has no calibration half)"
+        fitted = scores["sample_id"].isin(self.attack.fitted_on)
+        if not fitted[calibration].any():
+            return scores[calibration], "the run's calibration half"
+        held = calibration & ~fitted
+        counts = scores.loc[held, "label"].value_counts()
+        n = int(fitted[calibration].sum())
+        if min(counts.get(0, 0), counts.get(1, 0)) >= MIN_CALIBRATION_PER_CLASS:
+            return scores[held], (
+                f"the run's calibration half less the {n} samples the auditor learned from"
+            )
+        test = (scores["split"] == "test").to_numpy()
+        if self.refit is not None and self.refit["reproduced"] is False:
+            scores, _ = self._rescore(scores, column, test)
+        return scores[test], (
+            f"the run's test half (the auditor learned from {n} of the calibration half's "
+            f"samples, leaving fewer than {MIN_CALIBRATION_PER_CLASS} of a class)"
+        )
 
     def _score_ids(self, ids_by_role: dict[str, list[str]]) -> dict[str, float]:
         """Scores of the split's samples ``ids_by_role`` (role → ids), by sample id."""
@@ -314,6 +354,7 @@ class Auditor:
         own = self.refit is not None and self.refit["reproduced"] is False
         return {
             **self.calibration.summary(),
+            "calibrated_on": self.calibrated_on,
             "scores": "rescored by the refitted auditor" if own else "recorded (scores.csv)",
         }
 
