@@ -224,6 +224,7 @@ def main() -> None:
                         load_s=load_s,
                         refit=auditor.refit,
                         score_check=auditor.score_check,
+                        calibration=auditor.calibration_summary(),
                     )
                     rows.append(row)
                     print(json.dumps(row))
@@ -262,7 +263,10 @@ def main() -> None:
         first = next(r for r in rows if r["kind"] == kind)
         lines.append(
             f"{kind}: model loaded in {first['load_s']:.1f} s; recorded samples scored again "
-            f"{first['score_check']}; refit {first['refit']}."
+            f"{first['score_check']}; refit {first['refit']}; probabilities calibrated on "
+            f"{first['calibration']['calibrated_on']} "
+            f"({first['calibration']['n_calibration_members']} members, "
+            f"{first['calibration']['n_calibration_nonmembers']} non-members)."
         )
     atomic_write_text(args.out / "serve_latency.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
