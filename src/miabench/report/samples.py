@@ -2,9 +2,11 @@
 
 The images are found through the run's split manifest (``<cache_dir>/splits/<data>-*.csv``,
 the one whose hash is the run's ``manifest_sha256``), which names each sample's file and
-the SHA-256 of its decoded pixels; an image is shown only when its pixels still have that
-hash. Without a matching manifest the file is looked up as ``<data root>/<sample_id>``
-(inside the root only) and shown marked *unverified*. Files that are missing, not images,
+the SHA-256 its reader computed; an image is shown only when its decoded pixels have that
+hash (the paired-image readers hash exactly those; readers that also hash a label map or a
+crop cannot be verified from the file, and their images are not shown). Without a matching
+manifest the file is looked up as ``<data root>/<sample_id>`` (inside the root only) and
+shown marked *unverified*. Files that are missing, not images,
 or larger than :data:`MAX_PIXELS` are named in the report, never fatal.
 """
 
@@ -157,7 +159,14 @@ def exposed_members(
             out.append(Exposed(sample_id, float(score), flagged, None, f"not shown: {err}"))
             continue
         if entry and sha256_array(pixels) != entry[1]:
-            status = "not shown: the file's pixels no longer match the split manifest's hash"
+            # The manifest holds the reader's content digest: for paired images (pix2pix)
+            # that of the file's pixels; readers that also hash their label map or crop
+            # (segmentation, faces, boxes) cannot be checked from the file alone.
+            status = (
+                "not shown: its decoded pixels do not hash to the split manifest's digest "
+                "(changed since the split, or a reader whose digest also covers a label map "
+                "or crop, which the report cannot check)"
+            )
             out.append(Exposed(sample_id, float(score), flagged, None, status))
             continue
         status = "verified" if entry else "unverified"
