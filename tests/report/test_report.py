@@ -22,7 +22,13 @@ from miabench.report.summary import pct
 from tests.conftest import compose_cfg
 
 REPO = Path(__file__).resolve().parents[2]
-RUN = REPO / "results" / "embedded_pix2pix" / "runs" / "pix2pix-edges2fashion-none-s0"
+RUN = (
+    REPO
+    / "results"
+    / "embedded_pix2pix"
+    / "runs"
+    / "pix2pix-edges2fashion-none-s0-549c3c0b855da754"
+)
 TABLE = REPO / "results" / "defenses_pix2pix"
 #: the runs of the table test: two defenses, two seeds each (the whole table has 40)
 TABLE_RUNS = [
