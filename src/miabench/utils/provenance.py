@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -124,6 +125,11 @@ def environment(device: Any = None) -> dict[str, Any]:
         "host": platform.node(),
         "overrides": hydra_overrides(),
     }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        # CPU float sums are split across threads: the same seed and code can train a
+        # slightly different victim with another thread count
+        info["torch_threads"] = torch.get_num_threads()
     if device is not None:
         info["device"] = str(device)
         try:
