@@ -76,7 +76,13 @@ def test_wheel_installs_and_runs_the_benchmark_from_an_empty_folder(tmp_path: Pa
     assert Path(where).is_relative_to(venv), f"miabench imported from {where}, not the wheel"
     assert not Path(where).is_relative_to(REPO)
 
-    # help without the source tree's conf/
+    # every console script answers --help from the wheel alone (the Hydra apps without the
+    # source tree's conf/)
+    tomllib = pytest.importorskip("tomllib")
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for script in scripts:
+        text = _run([str(bin_dir / script), "--help"], empty, env)
+        assert "usage" in text.lower() or "powered by Hydra" in text, script
     assert "powered by Hydra" in _run([str(bin_dir / "miabench-table"), "--help"], empty, env)
     # the prefetch list is derived from the configs the wheel ships
     listed = _run(
