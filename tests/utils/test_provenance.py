@@ -46,3 +46,16 @@ def test_versions_and_stage_clock() -> None:
     # a failed stage is still timed
     assert clock.stages["boom"]["wall_time_s"] >= 0.01
     assert clock.stages["boom"]["started"] <= clock.stages["boom"]["finished"]
+
+
+def test_environment_records_the_torch_thread_count() -> None:
+    import torch
+
+    from miabench.utils.provenance import environment
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert environment()["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)
