@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", metavar="NAME", help="names from --list (default: all)"
     )
     args = parser.parse_args(argv)
+    # composing every experiment takes a while (about 15 s on 2 cores): say so first
+    print("[prefetch_weights] reading the backbones every config names...", file=sys.stderr)
     chosen = [b for b in backbones() if not args.only or b.name in args.only]
     if args.only and len(chosen) != len(set(args.only)):
         unknown = sorted(set(args.only) - {b.name for b in backbones()})
