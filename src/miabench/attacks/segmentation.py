@@ -282,7 +282,7 @@ class SegmentationReconstructionError(Attack):
         return {**super().describe(), "error": self.error, "ignore_index": self.ignore_index}
 
 
-@loads_imagenet(lambda arch: feature_weights(arch))
+@loads_imagenet(feature_weights)
 class SegmentationMembershipError(SegmentationReconstructionError):
     """Membership error for segmentation: reconstruction minus predictability error.
 

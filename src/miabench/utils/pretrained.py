@@ -8,10 +8,10 @@ frozen entry per library names the weights (:attr:`name`, the name the offline m
 cache (:meth:`fetch`).
 
 A config target that loads ImageNet weights says which, as a function of its own config
-keys, with :func:`loads_imagenet`::
+keys (the function's parameter names), with :func:`loads_imagenet`::
 
-    @loads_imagenet(lambda backbone: detector_backbone(backbone))
-    def build_fcos(num_classes, backbone="resnet18", weights="imagenet", ...): ...
+    @loads_imagenet(backbone_weights)  # backbone_weights(backbone) -> TorchvisionWeights
+    def build_fcos(image_size, backbone="resnet18", weights="imagenet", ...): ...
 
 and builds with ``imagenet=<that entry>.name``, so what is declared is what is loaded.
 :func:`declared_weights` reads the declaration for a config node; the prefetch list is

@@ -59,9 +59,10 @@ _STATEFUL = (
 )
 
 
-def backbone_weights(arch: str) -> TorchvisionWeights:
-    """The ImageNet weights :func:`classifier_backbone` loads for ``arch`` (its default)."""
-    return TorchvisionWeights(arch, "DEFAULT")
+def backbone_weights(backbone: str) -> TorchvisionWeights:
+    """The ImageNet weights :func:`classifier_backbone` loads for the torchvision model
+    ``backbone`` (its default; the detector builders' config key, hence the name)."""
+    return TorchvisionWeights(backbone, "DEFAULT")
 
 
 def classifier_backbone(arch: str, weights: str, **kwargs: Any) -> tuple[nn.Module, dict[str, str]]:
@@ -121,7 +122,7 @@ def _info(model: nn.Module, **info: Any) -> nn.Module:
     return model
 
 
-@loads_imagenet(lambda backbone: backbone_weights(backbone))
+@loads_imagenet(backbone_weights)
 def build_retinanet(
     image_size: int,
     backbone: str = "resnet18",
@@ -160,7 +161,7 @@ def build_retinanet(
     return _info(model, detector="retinanet", backbone=backbone, **weights_info)
 
 
-@loads_imagenet(lambda backbone: backbone_weights(backbone))
+@loads_imagenet(backbone_weights)
 def build_fcos(
     image_size: int,
     backbone: str = "resnet18",
@@ -191,7 +192,7 @@ def build_fcos(
     return _info(model, detector="fcos", backbone=backbone, **weights_info)
 
 
-@loads_imagenet(lambda backbone: backbone_weights(backbone))
+@loads_imagenet(backbone_weights)
 def build_ssdlite(
     image_size: int,
     backbone: str = "mobilenet_v3_large",

@@ -49,7 +49,7 @@ def feature_weights(arch: str) -> TorchvisionWeights:
     return TorchvisionWeights(arch, "IMAGENET1K_V1")
 
 
-@loads_imagenet(lambda arch: feature_weights(arch))
+@loads_imagenet(feature_weights)
 class FeatureBackbone(nn.Module):
     """Frozen torchvision ResNet returning the layer1..layer4 maps of preprocessed images.
 

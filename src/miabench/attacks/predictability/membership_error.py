@@ -30,7 +30,7 @@ def membership_error_columns(
     }
 
 
-@loads_imagenet(lambda arch: feature_weights(arch))
+@loads_imagenet(feature_weights)
 class MembershipError(Attack):
     """Membership error attack: ``score = -(reconstruction error - predictability error)``.
 

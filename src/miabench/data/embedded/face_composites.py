@@ -25,7 +25,6 @@ from miabench.data.embedded.scenes import sample_photos, xywh_iou
 from miabench.data.wider_face import annotation_file, image_folder
 from miabench.utils.io import atomic_write_text
 
-#: Marker written last into a finished build.
 #: Bumped when the rendering changes, so an old folder is not mistaken for a new build.
 RENDER_VERSION = 1
 #: ``lfw_subset()`` holds 100 faces followed by 100 non-faces.

@@ -18,7 +18,7 @@ from miabench.utils.pretrained import TimmWeights, loads_imagenet
 from miabench.utils.weights import build_with_weights
 
 
-@loads_imagenet(lambda arch: TimmWeights(arch))
+@loads_imagenet(TimmWeights)
 class TimmClassifier(nn.Module):
     """A timm classification network returning logits (B, num_classes).
 

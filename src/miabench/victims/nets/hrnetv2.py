@@ -17,7 +17,7 @@ from miabench.utils.pretrained import TimmWeights, loads_imagenet
 from miabench.victims.nets.seg_backbones import timm_features
 
 
-@loads_imagenet(lambda arch: TimmWeights(arch))
+@loads_imagenet(TimmWeights)
 class HRNetV2(nn.Module):
     """HRNet backbone (timm, ``features_only``) + the HRNetV2 head.
 

@@ -25,7 +25,7 @@ from miabench.victims.nets.pranet import RFB, PartialDecoder, ReverseAttention, 
 from miabench.victims.nets.seg_backbones import timm_features
 
 
-@loads_imagenet(lambda arch: TimmWeights(arch))
+@loads_imagenet(TimmWeights)
 class InfNet(nn.Module):
     """Inf-Net on a timm Res2Net-50.
 

@@ -113,7 +113,7 @@ class ReverseAttention(nn.Module):
         return self.out(self.convs(x)) + prior
 
 
-@loads_imagenet(lambda arch: TimmWeights(arch))
+@loads_imagenet(TimmWeights)
 class PraNet(nn.Module):
     """PraNet on a timm Res2Net-50.
 

@@ -53,7 +53,7 @@ def timm_features(
     return model, {"backbone": arch, **record.describe()}
 
 
-@loads_imagenet(lambda encoder: SmpEncoderWeights(encoder))
+@loads_imagenet(SmpEncoderWeights)
 class SmpSegmenter(nn.Module):
     """A segmentation-models-pytorch network with ``weights: imagenet | <path> | none``.
 
@@ -110,7 +110,7 @@ class SmpSegmenter(nn.Module):
         return dict(self.info)
 
 
-@loads_imagenet(lambda encoder: SmpEncoderWeights(encoder))
+@loads_imagenet(SmpEncoderWeights)
 class UPerNet(SmpSegmenter):
     """segmentation-models-pytorch's UPerNet with ``weights: imagenet | <path> | none``.
 
