@@ -221,10 +221,16 @@ def _victim_pairing(victim: str) -> tuple[Pairing, tuple[str, ...]]:
 
 
 @functools.cache
+def _data_format(data: str) -> tuple[Callable[[DictConfig, dict[str, Any]], None], str | None]:
+    """The data contract's batch check for ``conf/data/<data>.yaml`` and the data's task
+    (composed once per data config, however many victims train on it)."""
+    return _layout(data).check, compose_cfg("train_victim", [f"data={data}"]).data.get("task")
+
+
 def _items(victim: str) -> Items:
     """The synthetic items in the batch format of the victim's data."""
     data = _victim_pairing(victim)[0].data
-    key = (_layout(data).check, compose_cfg("train_victim", [f"data={data}"]).data.get("task"))
+    key = _data_format(data)
     if key not in ITEMS:
         pytest.fail(
             f"conf/victim/{victim}.yaml: its data {data!r} serves batches checked by "
@@ -295,7 +301,8 @@ class TinyVictims:
                 items, batch_size=BATCH, collate_fn=instantiate(spec) if spec else None
             )
             # the batches are what the data's reader serves (the data contract's check)
-            _layout(_victim_pairing(victim)[0].data).check(cfg, next(iter(loader)))
+            check, _ = _data_format(_victim_pairing(victim)[0].data)
+            check(cfg, next(iter(loader)))
             torch.manual_seed(0)
             model = instantiate(cfg.victim.module)
             changed = _train_one_step(model, loader, self.root / victim)
