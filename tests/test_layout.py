@@ -9,6 +9,7 @@ subpackages points down the layers below, and no module over 500 lines.
 from __future__ import annotations
 
 import ast
+import functools
 import graphlib
 from pathlib import Path
 
@@ -102,6 +103,7 @@ def _layer_of(module: str) -> str:
     return parts[1] if (PACKAGE / parts[1]).is_dir() else "app"
 
 
+@functools.cache
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     return {m: _imports(m, p, modules) for m, p in modules.items()}
