@@ -27,7 +27,7 @@ RUN = (
     / "results"
     / "embedded_pix2pix"
     / "runs"
-    / "pix2pix-edges2fashion-none-s0-549c3c0b855da754"
+    / "pix2pix-edges2fashion-none-s0-ad5e12813afc21fb"
 )
 TABLE = REPO / "results" / "defenses_pix2pix"
 #: the runs of the table test: two defenses, two seeds each (the whole table has 40)
